@@ -1,0 +1,29 @@
+"""Typed errors that carry a message a user can act on.
+
+The CLI turns every :class:`ChurnError` into one line on stderr and a non-zero exit code, so
+bad input never ends in a traceback.
+"""
+
+
+class ChurnError(Exception):
+    """Base class of every error the platform raises on purpose."""
+
+
+class ContractError(ChurnError, ValueError):
+    """Input data breaks the data contract (names the file, column and row)."""
+
+
+class DatasetError(ChurnError, ValueError):
+    """A training set folder is missing, malformed or unusable."""
+
+
+class ModelError(ChurnError, ValueError):
+    """A model folder is missing or malformed, or a request does not fit its input spec."""
+
+
+class RegistryError(ChurnError):
+    """The model registry cannot complete an operation."""
+
+
+class ServingError(ChurnError):
+    """A model server could not be started, reached or deployed to."""
