@@ -213,7 +213,9 @@ def _load_split(file: Path, meta: dict) -> Split:
         bad = ~np.isfinite(arrays[key])
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
-            raise DatasetError(f"{file}: array {key!r} holds NaN or infinite values (first at row {row})")
+            raise DatasetError(
+                f"{file}: array {key!r} holds NaN or infinite values (first at row {row})"
+            )
     if not np.isin(arrays["y"], (0.0, 1.0)).all():
         raise DatasetError(f"{file}: labels 'y' must be 0 or 1")
     for j, (name, vocab) in enumerate(meta["categorical_features"].items()):

@@ -1,0 +1,80 @@
+"""Feast definitions: the customer entity, its sequence snapshots and its profile.
+
+The sources are written by ``churn features build`` into ``data/sources/`` beside this file
+(or into ``$CHURN_FEATURE_DATA``). ``spec.json`` there says which channels and attributes the sources
+have, so the schema follows the log; without it the definitions describe the default
+channels, which lets ``feast apply`` run on a fresh checkout.
+"""
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Float32, String
+
+DATA = os.environ.get("CHURN_FEATURE_DATA", str(Path(__file__).parent / "data" / "sources"))
+SOURCE_KIND = os.environ.get("CHURN_FEATURE_SOURCE", "file")
+DEFAULT_SPEC = {
+    "channels": ["n_txn", "spend"],
+    "context_features": ["tenure_days", "recency_days", "frequency", "monetary"],
+    "numeric_attributes": [],
+    "categorical_attributes": [],
+}
+
+_spec_path = Path(DATA) / "spec.json"
+SPEC = json.loads(_spec_path.read_text()) if _spec_path.is_file() else DEFAULT_SPEC
+
+
+def _source(name: str, file: str, timestamp_field: str):
+    path = f"{DATA}/{file}"
+    if SOURCE_KIND == "spark":
+        # Imported here so the embedded default needs no Spark client.
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        return SparkSource(
+            name=name, path=path, file_format="parquet", timestamp_field=timestamp_field
+        )
+    return FileSource(name=name, path=path, timestamp_field=timestamp_field)
+
+
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.STRING,
+    description="A buying customer, keyed by the customer_id of the transaction log.",
+)
+
+# One row per customer per snapshot time. Snapshots exist at every training cutoff and at the
+# latest time, so a point-in-time join at a cutoff returns exactly that cutoff's row.
+customer_sequences = FeatureView(
+    name="customer_sequences",
+    entities=[customer],
+    ttl=timedelta(0),
+    schema=[Field(name=f"seq_{c}", dtype=Array(Float32)) for c in SPEC["channels"]]
+    + [Field(name=f, dtype=Float32) for f in SPEC["context_features"]],
+    source=_source("customer_sequences_source", "sequences.parquet", "snapshot_ts"),
+    online=True,
+    description="Last L activity bins per channel, ending at the snapshot time, plus context.",
+    tags={"owner": "churn-platform"},
+)
+
+objects = [customer, customer_sequences]
+
+if SPEC["numeric_attributes"] or SPEC["categorical_attributes"]:
+    # Attributes become known at signup, which is what keeps them point-in-time correct.
+    customer_profile = FeatureView(
+        name="customer_profile",
+        entities=[customer],
+        ttl=timedelta(0),
+        schema=[Field(name=f, dtype=Float32) for f in SPEC["numeric_attributes"]]
+        + [Field(name=f, dtype=String) for f in SPEC["categorical_attributes"]],
+        source=_source("customer_profile_source", "customers.parquet", "signup_date"),
+        online=True,
+        description="Static customer attributes from the customers table.",
+        tags={"owner": "churn-platform"},
+    )
+    objects.append(customer_profile)
