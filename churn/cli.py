@@ -11,11 +11,19 @@ import typer
 from churn.config import Settings, load_settings
 from churn.errors import ChurnError
 
-app = typer.Typer(help="Customer churn prediction: data, features, training, pipelines.", no_args_is_help=True)
-data_app = typer.Typer(help="Get transaction logs that follow the data contract.", no_args_is_help=True)
-features_app = typer.Typer(help="Build and serve sequence features with Feast.", no_args_is_help=True)
+app = typer.Typer(
+    help="Customer churn prediction: data, features, training, pipelines.", no_args_is_help=True
+)
+data_app = typer.Typer(
+    help="Get transaction logs that follow the data contract.", no_args_is_help=True
+)
+features_app = typer.Typer(
+    help="Build and serve sequence features with Feast.", no_args_is_help=True
+)
 dataset_app = typer.Typer(help="Build point-in-time-correct training sets.", no_args_is_help=True)
-pipeline_app = typer.Typer(help="Compile, submit and schedule the Kubeflow pipeline.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="Compile, submit and schedule the Kubeflow pipeline.", no_args_is_help=True
+)
 registry_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
@@ -35,7 +43,9 @@ def settings() -> Settings:
 
 @app.callback()
 def main(
-    config: Path | None = typer.Option(None, "--config", envvar="CHURN_CONFIG", help="YAML settings file."),
+    config: Path | None = typer.Option(
+        None, "--config", envvar="CHURN_CONFIG", help="YAML settings file."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     logging.basicConfig(
@@ -56,11 +66,164 @@ def _fail(exc: Exception) -> None:
 
 # --- data commands ---
 
+
+@data_app.command("cdnow")
+def data_cdnow(
+    out: Path = typer.Option(..., "--out", help="Destination .parquet or .csv file."),
+) -> None:
+    """Convert the real CDNOW log (shipped in the `lifetimes` package) to the data contract."""
+    from churn.cdnow import load_cdnow, write_table
+
+    tx = load_cdnow()
+    write_table(tx, out)
+    typer.echo(
+        f"wrote {out}: {len(tx)} transactions of {tx['customer_id'].nunique()} customers, "
+        f"{tx['timestamp'].min().date()} to {tx['timestamp'].max().date()}"
+    )
+
+
 # --- features commands ---
+
+
+def _repo_dir(repo: Path | None) -> Path:
+    return repo if repo is not None else settings().home / "feature_repo"
+
+
+@features_app.command("build")
+def features_build(
+    transactions: Path = typer.Option(..., "--transactions", "-t", help="Transaction log."),
+    customers: Path | None = typer.Option(None, "--customers", help="Optional customers table."),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Feature repo folder (default: HOME/feature_repo)."
+    ),
+    cutoffs: str | None = typer.Option(
+        None, "--cutoffs", help="Comma-separated training cutoff dates; default: automatic."
+    ),
+    observed_until: str | None = typer.Option(
+        None, "--observed-until", help="End of the observation period (default: the last event)."
+    ),
+    bin_days: int | None = typer.Option(None, "--bin-days", help="Days per bin (1 or 7...)."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Bins per sequence (L)."),
+) -> None:
+    """Write the Feast sources (snapshots at cutoffs and latest time) and apply the repo."""
+    from churn.features import build_features
+
+    cfg = settings().features
+    cfg.bin_days = bin_days or cfg.bin_days
+    cfg.seq_len = seq_len or cfg.seq_len
+    summary = build_features(
+        transactions,
+        _repo_dir(repo),
+        cfg,
+        customers=customers,
+        cutoffs=cutoffs.split(",") if cutoffs else None,
+        observed_until=observed_until,
+    )
+    typer.echo(
+        f"feature repo {summary['repo']}: {summary['snapshot_rows']} snapshot rows of "
+        f"{summary['customers']} customers, channels {summary['channels']}, "
+        f"cutoffs {summary['cutoffs']} + latest {summary['latest_snapshot']}"
+    )
+
+
+@features_app.command("materialize")
+def features_materialize(
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Feature repo folder (default: HOME/feature_repo)."
+    ),
+) -> None:
+    """Load the latest snapshot into the online store."""
+    from churn.features import materialize
+
+    result = materialize(_repo_dir(repo))
+    typer.echo(
+        f"online store holds snapshot {result['snapshot']} of {result['customers']} customers"
+    )
+
+
+@features_app.command("get")
+def features_get(
+    customer_ids: list[str] = typer.Argument(..., help="Customer ids to look up."),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Feature repo folder (default: HOME/feature_repo)."
+    ),
+) -> None:
+    """Print the online features of customers (as the server would see them)."""
+    import json
+
+    from churn.feature_store import FeatureRepo
+
+    repo_ = FeatureRepo(_repo_dir(repo))
+    spec = repo_.spec
+    feats = repo_.online_features(customer_ids)
+    for i, cid in enumerate(customer_ids):
+        row = {
+            "customer_id": cid,
+            "has_history": bool(feats.has_history[i]),
+            "sequence": {c: feats.seq[i, j].tolist() for j, c in enumerate(spec["channels"])},
+            "context": dict(zip(spec["context_features"], feats.context[i].tolist(), strict=True)),
+        }
+        typer.echo(json.dumps(row))
+
 
 # --- dataset commands ---
 
+
+@dataset_app.command("build")
+def dataset_build(
+    out: Path = typer.Option(..., "--out", help="Destination training set folder."),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Feature repo folder (default: HOME/feature_repo)."
+    ),
+    cutoffs: str | None = typer.Option(
+        None, "--cutoffs", help="Comma-separated cutoff dates; default: those the features have."
+    ),
+    horizon_days: int | None = typer.Option(
+        None, "--horizon-days", help="Label horizon H in days (default from settings: 90)."
+    ),
+) -> None:
+    """Build a training set through Feast's point-in-time join, split by time."""
+    from churn.dataset import build_dataset
+
+    summary = build_dataset(
+        _repo_dir(repo),
+        out,
+        horizon_days or settings().features.horizon_days,
+        cutoffs=cutoffs.split(",") if cutoffs else None,
+    )
+    typer.echo(f"training set {summary['out']} ({summary['seconds']} s)")
+    typer.echo(f"{'split':<6}{'rows':>9}{'positives':>11}{'negatives':>11}  cutoffs")
+    for name, s in summary["splits"].items():
+        typer.echo(
+            f"{name:<6}{s['rows']:>9}{s['positives']:>11}{s['negatives']:>11}  "
+            + ", ".join(s["cutoffs"])
+        )
+
+
 # --- train/evaluate commands ---
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Option(..., "--model", help="Model folder (model.pt + model.json)."),
+    dataset: Path = typer.Option(..., "--dataset", help="Training set folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, plots, report.html."),
+) -> None:
+    """Score a model on the test split beside gradient-boosting and logistic baselines."""
+    # Imported here so that other commands do not pay for torch, scikit-learn and matplotlib.
+    from churn.evaluate import evaluate
+    from churn.report import format_table
+
+    cfg = settings()
+    try:
+        result = evaluate(
+            model, dataset, out, threshold_metric=cfg.eval.threshold_metric, seed=cfg.train.seed
+        )
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(format_table(result))
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+
 
 # --- registry commands ---
 

@@ -121,7 +121,8 @@ def _numeric(values: pd.Series, path: Path, column: str) -> pd.Series:
     if bad.any():
         row = _first_row(bad)
         raise ContractError(
-            f"{path}: column {column!r} has a non-numeric value {values.iloc[row - 1]!r} at row {row}"
+            f"{path}: column {column!r} has a non-numeric value {values.iloc[row - 1]!r} "
+            f"at row {row}"
         )
     if numeric.isna().any():
         raise ContractError(

@@ -1,9 +1,9 @@
 """Feast definitions: the customer entity, its sequence snapshots and its profile.
 
 The sources are written by ``churn features build`` into ``data/sources/`` beside this file
-(or into ``$CHURN_FEATURE_DATA``). ``spec.json`` there says which channels and attributes the sources
-have, so the schema follows the log; without it the definitions describe the default
-channels, which lets ``feast apply`` run on a fresh checkout.
+(or into ``$CHURN_FEATURE_DATA``). ``spec.json`` there says which channels and attributes
+the sources have, so the schema follows the log; without it the definitions describe the
+default channels, which lets ``feast apply`` run on a fresh checkout.
 """
 
 import json
