@@ -111,7 +111,7 @@ def build_dataset(
             cat=categorical[mask],
             y=y[mask],
             customer_id=customer_ids[mask],
-            cutoff=cutoff_ns[mask].astype(np.int64),
+            cutoff=cutoff_ns[mask].astype(np.int64) // 10**9,
         )
         for name, mask in masks.items()
     }

@@ -1,0 +1,117 @@
+"""Bad input gets a clear error naming the file, the column and the row."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from churn.contract import load_customers, load_transactions, validate_transactions
+from churn.errors import ContractError
+
+
+def _write(tmp_path, text: str, name: str = "tx.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+GOOD = "customer_id,timestamp,amount,quantity\nc1,2020-01-01 10:00:00,5.0,1\nc2,2020-01-02,7.5,2\n"
+
+
+def test_good_log_is_typed_and_sorted(tmp_path):
+    tx = load_transactions(_write(tmp_path, GOOD))
+    assert list(tx.columns) == ["customer_id", "timestamp", "amount", "quantity"]
+    assert str(tx["timestamp"].dt.tz) == "UTC"
+    assert tx["amount"].dtype == "float64"
+    assert tx["customer_id"].tolist() == ["c1", "c2"]
+
+
+def test_aware_timestamps_are_converted_to_utc(tmp_path):
+    tx = load_transactions(
+        _write(tmp_path, "customer_id,timestamp,amount\nc1,2020-01-01T01:00:00+02:00,1\n")
+    )
+    assert tx["timestamp"].iloc[0] == pd.Timestamp("2019-12-31T23:00:00Z")
+
+
+def test_parquet_is_accepted(tmp_path):
+    path = tmp_path / "tx.parquet"
+    pd.read_csv(_write(tmp_path, GOOD)).to_parquet(path)
+    assert len(load_transactions(path)) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("customer_id,amount\nc1,5\n", r"tx.csv: missing required column\(s\) \['timestamp'\]"),
+        (
+            "customer_id,timestamp,amount\nc1,2020-01-01,5\nc2,yesterday,5\n",
+            r"tx.csv: column 'timestamp' has an unparsable timestamp 'yesterday' at row 2",
+        ),
+        (
+            "customer_id,timestamp,amount\nc1,2020-01-01,\n",
+            r"column 'amount' is empty \(NaN\) at row 1",
+        ),
+        (
+            "customer_id,timestamp,amount\nc1,2020-01-01,-3\n",
+            r"column 'amount' is negative .* at row 1",
+        ),
+        ("customer_id,timestamp,amount\nc1,2020-01-01,abc\n", r"column 'amount' has a non-numeric"),
+        (
+            "customer_id,timestamp,amount\nc1,2020-01-01,5\nc1,2020-01-01,5\n",
+            r"tx.csv: row 2 duplicates row 1 exactly",
+        ),
+        (
+            "customer_id,timestamp,amount\n,2020-01-01,5\n",
+            r"column 'customer_id' is empty at row 1",
+        ),
+        ("customer_id,timestamp,amount\n", r"tx.csv: holds no rows"),
+        (
+            "customer_id,timestamp,amount,channel\nc1,2020-01-01,5,web\n",
+            r"extra column 'channel' is not numeric",
+        ),
+    ],
+)
+def test_bad_logs_name_file_column_and_row(tmp_path, text, expected):
+    with pytest.raises(ContractError, match=expected):
+        load_transactions(_write(tmp_path, text))
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(ContractError, match="file is empty"):
+        load_transactions(_write(tmp_path, ""))
+
+
+def test_wrong_file_type(tmp_path):
+    with pytest.raises(ContractError, match=r"unsupported file type '.json'"):
+        load_transactions(_write(tmp_path, "{}", "tx.json"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ContractError, match="does not exist"):
+        load_transactions(tmp_path / "nope.csv")
+
+
+def test_corrupt_parquet(tmp_path):
+    with pytest.raises(ContractError, match="not a readable Parquet file"):
+        load_transactions(_write(tmp_path, "not parquet at all", "tx.parquet"))
+
+
+def test_customers_duplicate_ids_and_types(tmp_path):
+    path = _write(
+        tmp_path,
+        "customer_id,signup_date,segment,age\nc1,2020-01-01,a,30\nc2,2020-01-02,,41\n",
+        "customers.csv",
+    )
+    customers = load_customers(path)
+    assert customers["age"].dtype == "float64"
+    assert customers["segment"].tolist() == ["a", ""]
+    dup = _write(tmp_path, "customer_id,signup_date\nc1,2020-01-01\nc1,2020-01-02\n", "c2.csv")
+    with pytest.raises(ContractError, match=r"c2.csv: customer_id 'c1' appears twice \(row 2\)"):
+        load_customers(dup)
+
+
+def test_validation_does_not_modify_its_input():
+    raw = pd.DataFrame({"customer_id": [1], "timestamp": ["2020-01-01"], "amount": [1]})
+    before = raw.copy()
+    validate_transactions(raw)
+    pd.testing.assert_frame_equal(raw, before)
