@@ -1,0 +1,185 @@
+"""Benchmark: point-in-time feature retrieval for a training set, Feast against raw DuckDB.
+
+Builds a feature repository of sequence snapshots for N synthetic customers at K cutoffs
+(L=52 weekly bins, 3 channels), then reads N x K entity rows back two ways, each in its own
+process so peak memory is its own:
+
+* ``feast``: ``FeatureRepo.historical_features`` — Feast's DuckDB offline store point-in-time
+  join, then the conversion to [N, C, L] tensors the training set uses.
+* ``baseline``: one DuckDB ``ASOF LEFT JOIN`` over the same Parquet file, then the same
+  conversion.
+
+Usage: ``python benchmarks/dataset_build.py [--customers 100000] [--cutoffs 10]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CHANNELS = ["n_txn", "spend", "quantity"]
+SEQ_LEN = 52
+
+
+def _cutoffs(k: int) -> list[pd.Timestamp]:
+    start = pd.Timestamp("2021-01-04", tz="UTC")
+    return [start + pd.Timedelta(weeks=4 * i) for i in range(k)]
+
+
+def prepare(root: Path, customers: int, k: int) -> None:
+    """Writes the snapshot sources and applies the repository (not timed)."""
+    from churn.config import FeatureConfig
+    from churn.feature_store import FeatureRepo
+    from churn.sequences import CONTEXT_FEATURES, Snapshots
+
+    rng = np.random.default_rng(0)
+    cutoffs = _cutoffs(k)
+    ids = np.array([f"c{i:07d}" for i in range(customers)])
+    n = customers * k
+    seq = rng.poisson(0.3, size=(n, len(CHANNELS), SEQ_LEN)).astype(np.float32)
+    seq[:, 1] *= rng.gamma(2.0, 20.0, size=(n, 1)).astype(np.float32)
+    snapshots = Snapshots(
+        customer_id=np.tile(ids, k),
+        snapshot_ts=np.repeat([c.value for c in cutoffs], customers),
+        seq=seq,
+        context=rng.random((n, len(CONTEXT_FEATURES))).astype(np.float32),
+        channels=CHANNELS,
+    )
+    spec = {
+        "channels": CHANNELS,
+        "context_features": list(CONTEXT_FEATURES),
+        "numeric_attributes": [],
+        "categorical_attributes": [],
+        "bin_days": 7,
+        "seq_len": SEQ_LEN,
+        "cutoffs": [c.isoformat() for c in cutoffs],
+        "snapshots": [c.isoformat() for c in cutoffs],
+        "latest_snapshot": cutoffs[-1].isoformat(),
+        "observed_until": cutoffs[-1].isoformat(),
+        "source": "benchmark",
+    }
+    repo = FeatureRepo(root / "repo")
+    repo.init_from(FeatureConfig().repo_template)
+    empty_tx = pd.DataFrame({"customer_id": [], "timestamp": [], "amount": []})
+    repo.write_sources(snapshots, empty_tx, None, spec)
+    repo.apply()
+    entity = pd.DataFrame(
+        {
+            "customer_id": np.tile(ids, k),
+            "event_timestamp": pd.to_datetime(
+                np.repeat([c.value for c in cutoffs], customers), utc=True
+            ),
+        }
+    ).sample(frac=1.0, random_state=0)
+    entity.to_parquet(root / "entity.parquet", index=False)
+
+
+def run_feast(root: Path) -> dict:
+    from churn.feature_store import FeatureRepo
+
+    entity = pd.read_parquet(root / "entity.parquet")
+    repo = FeatureRepo(root / "repo")
+    # Warm-up: Feast's imports and registry load are a fixed cost, not a per-row one.
+    repo.historical_features(entity.head(10))
+    started = time.perf_counter()
+    feats = repo.historical_features(entity)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": len(feats.seq), "checksum": float(feats.seq[:, 1].sum())}
+
+
+def run_baseline(root: Path) -> dict:
+    import duckdb
+    import pyarrow as pa
+
+    from churn.feature_store import FeatureRepo, _to_features
+
+    repo = FeatureRepo(root / "repo")
+    spec = repo.spec
+    entity = pd.read_parquet(root / "entity.parquet")
+    columns = ", ".join(
+        [f"s.seq_{c}" for c in CHANNELS] + [f"s.{f}" for f in spec["context_features"]]
+    )
+
+    def retrieve(rows: pd.DataFrame):
+        rows = rows.assign(entity_row=np.arange(len(rows)))
+        con = duckdb.connect()
+        con.register("entity", rows)
+        table: pa.Table = con.sql(
+            f"""
+            SELECT e.entity_row, {columns}
+            FROM entity e ASOF LEFT JOIN read_parquet('{repo.sources / "sequences.parquet"}') s
+              ON e.customer_id = s.customer_id AND e.event_timestamp >= s.snapshot_ts
+            ORDER BY e.entity_row
+            """
+        ).to_arrow_table()
+        return _to_features(table, spec)
+
+    retrieve(entity.head(10))
+    started = time.perf_counter()
+    feats = retrieve(entity)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": len(feats.seq), "checksum": float(feats.seq[:, 1].sum())}
+
+
+def worker(kind: str, root: Path) -> None:
+    result = run_feast(root) if kind == "feast" else run_baseline(root)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--cutoffs", type=int, default=10)
+    parser.add_argument("--worker", choices=["feast", "baseline"])
+    parser.add_argument("--root", type=Path)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.root)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_dataset_") as tmp:
+        root = Path(tmp)
+        t = time.perf_counter()
+        prepare(root, args.customers, args.cutoffs)
+        print(
+            f"prepared {args.customers} customers x {args.cutoffs} cutoffs in {time.perf_counter() - t:.1f} s"
+        )
+        results = {}
+        # Baseline, then Feast, then the baseline again: the machine's load drifts.
+        for kind in ("baseline", "feast", "baseline"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", kind, "--root", str(root)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            previous = results.get(kind)
+            if previous is None or result["seconds"] < previous["seconds"]:
+                results[kind] = result
+        feast, base = results["feast"], results["baseline"]
+        assert feast["rows"] == base["rows"] == args.customers * args.cutoffs
+        assert abs(feast["checksum"] - base["checksum"]) <= 1e-6 * abs(base["checksum"])
+        print(f"entity rows           {feast['rows']:>12,}   (L={SEQ_LEN}, C={len(CHANNELS)})")
+        print(
+            f"duckdb ASOF baseline  {base['seconds']:>10.2f} s   peak {base['peak_rss_mb']:,.0f} MB"
+        )
+        print(
+            f"feast historical      {feast['seconds']:>10.2f} s   peak {feast['peak_rss_mb']:,.0f} MB"
+        )
+        print(
+            f"ratio feast/baseline  {feast['seconds'] / base['seconds']:>10.2f} x   (goal <= 1.5x, < 4 GB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
