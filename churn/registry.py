@@ -1,0 +1,599 @@
+"""Model registry: immutable published versions and a champion pointer, on a folder or S3.
+
+Layout under the registry URI (``docs/architecture.md``)::
+
+    <model_name>/versions/<version>/model/...                 the model folder
+    <model_name>/versions/<version>/metrics.json
+    <model_name>/versions/<version>/config/config.properties  TorchServe config for KServe
+    <model_name>/versions/<version>/model-store/<model_name>.mar
+    <model_name>/versions/<version>/_COMPLETE                 written last
+    <model_name>/champion.json                                the pointer, moved by promote()
+
+A version counts only once its ``_COMPLETE`` marker exists; the marker lists every file with
+its size and SHA-256, so :meth:`Registry.download` can check what it fetched. A publish that
+fails part-way leaves no marker, so the version can be neither promoted nor served. Versions
+are never overwritten. Version ids are ``YYYYMMDDTHHMMSSZ-<8 hex of the model's SHA-256>``:
+they sort by publication time and differ for different models published in the same second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import boto3
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+
+from churn.archive import write_serving_layout
+from churn.config import RegistryConfig
+from churn.errors import RegistryError, ServingError
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "_COMPLETE"
+CHAMPION_FILE = "champion.json"
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+_MODEL_FILES = ("model.pt", "model.json")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a model in the registry.
+
+    Attributes:
+        model_name: The model's name.
+        version: The version id.
+        storage_uri: Where the version's files are (what KServe's ``storageUri`` gets).
+        complete: Whether the ``_COMPLETE`` marker exists (only complete versions count).
+        metrics: The evaluation metrics published with it (empty when incomplete).
+    """
+
+    model_name: str
+    version: str
+    storage_uri: str
+    complete: bool
+    metrics: dict = field(default_factory=dict)
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """SHA-256 over a model folder's file names and bytes, in name order.
+
+    Args:
+        model_dir: The model folder.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    root = Path(model_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def new_version_id(model_dir: str | Path, now: datetime | None = None) -> str:
+    """A sortable, unique version id: UTC time and a short hash of the model.
+
+    Args:
+        model_dir: The model folder.
+        now: Publication time (defaults to now, UTC).
+
+    Returns:
+        For example ``20260101T120000Z-1a2b3c4d``.
+    """
+    now = now or datetime.now(UTC)
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{model_digest(model_dir)[:8]}"
+
+
+class Registry(ABC):
+    """Immutable model versions plus a champion pointer.
+
+    Subclasses store bytes; this class owns the protocol: what a version holds, that the
+    marker is written last, that only complete versions are promoted or downloaded.
+
+    Args:
+        model_name: Name of the model (a folder level in the layout and the name clients call).
+    """
+
+    def __init__(self, model_name: str) -> None:
+        if not _VERSION_RE.fullmatch(model_name):
+            raise RegistryError(f"model name {model_name!r} must match {_VERSION_RE.pattern}")
+        self.model_name = model_name
+
+    def publish(
+        self,
+        model_dir: str | Path,
+        metrics: dict,
+        version: str | None = None,
+        *,
+        protocol_version: str = "v1",
+    ) -> VersionInfo:
+        """Writes a new immutable version: model, metrics, TorchServe archive and config.
+
+        Files go first and the ``_COMPLETE`` marker last; if anything fails the version stays
+        without a marker (S3) or is not created at all (folder), and the champion is untouched.
+
+        Args:
+            model_dir: Model folder with ``model.pt`` and ``model.json``.
+            metrics: JSON-serialisable evaluation metrics (numpy scalars are accepted).
+            version: Version id; a new one from :func:`new_version_id` when ``None``.
+            protocol_version: KServe protocol the archive's config selects (``v1``/``v2``).
+
+        Returns:
+            The published version.
+
+        Raises:
+            RegistryError: The model folder is incomplete, the metrics are not JSON, the version
+                id is malformed or already used, or the storage fails.
+        """
+        model_dir = Path(model_dir)
+        missing = [name for name in _MODEL_FILES if not (model_dir / name).is_file()]
+        if missing:
+            raise RegistryError(f"{model_dir} is not a model folder: {missing} missing")
+        try:
+            metrics_text = json.dumps(metrics, indent=2, sort_keys=True, default=_json_scalar)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"metrics must be JSON-serialisable: {exc}") from exc
+        version = version or new_version_id(model_dir)
+        self._check_version(version)
+        if self._version_exists(version):
+            raise RegistryError(
+                f"version {version} of {self.model_name} already exists; versions are immutable"
+            )
+        with tempfile.TemporaryDirectory(prefix="churn-publish-") as tmp:
+            stage = Path(tmp)
+            shutil.copytree(model_dir, stage / "model")
+            (stage / "metrics.json").write_text(metrics_text + "\n")
+            try:
+                write_serving_layout(model_dir, stage, self.model_name, version, protocol_version)
+            except ServingError as exc:
+                raise RegistryError(f"cannot build the serving files: {exc}") from exc
+            files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+            marker = {
+                "model_name": self.model_name,
+                "version": version,
+                "completed_at": _utc_now(),
+                "files": {
+                    rel: {"size": (stage / rel).stat().st_size, "sha256": _file_sha256(stage / rel)}
+                    for rel in files
+                },
+            }
+            handle = self._begin(version)
+            done = 0
+            try:
+                for rel in files:
+                    self._put_file(handle, rel, stage / rel)
+                    done += 1
+                self._commit(handle, version, json.dumps(marker, indent=2).encode())
+            except (OSError, Boto3Error, BotoCoreError, ClientError) as exc:
+                self._abort(handle)
+                raise RegistryError(
+                    f"publishing {self.model_name} {version} failed after {done} of {len(files)} "
+                    f"files; the version has no {COMPLETE_MARKER} marker and cannot be "
+                    f"promoted: {exc}"
+                ) from exc
+            except BaseException:
+                self._abort(handle)
+                raise
+        log.info("published %s %s at %s", self.model_name, version, self.storage_uri(version))
+        return VersionInfo(
+            self.model_name, version, self.storage_uri(version), True, json.loads(metrics_text)
+        )
+
+    def promote(self, version: str) -> VersionInfo:
+        """Moves the champion pointer to a complete version, in one atomic write.
+
+        Args:
+            version: The version id.
+
+        Returns:
+            The new champion.
+
+        Raises:
+            RegistryError: The version does not exist or is incomplete, or the write fails.
+        """
+        self._check_version(version)
+        if self._read_marker(version) is None:
+            raise RegistryError(
+                f"cannot promote {self.model_name} {version}: it does not exist or has no "
+                f"{COMPLETE_MARKER} marker (an interrupted publish)"
+            )
+        current = self.champion()
+        pointer = {
+            "model_name": self.model_name,
+            "version": version,
+            "storage_uri": self.storage_uri(version),
+            "promoted_at": _utc_now(),
+            "previous": current.version if current else None,
+        }
+        self._write_pointer(json.dumps(pointer, indent=2).encode())
+        log.info("champion of %s is now %s", self.model_name, version)
+        return self._info(version, complete=True)
+
+    def champion(self) -> VersionInfo | None:
+        """The version the champion pointer names, or ``None`` before the first promotion.
+
+        Raises:
+            RegistryError: The pointer is unreadable or names a version that is not complete.
+        """
+        raw = self._read_pointer()
+        if raw is None:
+            return None
+        try:
+            version = json.loads(raw)["version"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"{CHAMPION_FILE} of {self.model_name} is malformed: {exc}"
+            ) from exc
+        if self._read_marker(version) is None:
+            raise RegistryError(
+                f"{CHAMPION_FILE} of {self.model_name} names {version}, which is not complete"
+            )
+        return self._info(version, complete=True)
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Every version, complete or not, oldest first."""
+        return [
+            self._info(version, complete)
+            for version, complete in sorted(self._version_states().items())
+        ]
+
+    def download(self, version: str, dest: str | Path) -> Path:
+        """Copies a complete version's files into ``dest`` and checks their SHA-256.
+
+        Args:
+            version: The version id.
+            dest: Folder to fill (created if missing).
+
+        Returns:
+            ``dest``.
+
+        Raises:
+            RegistryError: The version is missing or incomplete, or a file differs from what
+                the marker lists.
+        """
+        self._check_version(version)
+        marker = self._read_marker(version)
+        if marker is None:
+            raise RegistryError(f"{self.model_name} {version} does not exist or is incomplete")
+        dest = Path(dest)
+        for rel, expected in marker["files"].items():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._get_file(version, rel, target)
+            if _file_sha256(target) != expected["sha256"]:
+                raise RegistryError(f"{rel} of {self.model_name} {version} fails its checksum")
+        return dest
+
+    @abstractmethod
+    def storage_uri(self, version: str) -> str:
+        """Where a version's files are: an ``s3://`` URI or an absolute folder path."""
+
+    def _info(self, version: str, complete: bool) -> VersionInfo:
+        metrics = json.loads(self._read_file(version, "metrics.json")) if complete else {}
+        return VersionInfo(self.model_name, version, self.storage_uri(version), complete, metrics)
+
+    def _read_marker(self, version: str) -> dict | None:
+        raw = self._read_optional(version, COMPLETE_MARKER)
+        return None if raw is None else json.loads(raw)
+
+    @staticmethod
+    def _check_version(version: str) -> None:
+        if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+            raise RegistryError(f"version id {version!r} must match {_VERSION_RE.pattern}")
+
+    @abstractmethod
+    def _version_exists(self, version: str) -> bool:
+        """Whether anything at all is stored under the version."""
+
+    @abstractmethod
+    def _version_states(self) -> dict[str, bool]:
+        """Version id to completeness, for every version with stored files."""
+
+    @abstractmethod
+    def _begin(self, version: str) -> object:
+        """Prepares a publish and returns what :meth:`_put_file` writes to."""
+
+    @abstractmethod
+    def _put_file(self, handle: object, rel: str, src: Path) -> None:
+        """Stores one file of a version being published."""
+
+    @abstractmethod
+    def _commit(self, handle: object, version: str, marker: bytes) -> None:
+        """Writes the marker last, making the version complete."""
+
+    @abstractmethod
+    def _abort(self, handle: object) -> None:
+        """Cleans up after a failed publish where the backend can."""
+
+    @abstractmethod
+    def _read_optional(self, version: str, rel: str) -> bytes | None:
+        """A version's file, or ``None`` when absent."""
+
+    def _read_file(self, version: str, rel: str) -> bytes:
+        raw = self._read_optional(version, rel)
+        if raw is None:
+            raise RegistryError(f"{rel} of {self.model_name} {version} is missing")
+        return raw
+
+    @abstractmethod
+    def _get_file(self, version: str, rel: str, target: Path) -> None:
+        """Copies a version's file to a local path."""
+
+    @abstractmethod
+    def _read_pointer(self) -> bytes | None:
+        """The champion pointer's bytes, or ``None`` when absent."""
+
+    @abstractmethod
+    def _write_pointer(self, data: bytes) -> None:
+        """Replaces the champion pointer atomically."""
+
+
+class LocalRegistry(Registry):
+    """Registry in a local folder.
+
+    A publish fills a hidden staging folder beside the versions, writes the marker into it and
+    renames it into place, so a version folder appears whole or not at all, and a rename onto
+    an existing version fails instead of overwriting it.
+
+    Args:
+        root: The registry folder.
+        model_name: Name of the model.
+    """
+
+    def __init__(self, root: str | Path, model_name: str) -> None:
+        super().__init__(model_name)
+        self.root = Path(root).expanduser().resolve()
+        self._base = self.root / model_name
+        self._versions = self._base / "versions"
+
+    def storage_uri(self, version: str) -> str:
+        """The version's absolute folder path."""
+        return str(self._versions / version)
+
+    def _version_exists(self, version: str) -> bool:
+        return (self._versions / version).exists()
+
+    def _version_states(self) -> dict[str, bool]:
+        if not self._versions.is_dir():
+            return {}
+        return {
+            p.name: (p / COMPLETE_MARKER).is_file()
+            for p in self._versions.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        }
+
+    def _begin(self, version: str) -> Path:
+        self._versions.mkdir(parents=True, exist_ok=True)
+        # Hidden, and on the same file system as the target so the final rename is atomic.
+        return Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self._versions))
+
+    def _put_file(self, handle: object, rel: str, src: Path) -> None:
+        target = Path(handle) / rel  # type: ignore[arg-type]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+    def _commit(self, handle: object, version: str, marker: bytes) -> None:
+        staging = Path(handle)  # type: ignore[arg-type]
+        _write_synced(staging / COMPLETE_MARKER, marker)
+        try:
+            os.rename(staging, self._versions / version)
+        except OSError as exc:
+            if (self._versions / version).exists():
+                raise RegistryError(
+                    f"version {version} of {self.model_name} was published concurrently; "
+                    "versions are immutable"
+                ) from exc
+            raise
+
+    def _abort(self, handle: object) -> None:
+        shutil.rmtree(Path(handle), ignore_errors=True)  # type: ignore[arg-type]
+
+    def _read_optional(self, version: str, rel: str) -> bytes | None:
+        path = self._versions / version / rel
+        return path.read_bytes() if path.is_file() else None
+
+    def _get_file(self, version: str, rel: str, target: Path) -> None:
+        shutil.copyfile(self._versions / version / rel, target)
+
+    def _read_pointer(self) -> bytes | None:
+        path = self._base / CHAMPION_FILE
+        return path.read_bytes() if path.is_file() else None
+
+    def _write_pointer(self, data: bytes) -> None:
+        self._base.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{CHAMPION_FILE}.", dir=self._base)
+        os.close(fd)
+        try:
+            _write_synced(Path(tmp), data)
+            os.replace(tmp, self._base / CHAMPION_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class S3Registry(Registry):
+    """Registry in an S3 bucket (AWS, MinIO or any S3-compatible store).
+
+    Credentials come from the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+    a profile, or a workload identity), never from configuration. A single PUT is atomic on
+    S3, so the pointer is replaced in one request; the marker is written with
+    ``If-None-Match: *`` so two publishers of the same id cannot both complete it. A failed
+    publish leaves its files without a marker: listed as incomplete, never promoted.
+
+    Args:
+        uri: ``s3://bucket`` or ``s3://bucket/prefix``.
+        model_name: Name of the model.
+        endpoint_url: Endpoint of a non-AWS store (MinIO, moto); ``None`` for AWS.
+    """
+
+    def __init__(self, uri: str, model_name: str, endpoint_url: str | None = None) -> None:
+        super().__init__(model_name)
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise RegistryError(f"S3 registry URI must look like s3://bucket/prefix, got {uri!r}")
+        self.bucket = parsed.netloc
+        prefix = parsed.path.strip("/")
+        self._base = f"{prefix}/{model_name}" if prefix else model_name
+        self._s3 = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def storage_uri(self, version: str) -> str:
+        """``s3://bucket/<prefix>/<model_name>/versions/<version>``."""
+        return f"s3://{self.bucket}/{self._key(version)}"
+
+    def _key(self, version: str, rel: str = "") -> str:
+        key = f"{self._base}/versions/{version}"
+        return f"{key}/{rel}" if rel else key
+
+    def _version_exists(self, version: str) -> bool:
+        with self._errors(f"checking {version}"):
+            resp = self._s3.list_objects_v2(
+                Bucket=self.bucket, Prefix=self._key(version) + "/", MaxKeys=1
+            )
+        return resp.get("KeyCount", 0) > 0
+
+    def _version_states(self) -> dict[str, bool]:
+        prefix = f"{self._base}/versions/"
+        states: dict[str, bool] = {}
+        with self._errors("listing versions"):
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    version, _, rel = obj["Key"][len(prefix) :].partition("/")
+                    states[version] = states.get(version, False) or rel == COMPLETE_MARKER
+        return states
+
+    def _begin(self, version: str) -> str:
+        return version
+
+    def _put_file(self, handle: object, rel: str, src: Path) -> None:
+        # upload_file switches to a multipart upload for large files.
+        self._s3.upload_file(str(src), self.bucket, self._key(str(handle), rel))
+
+    def _commit(self, handle: object, version: str, marker: bytes) -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self._key(version, COMPLETE_MARKER),
+                Body=marker,
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise RegistryError(
+                    f"version {version} of {self.model_name} was completed concurrently; "
+                    "versions are immutable"
+                ) from exc
+            raise
+
+    def _abort(self, handle: object) -> None:
+        # Deleting could fail for the same reason the upload did; the missing marker already
+        # keeps the partial version out of use.
+        log.warning("publish of %s %s failed; left incomplete", self.model_name, handle)
+
+    def _read_optional(self, version: str, rel: str) -> bytes | None:
+        return self._get_optional(self._key(version, rel))
+
+    def _get_file(self, version: str, rel: str, target: Path) -> None:
+        with self._errors(f"downloading {rel} of {version}"):
+            self._s3.download_file(self.bucket, self._key(version, rel), str(target))
+
+    def _read_pointer(self) -> bytes | None:
+        return self._get_optional(f"{self._base}/{CHAMPION_FILE}")
+
+    def _write_pointer(self, data: bytes) -> None:
+        with self._errors("writing the champion pointer"):
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=f"{self._base}/{CHAMPION_FILE}",
+                Body=data,
+                ContentType="application/json",
+            )
+
+    def _get_optional(self, key: str) -> bytes | None:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise RegistryError(f"reading s3://{self.bucket}/{key} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise RegistryError(f"reading s3://{self.bucket}/{key} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise RegistryError(
+                f"{action} in s3://{self.bucket}/{self._base} failed: {exc}"
+            ) from exc
+
+
+def open_registry(cfg: RegistryConfig) -> Registry:
+    """Opens the registry that ``cfg.uri`` names.
+
+    Args:
+        cfg: Registry settings: ``uri`` is a folder (``/path``, ``relative/path`` or
+            ``file:///path``) or ``s3://bucket/prefix``.
+
+    Returns:
+        A :class:`LocalRegistry` or an :class:`S3Registry`.
+
+    Raises:
+        RegistryError: The URI's scheme is not supported.
+    """
+    parsed = urlparse(cfg.uri)
+    if parsed.scheme == "s3":
+        return S3Registry(cfg.uri, cfg.model_name, endpoint_url=cfg.endpoint_url)
+    if parsed.scheme == "file":
+        return LocalRegistry(parsed.path, cfg.model_name)
+    if parsed.scheme == "":
+        return LocalRegistry(cfg.uri, cfg.model_name)
+    raise RegistryError(
+        f"registry URI {cfg.uri!r}: scheme {parsed.scheme!r} is not supported "
+        "(use a folder path, file:// or s3://)"
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_scalar(value: object) -> object:
+    # numpy scalars (from metrics code) know how to become Python numbers.
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,1 @@
+"""TorchServe serving code that ships inside the model archive (see ``handler.py``)."""

@@ -1,0 +1,46 @@
+"""Deploying the champion to a real KServe cluster (``make test-cluster``).
+
+Needs ``CHURN_TEST_CLUSTER=1``, a kubeconfig whose namespace (``CHURN_SERVING__NAMESPACE``,
+default ``churn``) holds the base manifests and the ``churn-s3`` Secret, and an S3 registry
+(``CHURN_REGISTRY__URI=s3://...``) with a promoted champion.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from churn.config import load_settings
+from churn.kserve_deploy import build_inference_service, deploy
+from churn.registry import open_registry
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        os.environ.get("CHURN_TEST_CLUSTER") != "1",
+        reason="needs a Kubernetes cluster with KServe: set CHURN_TEST_CLUSTER=1",
+    ),
+]
+NAME = "churn-cluster-test"
+
+
+def test_champion_deploys_and_becomes_ready() -> None:
+    from kserve import KServeClient
+
+    cfg = load_settings()
+    champion = open_registry(cfg.registry).champion()
+    if champion is None:
+        pytest.skip(f"no champion in the registry {cfg.registry.uri}")
+    isvc = build_inference_service(NAME, champion.storage_uri, cfg.serving)
+    namespace = cfg.serving.namespace
+    client = KServeClient()
+    try:
+        stored = deploy(isvc, namespace)
+        assert stored["spec"]["predictor"]["model"]["storageUri"] == champion.storage_uri
+        client.wait_isvc_ready(NAME, namespace=namespace, timeout_seconds=600)
+        assert client.is_isvc_ready(NAME, namespace=namespace)
+        # A second deploy of the same object patches it instead of failing on the name.
+        deploy(isvc, namespace)
+    finally:
+        client.delete(NAME, namespace=namespace)

@@ -1,0 +1,160 @@
+"""The S3 registry against a real S3 HTTP endpoint (moto's server on 127.0.0.1).
+
+Same contract as ``tests/unit/test_registry.py``: versions are immutable, the champion pointer
+moves only to complete versions, and an upload that fails part-way leaves the old champion and
+a version without its ``_COMPLETE`` marker that cannot be promoted.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+from botocore.exceptions import EndpointConnectionError
+from moto.server import ThreadedMotoServer
+
+from churn.config import RegistryConfig
+from churn.errors import RegistryError
+from churn.model import build_model, load_model, save_model
+from churn.registry import COMPLETE_MARKER, S3Registry, open_registry
+
+SPEC = {
+    "channels": ["n_txn"],
+    "seq_len": 4,
+    "numeric_features": [],
+    "categorical_features": {},
+    "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
+}
+ARCH = {
+    "hidden": 4,
+    "kernel_size": 2,
+    "dilations": [1],
+    "dropout": 0.0,
+    "embedding_dim": 2,
+    "head_hidden": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def registry(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Registry:
+    # Fake credentials for the fake endpoint; the code itself only reads the environment.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"models-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    cfg = RegistryConfig(uri=f"s3://{bucket}/team", endpoint_url=endpoint, model_name="churn")
+    registry = open_registry(cfg)
+    assert isinstance(registry, S3Registry)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    out = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        out.append(save_model(build_model(SPEC, ARCH), SPEC, ARCH, 0.5, root / f"m{seed}"))
+    return out[0], out[1]
+
+
+def keys(registry: S3Registry, version: str) -> set[str]:
+    prefix = registry.storage_uri(version).removeprefix(f"s3://{registry.bucket}/") + "/"
+    resp = registry._s3.list_objects_v2(Bucket=registry.bucket, Prefix=prefix)
+    return {obj["Key"][len(prefix) :] for obj in resp.get("Contents", [])}
+
+
+def test_publish_uploads_the_layout_and_downloads_intact(
+    registry: S3Registry, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    info = registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    assert info.storage_uri == f"s3://{registry.bucket}/team/churn/versions/v1"
+    assert keys(registry, "v1") == {
+        "model/model.pt",
+        "model/model.json",
+        "metrics.json",
+        "config/config.properties",
+        "model-store/churn.mar",
+        COMPLETE_MARKER,
+    }
+    dest = registry.download("v1", tmp_path / "dl")
+    _, meta = load_model(dest / "model")
+    assert meta["threshold"] == 0.5
+    assert "model_store=/mnt/models/model-store" in (dest / "config/config.properties").read_text()
+
+
+def test_versions_are_immutable(registry: S3Registry, models: tuple[Path, Path]) -> None:
+    registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    with pytest.raises(RegistryError, match="immutable"):
+        registry.publish(models[1], {"roc_auc": 0.9}, version="v1")
+    assert registry.list_versions()[0].metrics == {"roc_auc": 0.8}
+
+
+def test_champion_moves_only_on_promote(registry: S3Registry, models: tuple[Path, Path]) -> None:
+    assert registry.champion() is None
+    registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    assert registry.champion() is None
+    registry.promote("v1")
+    registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
+    assert registry.champion().version == "v1"
+    registry.promote("v2")
+    champion = registry.champion()
+    assert (champion.version, champion.metrics) == ("v2", {"roc_auc": 0.9})
+    raw = registry._s3.get_object(Bucket=registry.bucket, Key="team/churn/champion.json")
+    assert json.loads(raw["Body"].read())["previous"] == "v1"
+
+
+def test_interrupted_upload_keeps_the_old_champion(
+    registry: S3Registry, models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    registry.promote("v1")
+    real_upload = registry._s3.upload_file
+    uploaded: list[str] = []
+
+    def flaky_upload(filename: str, bucket: str, key: str, **kwargs: object) -> None:
+        # The network drops after two files of the new version have reached the bucket.
+        if len(uploaded) == 2:
+            raise EndpointConnectionError(endpoint_url=f"s3://{bucket}/{key}")
+        real_upload(filename, bucket, key, **kwargs)
+        uploaded.append(key)
+
+    monkeypatch.setattr(registry._s3, "upload_file", flaky_upload)
+    with pytest.raises(RegistryError, match=f"after 2 of 5 files.*no {COMPLETE_MARKER}"):
+        registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
+    stored = keys(registry, "v2")
+    assert len(stored) == 2 and COMPLETE_MARKER not in stored
+    assert [(v.version, v.complete) for v in registry.list_versions()] == [
+        ("v1", True),
+        ("v2", False),
+    ]
+    with pytest.raises(RegistryError, match="cannot promote"):
+        registry.promote("v2")
+    assert registry.champion().version == "v1"
+    # The half-written id stays taken, so nobody completes it with different files.
+    monkeypatch.setattr(registry._s3, "upload_file", real_upload)
+    with pytest.raises(RegistryError, match="immutable"):
+        registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
+
+
+def test_missing_bucket_is_a_clear_error(endpoint: str, registry: S3Registry) -> None:
+    missing = open_registry(RegistryConfig(uri="s3://no-such-bucket", endpoint_url=endpoint))
+    with pytest.raises(RegistryError, match="no-such-bucket"):
+        missing.list_versions()

@@ -1,0 +1,77 @@
+"""``churn registry list`` and ``churn registry champion`` read the configured registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from churn.cli import app
+from churn.errors import RegistryError
+from churn.model import build_model, save_model
+from churn.registry import LocalRegistry
+
+SPEC = {
+    "channels": ["n_txn"],
+    "seq_len": 4,
+    "numeric_features": [],
+    "categorical_features": {},
+    "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
+}
+ARCH = {
+    "hidden": 4,
+    "kernel_size": 2,
+    "dilations": [1],
+    "dropout": 0.0,
+    "embedding_dim": 2,
+    "head_hidden": 4,
+}
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalRegistry:
+    # The CLI's callback reads the settings, environment included, on every invocation.
+    monkeypatch.setenv("CHURN_REGISTRY__URI", str(tmp_path / "registry"))
+    return LocalRegistry(tmp_path / "registry", "churn")
+
+
+def invoke(*args: str) -> tuple[int, str, BaseException | None]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output, result.exception
+
+
+def test_list_and_champion(registry: LocalRegistry, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = save_model(build_model(SPEC, ARCH), SPEC, ARCH, 0.5, tmp_path / "m")
+    registry.publish(model, {"roc_auc": 0.81234, "passed": True}, version="v1")
+    registry.publish(model, {"roc_auc": 0.85}, version="v2")
+    (Path(registry.storage_uri("v2")).parent / "v3").mkdir()
+    registry.promote("v1")
+
+    code, out, _ = invoke("registry", "list")
+    assert code == 0
+    assert out.splitlines() == [
+        "* v1  complete  roc_auc=0.8123",
+        "  v2  complete  roc_auc=0.85",
+        "  v3  INCOMPLETE  ",
+    ]
+    code, out, _ = invoke("registry", "list", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["version"], r["champion"], r["complete"]) for r in rows] == [
+        ("v1", True, True),
+        ("v2", False, True),
+        ("v3", False, False),
+    ]
+    code, out, _ = invoke("registry", "champion")
+    assert code == 0
+    assert out.splitlines()[:2] == ["churn v1", f"storageUri: {registry.storage_uri('v1')}"]
+    code, out, _ = invoke("registry", "champion", "--json")
+    assert json.loads(out)["metrics"] == {"passed": True, "roc_auc": 0.81234}
+
+
+def test_champion_before_any_promotion_is_an_error(registry: LocalRegistry) -> None:
+    code, _, exc = invoke("registry", "champion")
+    assert code != 0 and isinstance(exc, RegistryError) and "no champion" in str(exc)
