@@ -116,12 +116,13 @@ class AsofRetrievalJob(RetrievalJob):
                 [*(_quote(k) for k in keys), f"{ts} AS __ts", *(_quote(f) for f in features)]
             )
             condition = " AND ".join(
-                [*(f"e.{_quote(k)} = {alias}.{_quote(k)}" for k in keys)]
-                + [f"e.{TIMESTAMP} >= {alias}.__ts"]
+                [
+                    *(f"e.{_quote(k)} = {alias}.{_quote(k)}" for k in keys),
+                    f"e.{TIMESTAMP} >= {alias}.__ts",
+                ]
             )
-            joins.append(
-                f"ASOF LEFT JOIN (SELECT {inner} FROM read_parquet('{path}')) {alias} ON {condition}"
-            )
+            source = f"(SELECT {inner} FROM read_parquet('{path}'))"
+            joins.append(f"ASOF LEFT JOIN {source} {alias} ON {condition}")
             ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else None
             for f in features:
                 out = _quote(f"{view.name}__{f}" if self._full_feature_names else f)
