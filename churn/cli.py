@@ -67,6 +67,54 @@ def _fail(exc: Exception) -> None:
 # --- data commands ---
 
 
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Output folder (replaced atomically)."),
+    customers: int = typer.Option(10_000, "--customers", help="Number of customers."),
+    days: int = typer.Option(730, "--days", help="Length of the simulated period in days."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
+    drift: str = typer.Option(
+        "none",
+        "--drift",
+        help="none | spend: amounts x1.6 from the drift start | rate: purchase rates x0.5 from "
+        "the drift start | segment: a fifth of the customers form a new 'enterprise' segment "
+        "that signs up after the drift start.",
+    ),
+    drift_start_day: int | None = typer.Option(
+        None, "--drift-start-day", help="Day index the drift starts on (default: half the period)."
+    ),
+    horizon_days: int | None = typer.Option(
+        None, "--horizon-days", help="Label horizon of the oracle (default: the configured one)."
+    ),
+    start: str = typer.Option("2022-01-01", "--start", help="First simulated day (UTC date)."),
+    cutoffs: str | None = typer.Option(
+        None, "--cutoffs", help="Comma-separated oracle cutoff dates; default: automatic."
+    ),
+) -> None:
+    """Generate a synthetic log with known churn probabilities at each cutoff (churn.synth)."""
+    from churn.synth import generate, make_spec
+
+    cfg = settings().features
+    spec = make_spec(
+        customers,
+        days,
+        seed,
+        start=start,
+        horizon_days=cfg.horizon_days if horizon_days is None else horizon_days,
+        step_days=cfg.cutoff_step_days,
+        n_train_cutoffs=cfg.n_train_cutoffs,
+        cutoffs=cutoffs.split(",") if cutoffs else None,
+        drift=drift,
+        drift_start_day=drift_start_day,
+    )
+    meta = generate(spec, out)
+    counts = meta["counts"]
+    typer.echo(
+        f"wrote {out}: {counts['transactions']} transactions of {counts['customers']} customers, "
+        f"oracle at {len(meta['cutoffs'])} cutoffs, drift {meta['drift']}"
+    )
+
+
 @data_app.command("cdnow")
 def data_cdnow(
     out: Path = typer.Option(..., "--out", help="Destination .parquet or .csv file."),
@@ -203,6 +251,59 @@ def dataset_build(
 # --- train/evaluate commands ---
 
 
+@app.command("train")
+def train_cmd(
+    dataset: Path = typer.Option(..., "--dataset", help="Training set folder (train/val used)."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write (model.pt + model.json)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs (train.epochs)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Samples per step and process (train.batch_size)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (train.lr)."),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Epochs without better val ROC-AUC before stopping."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of weights and shuffling."),
+    pos_weight: str | None = typer.Option(
+        None, "--pos-weight", help="Positive-class loss weight: auto, none or a number."
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    threshold_metric: str | None = typer.Option(
+        None, "--threshold-metric", help="f1 or youden, maximised on val (eval.threshold_metric)."
+    ),
+) -> None:
+    """Train the temporal CNN and write a model folder with its validation-chosen threshold.
+
+    Options left out come from the settings (defaults, --config file, CHURN_TRAIN__* variables).
+    """
+    import dataclasses
+    import json
+
+    # Imported here so that other commands do not pay for torch.
+    from churn.train import train
+
+    cfg = settings()
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "patience": patience,
+        "seed": seed,
+        "pos_weight": pos_weight,
+        "device": device,
+    }
+    train_cfg = dataclasses.replace(
+        cfg.train, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    try:
+        summary = train(
+            dataset, out, cfg.model, train_cfg, threshold_metric or cfg.eval.threshold_metric
+        )
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(summary, indent=2))
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Path = typer.Option(..., "--model", help="Model folder (model.pt + model.json)."),
@@ -226,6 +327,113 @@ def evaluate_cmd(
 
 
 # --- registry commands ---
+
+
+@registry_app.command("list")
+def registry_list(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per version."),
+) -> None:
+    """List every version, oldest first; * marks the champion, INCOMPLETE a failed publish."""
+    import dataclasses
+    import json
+
+    from churn.registry import open_registry
+
+    registry = open_registry(settings().registry)
+    champion = registry.champion()
+    for info in registry.list_versions():
+        is_champion = champion is not None and info.version == champion.version
+        if as_json:
+            typer.echo(json.dumps({**dataclasses.asdict(info), "champion": is_champion}))
+            continue
+        metrics = " ".join(
+            f"{k}={v:.4g}"
+            for k, v in sorted(info.metrics.items())
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        state = "complete" if info.complete else "INCOMPLETE"
+        typer.echo(f"{'*' if is_champion else ' '} {info.version}  {state}  {metrics}")
+
+
+@registry_app.command("champion")
+def registry_champion(
+    as_json: bool = typer.Option(False, "--json", help="Print the version as JSON."),
+) -> None:
+    """Show the champion version and the storageUri KServe serves it from."""
+    import dataclasses
+    import json
+
+    from churn.errors import RegistryError
+    from churn.registry import open_registry
+
+    info = open_registry(settings().registry).champion()
+    if info is None:
+        raise RegistryError("no champion yet: promote a complete version first")
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(info)))
+        return
+    typer.echo(f"{info.model_name} {info.version}\nstorageUri: {info.storage_uri}")
+    for key, value in sorted(info.metrics.items()):
+        typer.echo(f"  {key}: {value}")
+
+
+@app.command("serve")
+def serve_cmd(
+    version: str | None = typer.Option(
+        None, "--version", help="Registry version to serve (default: the champion)."
+    ),
+) -> None:
+    """Serve the champion with TorchServe on this machine until Ctrl-C.
+
+    Addresses and protocol come from the serving settings (127.0.0.1:8080 by default);
+    the management API always stays on 127.0.0.1.
+    """
+    import signal
+    import tempfile
+    import time
+
+    # Imported here so that other commands do not pay for boto3 and requests.
+    from churn.errors import RegistryError, ServingError
+    from churn.registry import open_registry
+    from churn.torchserve import LocalTorchServe
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # `kill` and container runtimes send SIGTERM: stop TorchServe as cleanly as on Ctrl-C
+    # instead of leaving it running in its own process group.
+    signal.signal(signal.SIGTERM, interrupt)
+    cfg = settings()
+    registry = open_registry(cfg.registry)
+    if version is None:
+        champion = registry.champion()
+        if champion is None:
+            raise RegistryError("no champion yet: promote a version or pass --version")
+        version = champion.version
+    with tempfile.TemporaryDirectory(prefix="churn-serve-") as tmp:
+        local = registry.download(version, Path(tmp) / "version")
+        server = LocalTorchServe(
+            local / "model-store",
+            cfg.registry.model_name,
+            host=cfg.serving.host,
+            inference_port=cfg.serving.inference_port,
+            management_port=cfg.serving.management_port,
+            metrics_port=cfg.serving.metrics_port,
+            protocol_version=cfg.serving.protocol_version,
+            workdir=Path(tmp) / "torchserve",
+        )
+        with server:
+            typer.echo(
+                f"serving {cfg.registry.model_name} {version}: POST {server.predict_url}, "
+                f"metrics {server.addresses.metrics}/metrics; Ctrl-C stops"
+            )
+            try:
+                while server.running:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                return
+            raise ServingError(f"TorchServe stopped unexpectedly\n{server.log_tail()}")
+
 
 # --- pipeline commands ---
 
