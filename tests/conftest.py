@@ -1,0 +1,119 @@
+"""Shared fixtures: small synthetic training sets with a planted churn pattern."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from churn.training_set import (
+    FORMAT_VERSION,
+    Split,
+    TrainingSet,
+    normalisation_stats,
+    save_training_set,
+)
+
+PLANTED_CHANNELS = ["n_txn", "spend", "quantity"]
+PLANTED_NUMERIC = ["tenure_days", "frequency"]
+PLANTED_CATEGORICAL = {"segment": ["<unk>", "a", "b", "c"]}
+_CUTOFF = 867_715_200  # 1997-07-01 UTC
+
+
+def build_planted_training_set(
+    n: int = 3000,
+    seq_len: int = 16,
+    shuffle_labels: bool = False,
+    seed: int = 0,
+    positive_rate: float = 0.3,
+) -> TrainingSet:
+    """A training set whose label is written only in the shape of recent activity.
+
+    Churners' activity declines over the last six bins while non-churners' stays flat; both
+    have the same expected total, and the numeric and categorical features are unrelated to
+    the label, so a model can only separate the classes by reading the sequence's shape.
+
+    Args:
+        n: Rows over all splits (60% train, 20% val, 20% test).
+        seq_len: Sequence length L (at least 8).
+        shuffle_labels: Permute the labels so that nothing predicts them.
+        seed: Seed of the generator.
+        positive_rate: Share of churners.
+
+    Returns:
+        The training set, with normalisation statistics from its training split.
+    """
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < positive_rate).astype(np.float32)
+    shape = np.ones((n, seq_len))
+    shape[y == 1, -6:] = np.linspace(0.8, 0.05, 6)
+    shape *= seq_len / shape.sum(axis=1, keepdims=True)
+    rate = rng.lognormal(np.log(2.0), 0.5, size=(n, 1))
+    n_txn = rng.poisson(rate * shape).astype(np.float32)
+    price = rng.gamma(2.0, 10.0, size=(n, 1))
+    spend = n_txn * price * rng.lognormal(0.0, 0.2, size=n_txn.shape)
+    quantity = rng.poisson(1.5 * n_txn).astype(np.float32)
+    seq = np.stack([n_txn, spend, quantity], axis=1).astype(np.float32)
+    num = np.stack([rng.uniform(30, 1000, n), n_txn.sum(axis=1)], axis=1).astype(np.float32)
+    cat = rng.integers(0, len(PLANTED_CATEGORICAL["segment"]), size=(n, 1)).astype(np.int64)
+    if shuffle_labels:
+        y = rng.permutation(y)
+    order = rng.permutation(n)
+    bounds = {"train": (0, int(0.6 * n)), "val": (int(0.6 * n), int(0.8 * n))}
+    bounds["test"] = (int(0.8 * n), n)
+    splits = {}
+    for name, (lo, hi) in bounds.items():
+        idx = order[lo:hi]
+        splits[name] = Split(
+            seq=seq[idx],
+            num=num[idx],
+            cat=cat[idx],
+            y=y[idx],
+            customer_id=np.array([f"c{i}" for i in idx]),
+            cutoff=np.full(len(idx), _CUTOFF, dtype=np.int64),
+        )
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "channels": PLANTED_CHANNELS,
+        "seq_len": seq_len,
+        "bin_days": 7,
+        "horizon_days": 90,
+        "numeric_features": PLANTED_NUMERIC,
+        "categorical_features": PLANTED_CATEGORICAL,
+        "seq_transform": "log1p",
+        "num_transform": "signed_log1p",
+        "norm": normalisation_stats(splits["train"]),
+        "splits": {
+            name: {
+                "cutoffs": ["1997-07-01"],
+                "rows": len(s),
+                "positives": s.positives,
+                "negatives": len(s) - s.positives,
+            }
+            for name, s in splits.items()
+        },
+    }
+    return TrainingSet(meta=meta, splits=splits)
+
+
+@pytest.fixture(scope="session")
+def make_training_set() -> Callable[..., Path]:
+    """Factory: ``make_training_set(parent, n=3000, shuffle_labels=False, seed=0, ...)``.
+
+    Writes a planted training set folder (see :func:`build_planted_training_set`, whose keyword
+    arguments it accepts) to ``parent / name`` (``name="training_set"`` by default) and returns
+    that path.
+    """
+
+    def make(parent: Path, name: str = "training_set", **kwargs: object) -> Path:
+        return save_training_set(build_planted_training_set(**kwargs), Path(parent) / name)
+
+    return make
+
+
+@pytest.fixture
+def planted_training_set(tmp_path: Path, make_training_set: Callable[..., Path]) -> Path:
+    """A planted training set folder with the default size (3000 rows, L=16)."""
+    return make_training_set(tmp_path)

@@ -1,0 +1,306 @@
+"""The CNN, its model folder format and request encoding (churn.model)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from churn.model import (
+    ARCHITECTURE_FIELDS,
+    ChurnCNN,
+    InstanceError,
+    ModelFormatError,
+    build_model,
+    encode_instances,
+    load_model,
+    predict_proba,
+    save_model,
+)
+
+ARCH = {
+    "hidden": 8,
+    "kernel_size": 3,
+    "dilations": [1, 2],
+    "dropout": 0.1,
+    "embedding_dim": 2,
+    "head_hidden": 8,
+}
+
+
+def make_spec(n_numeric: int = 2, categorical: dict | None = None, seq_len: int = 6) -> dict:
+    categorical = {"segment": ["<unk>", "a", "b"]} if categorical is None else categorical
+    return {
+        "format_version": 1,
+        "channels": ["n_txn", "spend"],
+        "seq_len": seq_len,
+        "numeric_features": [f"f{i}" for i in range(n_numeric)],
+        "categorical_features": categorical,
+        "norm": {
+            "seq_mean": [0.5, 2.0],
+            "seq_std": [1.0, 1.5],
+            "num_mean": [1.0] * n_numeric,
+            "num_std": [2.0] * n_numeric,
+        },
+    }
+
+
+def make_inputs(spec: dict, n: int = 5, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    c, length = len(spec["channels"]), spec["seq_len"]
+    seq = torch.poisson(torch.full((n, c, length), 2.0), generator=g)
+    num = torch.randn(n, len(spec["numeric_features"]), generator=g) * 10
+    cards = [len(v) for v in spec["categorical_features"].values()]
+    if not cards:
+        return seq, num, torch.zeros(n, 0, dtype=torch.int64)
+    cat = torch.stack([torch.randint(0, k, (n,), generator=g) for k in cards], dim=1)
+    return seq, num, cat
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_model_imports_only_torch_and_stdlib() -> None:
+    import churn.model
+
+    tree = ast.parse(Path(churn.model.__file__).read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    third_party = {r for r in roots if r not in sys.stdlib_module_names and r != "__future__"}
+    assert third_party == {"torch"}
+
+
+@pytest.mark.parametrize(
+    ("n_numeric", "categorical"),
+    [(2, None), (0, {}), (0, None), (3, {}), (1, {"a": ["<unk>", "x"], "b": ["<unk>"]})],
+)
+def test_forward_gives_one_logit_per_row(n_numeric: int, categorical: dict | None) -> None:
+    spec = make_spec(n_numeric, categorical)
+    model = build_model(spec, ARCH).eval()
+    seq, num, cat = make_inputs(spec)
+    logits = model(seq, num, cat)
+    assert logits.shape == (5,)
+    assert torch.isfinite(logits).all()
+
+
+def test_negative_sequence_values_count_as_zero() -> None:
+    spec = make_spec()
+    model = build_model(spec, ARCH).eval()
+    seq, num, cat = make_inputs(spec)
+    seq[:, :, :2] = -3.0
+    clipped = seq.clamp(min=0)
+    torch.testing.assert_close(model(seq, num, cat), model(clipped, num, cat), rtol=0, atol=0)
+
+
+def test_last_step_reaches_the_output() -> None:
+    # Recency matters: changing only the last bin must change the prediction.
+    spec = make_spec()
+    model = build_model(spec, ARCH).eval()
+    seq, num, cat = make_inputs(spec)
+    changed = seq.clone()
+    changed[:, :, -1] += 5.0
+    assert not torch.allclose(model(seq, num, cat), model(changed, num, cat))
+
+
+def test_build_model_checks_its_arguments() -> None:
+    spec = make_spec()
+    with pytest.raises(ModelFormatError, match="hidden"):
+        build_model(spec, {k: v for k, v in ARCH.items() if k != "hidden"})
+    with pytest.raises(ModelFormatError, match="unknown fields"):
+        build_model(spec, {**ARCH, "depth": 3})
+    with pytest.raises(ModelFormatError, match="dilations"):
+        build_model(spec, {**ARCH, "dilations": []})
+    with pytest.raises(ModelFormatError, match="norm"):
+        build_model({k: v for k, v in spec.items() if k != "norm"}, ARCH)
+    bad_norm = {**spec, "norm": {**spec["norm"], "seq_std": [1.0]}}
+    with pytest.raises(ModelFormatError, match="seq_std"):
+        build_model(bad_norm, ARCH)
+    assert set(ARCH) == set(ARCHITECTURE_FIELDS)
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
+    spec = make_spec()
+    torch.manual_seed(1)
+    model = build_model(spec, ARCH).eval()
+    seq, num, cat = make_inputs(spec, n=20)
+    expected = predict_proba(model, seq, num, cat)
+    out = save_model(model, spec, ARCH, 0.37, tmp_path / "m", extra={"history": {"epochs": []}})
+
+    loaded, meta = load_model(out)
+    assert isinstance(loaded, ChurnCNN)
+    assert not loaded.training
+    torch.testing.assert_close(predict_proba(loaded, seq, num, cat), expected, rtol=0, atol=0)
+    assert meta["format_version"] == 1
+    assert meta["threshold"] == 0.37
+    assert meta["architecture"] == ARCH
+    assert meta["input_spec"]["channels"] == spec["channels"]
+    assert meta["history"] == {"epochs": []}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.pt"]
+
+
+def test_save_model_replaces_an_existing_folder(tmp_path: Path) -> None:
+    spec = make_spec()
+    model = build_model(spec, ARCH)
+    save_model(model, spec, ARCH, 0.1, tmp_path / "m")
+    save_model(model, spec, ARCH, 0.9, tmp_path / "m")
+    assert load_model(tmp_path / "m")[1]["threshold"] == 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_save_model_failure_leaves_no_folder(tmp_path: Path) -> None:
+    spec = make_spec()
+    model = build_model(spec, ARCH)
+    with pytest.raises(TypeError):
+        save_model(model, spec, ARCH, 0.5, tmp_path / "m", extra={"bad": object()})
+    with pytest.raises(ValueError, match="reserved"):
+        save_model(model, spec, ARCH, 0.5, tmp_path / "m", extra={"threshold": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_proba_batches_agree() -> None:
+    spec = make_spec()
+    model = build_model(spec, ARCH).eval()
+    seq, num, cat = make_inputs(spec, n=11)
+    whole = predict_proba(model, seq, num, cat)
+    assert whole.shape == (11,)
+    assert ((whole > 0) & (whole < 1)).all()
+    torch.testing.assert_close(predict_proba(model, seq, num, cat, batch_size=3), whole)
+    torch.testing.assert_close(whole, torch.sigmoid(model(seq, num, cat)).detach())
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    spec = make_spec()
+    return save_model(build_model(spec, ARCH), spec, ARCH, 0.5, tmp_path / "m")
+
+
+def test_load_model_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        load_model(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.pt"])
+def test_load_model_missing_file(saved: Path, name: str) -> None:
+    (saved / name).unlink()
+    with pytest.raises(ModelFormatError, match=name):
+        load_model(saved)
+
+
+def test_load_model_malformed_json(saved: Path) -> None:
+    (saved / "model.json").write_text("{not json")
+    with pytest.raises(ModelFormatError, match=r"model\.json is not valid JSON"):
+        load_model(saved)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"format_version": 7}, "format_version 7"),
+        ({"threshold": None, "drop": "threshold"}, "lacks the field 'threshold'"),
+        ({"architecture": {**ARCH, "hidden": 16}}, r"model\.pt does not fit"),
+        ({"architecture": {**ARCH, "hidden": "x"}}, r"model\.json"),
+    ],
+)
+def test_load_model_inconsistent_meta(saved: Path, change: dict, match: str) -> None:
+    meta = json.loads((saved / "model.json").read_text())
+    drop = change.pop("drop", None)
+    meta.update(change)
+    if drop:
+        del meta[drop]
+    (saved / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match=match):
+        load_model(saved)
+
+
+def test_load_model_corrupt_weights(saved: Path) -> None:
+    (saved / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(ModelFormatError, match=r"model\.pt"):
+        load_model(saved)
+
+
+def instance(spec: dict, value: float = 1.0) -> dict:
+    return {
+        "sequence": {c: [value] * spec["seq_len"] for c in spec["channels"]},
+        "numeric": {f: 2.0 for f in spec["numeric_features"]},
+        "categorical": {"segment": "b"},
+    }
+
+
+def test_encode_instances_builds_model_inputs() -> None:
+    spec = make_spec()
+    second = instance(spec, 3.0)
+    second["categorical"] = {"segment": "never-seen"}
+    third = instance(spec)
+    del third["categorical"]
+    seq, num, cat = encode_instances([instance(spec), second, third], spec)
+    assert seq.shape == (3, 2, 6) and seq.dtype == torch.float32
+    assert num.shape == (3, 2) and num.dtype == torch.float32
+    assert cat.dtype == torch.int64
+    assert cat[:, 0].tolist() == [2, 0, 0]
+    assert seq[1].unique().tolist() == [3.0]
+    logits = build_model(spec, ARCH).eval()(seq, num, cat)
+    assert logits.shape == (3,)
+
+
+def test_encode_instances_without_features() -> None:
+    spec = make_spec(n_numeric=0, categorical={})
+    inst = {"sequence": {c: [0.0] * 6 for c in spec["channels"]}}
+    seq, num, cat = encode_instances([inst], spec)
+    assert (seq.shape, num.shape, cat.shape) == ((1, 2, 6), (1, 0), (1, 0))
+    empty = encode_instances([], spec)
+    assert [t.shape[0] for t in empty] == [0, 0, 0]
+
+
+def test_encode_instances_missing_numeric_names_feature_and_index() -> None:
+    spec = make_spec()
+    bad = instance(spec)
+    del bad["numeric"]["f1"]
+    with pytest.raises(InstanceError, match=r"instance 1: .*'f1'"):
+        encode_instances([instance(spec), bad], spec)
+
+
+def test_encode_instances_wrong_length_names_channel_index_and_length() -> None:
+    spec = make_spec()
+    bad = instance(spec)
+    bad["sequence"]["spend"] = [1.0] * 5
+    with pytest.raises(InstanceError, match=r"instance 2: channel 'spend' .* 6 numbers, got 5"):
+        encode_instances([instance(spec), instance(spec), bad], spec)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d["sequence"].pop("n_txn"), "lacks the channel 'n_txn'"),
+        (lambda d: d.pop("sequence"), "'sequence' must be an object"),
+        (lambda d: d["sequence"]["n_txn"].__setitem__(0, "x"), "channel 'n_txn' holds 'x'"),
+        (lambda d: d["numeric"].__setitem__("f0", float("nan")), "'f0' holds nan"),
+        (lambda d: d["numeric"].__setitem__("f0", True), "'f0' holds True"),
+    ],
+)
+def test_encode_instances_rejects_bad_values(mutate, match: str) -> None:
+    spec = make_spec()
+    bad = instance(spec)
+    mutate(bad)
+    with pytest.raises(InstanceError, match=match):
+        encode_instances([bad], spec)
+
+
+def test_encode_instances_rejects_non_list() -> None:
+    with pytest.raises(InstanceError, match="must be a list"):
+        encode_instances({"sequence": {}}, make_spec())
+    with pytest.raises(InstanceError, match="instance 0 must be an object"):
+        encode_instances(["x"], make_spec())
