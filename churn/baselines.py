@@ -15,6 +15,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from churn.metrics import choose_threshold, roc_auc
 from churn.training_set import Split, TrainingSet, num_transform
@@ -247,6 +248,14 @@ def run_baselines(
         ValueError: The validation split cannot support the threshold metric (for example it
             has no positive label).
     """
+    with threadpool_limits(limits=1):
+        # One thread: OpenMP workers spin when the cores are shared (other tasks on the node,
+        # kfp.local running beside a server), which made these fits 40x slower on 2 busy
+        # cores; on one thread both baselines take seconds.
+        return _run_baselines(ts, threshold_metric, seed)
+
+
+def _run_baselines(ts: TrainingSet, threshold_metric: str, seed: int) -> dict[str, BaselineResult]:
     train, val, test = (baseline_features(ts.splits[s], ts.meta) for s in ("train", "val", "test"))
     y_train, y_val = ts.splits["train"].y, ts.splits["val"].y
     results: dict[str, BaselineResult] = {}
