@@ -10,9 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from churn.atomic import staging_dir
 from churn.errors import ChurnError, ContractError
 from churn.sequences import Snapshots
 
@@ -107,10 +106,7 @@ class FeatureRepo:
             customers: The validated customers table, if any.
             spec: Description of the sources (written as ``spec.json``).
         """
-        parent = self.sources.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".sources.", dir=parent))
-        try:
+        with staging_dir(self.sources) as tmp:
             pq.write_table(snapshots.to_arrow(), tmp / "sequences.parquet", row_group_size=65536)
             transactions.to_parquet(tmp / "transactions.parquet", index=False)
             if customers is not None:
@@ -119,16 +115,6 @@ class FeatureRepo:
                     profile[column] = profile[column].astype(np.float32)
                 profile.to_parquet(tmp / "customers.parquet", index=False)
             (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
-            if self.sources.exists():
-                old = parent / f".sources.old-{uuid.uuid4().hex}"
-                os.replace(self.sources, old)
-                os.replace(tmp, self.sources)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, self.sources)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def definitions(self) -> list:
         """Imports the repository's definitions file and returns its Feast objects."""

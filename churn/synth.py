@@ -60,9 +60,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -74,6 +71,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from churn.atomic import staging_dir
 from churn.config import FeatureConfig
 from churn.cutoffs import default_cutoffs, parse_cutoffs
 from churn.errors import ChurnError
@@ -682,8 +680,7 @@ def generate(spec: SynthSpec, out_dir: str | Path) -> dict:
     began = time.perf_counter()
     counts = {"customers": spec.customers, "transactions": 0, "oracle_rows": 0}
     segments = np.zeros(len(SEGMENT_NAMES), dtype=np.int64)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staging_dir(out_dir) as tmp:
         with contextlib.ExitStack() as stack:
             writers: dict[str, pq.ParquetWriter] = {}
             for i in tqdm(range(n_chunks), desc="synth", unit="chunk", disable=None):
@@ -707,10 +704,6 @@ def generate(spec: SynthSpec, out_dir: str | Path) -> dict:
         counts["segments"] = dict(zip(SEGMENT_NAMES, segments.tolist(), strict=True))
         meta = _meta(spec, counts)
         (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info(
         "wrote %d customers, %d transactions and %d oracle rows to %s in %.1fs",
         spec.customers,
@@ -759,14 +752,3 @@ def _meta(spec: SynthSpec, counts: dict) -> dict:
         },
         "counts": counts,
     }
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Moves ``tmp`` to ``dest``; an old ``dest`` disappears only after the new one is in place."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)

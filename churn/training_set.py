@@ -8,14 +8,12 @@ depend on nothing but numpy.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from churn.atomic import staging_dir
 from churn.errors import DatasetError
 
 FORMAT_VERSION = 1
@@ -108,9 +106,7 @@ def save_training_set(ts: TrainingSet, out_dir: str | Path) -> Path:
         The destination path.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staging_dir(out_dir) as tmp:
         for name, split in ts.splits.items():
             np.savez(
                 tmp / f"{name}.npz",
@@ -122,22 +118,7 @@ def save_training_set(ts: TrainingSet, out_dir: str | Path) -> Path:
                 cutoff=split.cutoff.astype(np.int64),
             )
         (tmp / "meta.json").write_text(json.dumps(ts.meta, indent=2))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Moves ``tmp`` to ``dest``; an old ``dest`` disappears only after the new one is in place."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
 
 
 def load_training_set(path: str | Path, splits: tuple[str, ...] = SPLITS) -> TrainingSet:
