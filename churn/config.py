@@ -47,6 +47,7 @@ class FeatureConfig:
 class ModelConfig:
     """Architecture of the temporal CNN (see ``churn.model``)."""
 
+    stem_stride: int = 2
     hidden: int = 32
     kernel_size: int = 3
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])

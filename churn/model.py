@@ -20,6 +20,7 @@ from torch import nn
 
 FORMAT_VERSION = 1
 ARCHITECTURE_FIELDS = (
+    "stem_stride",
     "hidden",
     "kernel_size",
     "dilations",
@@ -75,6 +76,8 @@ class ChurnCNN(nn.Module):
         seq_std: Per-channel std of the same.
         num_mean: Per-feature mean of ``sign(x) * log1p(|x|)`` on the training split.
         num_std: Per-feature std of the same.
+        stem_stride: Bins merged by the first (strided) convolution; 2 halves the length the
+            residual blocks work on, and with it the training cost, for the same receptive field.
         hidden: Convolution channels.
         kernel_size: Convolution kernel width.
         dilations: One residual block per dilation.
@@ -92,6 +95,7 @@ class ChurnCNN(nn.Module):
         seq_std: list[float],
         num_mean: list[float],
         num_std: list[float],
+        stem_stride: int,
         hidden: int,
         kernel_size: int,
         dilations: list[int],
@@ -105,7 +109,8 @@ class ChurnCNN(nn.Module):
         self.register_buffer("seq_std", torch.tensor(seq_std, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("num_mean", torch.tensor(num_mean, dtype=torch.float32).view(1, -1))
         self.register_buffer("num_std", torch.tensor(num_std, dtype=torch.float32).view(1, -1))
-        self.stem = nn.Conv1d(n_channels, hidden, kernel_size=1)
+        self.stem_stride = stem_stride
+        self.stem = nn.Conv1d(n_channels, hidden, kernel_size=stem_stride, stride=stem_stride)
         self.blocks = nn.ModuleList(
             ResidualBlock(hidden, kernel_size, d, dropout) for d in dilations
         )
@@ -131,7 +136,8 @@ class ChurnCNN(nn.Module):
             Logits [B].
         """
         x = (torch.log1p(seq.clamp(min=0)) - self.seq_mean) / self.seq_std
-        h = self.stem(x)
+        # Left padding aligns the strides to the end, so the last step covers the latest bins.
+        h = self.stem(F.pad(x, ((-x.shape[2]) % self.stem_stride, 0)))
         for block in self.blocks:
             h = block(h)
         parts = [h.mean(dim=2), h.amax(dim=2), h[:, :, -1]]
@@ -169,7 +175,7 @@ def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
     dilations = list(architecture["dilations"])
     if not dilations or any(int(d) < 1 for d in dilations):
         raise ModelFormatError(f"dilations must be positive integers, got {dilations}")
-    for key in ("hidden", "kernel_size", "embedding_dim", "head_hidden"):
+    for key in ("stem_stride", "hidden", "kernel_size", "embedding_dim", "head_hidden"):
         if int(architecture[key]) < 1:
             raise ModelFormatError(f"architecture field {key!r} must be >= 1")
     if not 0.0 <= float(architecture["dropout"]) < 1.0:
@@ -191,6 +197,7 @@ def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
         seq_std=norm["seq_std"],
         num_mean=norm["num_mean"],
         num_std=norm["num_std"],
+        stem_stride=int(architecture["stem_stride"]),
         hidden=int(architecture["hidden"]),
         kernel_size=int(architecture["kernel_size"]),
         dilations=[int(d) for d in dilations],

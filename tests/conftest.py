@@ -117,3 +117,35 @@ def make_training_set() -> Callable[..., Path]:
 def planted_training_set(tmp_path: Path, make_training_set: Callable[..., Path]) -> Path:
     """A planted training set folder with the default size (3000 rows, L=16)."""
     return make_training_set(tmp_path)
+
+
+TINY_SPEC = {
+    "channels": ["n_txn"],
+    "seq_len": 4,
+    "numeric_features": [],
+    "categorical_features": {},
+    "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
+}
+TINY_ARCH = {
+    "stem_stride": 1,
+    "hidden": 4,
+    "kernel_size": 2,
+    "dilations": [1],
+    "dropout": 0.0,
+    "embedding_dim": 2,
+    "head_hidden": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[[Path, int], Path]:
+    """Writes a small untrained model folder; different seeds give different bytes."""
+    import torch
+
+    from churn.model import build_model, save_model
+
+    def make(path: Path, seed: int) -> Path:
+        torch.manual_seed(seed)
+        return save_model(build_model(TINY_SPEC, TINY_ARCH), TINY_SPEC, TINY_ARCH, 0.5, path)
+
+    return make

@@ -14,30 +14,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-import torch
 from botocore.exceptions import EndpointConnectionError
 from moto.server import ThreadedMotoServer
 
 from churn.config import RegistryConfig
 from churn.errors import RegistryError
-from churn.model import build_model, load_model, save_model
+from churn.model import load_model
 from churn.registry import COMPLETE_MARKER, S3Registry, open_registry
-
-SPEC = {
-    "channels": ["n_txn"],
-    "seq_len": 4,
-    "numeric_features": [],
-    "categorical_features": {},
-    "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
-}
-ARCH = {
-    "hidden": 4,
-    "kernel_size": 2,
-    "dilations": [1],
-    "dropout": 0.0,
-    "embedding_dim": 2,
-    "head_hidden": 4,
-}
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +49,9 @@ def registry(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Registry:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("models")
-    out = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        out.append(save_model(build_model(SPEC, ARCH), SPEC, ARCH, 0.5, root / f"m{seed}"))
-    return out[0], out[1]
+    return tiny_model(root / "m1", 1), tiny_model(root / "m2", 2)
 
 
 def keys(registry: S3Registry, version: str) -> set[str]:

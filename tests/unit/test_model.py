@@ -23,6 +23,7 @@ from churn.model import (
 )
 
 ARCH = {
+    "stem_stride": 2,
     "hidden": 8,
     "kernel_size": 3,
     "dilations": [1, 2],

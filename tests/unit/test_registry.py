@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import torch
 
 from churn.config import RegistryConfig
 from churn.errors import RegistryError
-from churn.model import build_model, load_model, save_model
+from churn.model import load_model
 from churn.registry import (
     COMPLETE_MARKER,
     LocalRegistry,
@@ -31,27 +30,6 @@ LAYOUT = {
     "model-store/churn.mar",
     COMPLETE_MARKER,
 }
-SPEC = {
-    "channels": ["n_txn"],
-    "seq_len": 4,
-    "numeric_features": [],
-    "categorical_features": {},
-    "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
-}
-ARCH = {
-    "hidden": 4,
-    "kernel_size": 2,
-    "dilations": [1],
-    "dropout": 0.0,
-    "embedding_dim": 2,
-    "head_hidden": 4,
-}
-
-
-def tiny_model(path: Path, seed: int) -> Path:
-    """A small untrained model folder; different seeds give different bytes."""
-    torch.manual_seed(seed)
-    return save_model(build_model(SPEC, ARCH), SPEC, ARCH, 0.5, path)
 
 
 def fail_after(monkeypatch: pytest.MonkeyPatch, registry: LocalRegistry, ok: int) -> None:
@@ -74,7 +52,7 @@ def registry(tmp_path: Path) -> LocalRegistry:
 
 
 @pytest.fixture
-def models(tmp_path: Path) -> tuple[Path, Path]:
+def models(tmp_path: Path, tiny_model) -> tuple[Path, Path]:
     return tiny_model(tmp_path / "m1", 1), tiny_model(tmp_path / "m2", 2)
 
 

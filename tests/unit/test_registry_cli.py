@@ -11,24 +11,7 @@ from typer.testing import CliRunner
 
 from churn.cli import app
 from churn.errors import RegistryError
-from churn.model import build_model, save_model
 from churn.registry import LocalRegistry
-
-SPEC = {
-    "channels": ["n_txn"],
-    "seq_len": 4,
-    "numeric_features": [],
-    "categorical_features": {},
-    "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
-}
-ARCH = {
-    "hidden": 4,
-    "kernel_size": 2,
-    "dilations": [1],
-    "dropout": 0.0,
-    "embedding_dim": 2,
-    "head_hidden": 4,
-}
 
 
 @pytest.fixture
@@ -43,9 +26,9 @@ def invoke(*args: str) -> tuple[int, str, BaseException | None]:
     return result.exit_code, result.output, result.exception
 
 
-def test_list_and_champion(registry: LocalRegistry, tmp_path: Path) -> None:
+def test_list_and_champion(registry: LocalRegistry, tmp_path: Path, tiny_model) -> None:
     torch.manual_seed(0)
-    model = save_model(build_model(SPEC, ARCH), SPEC, ARCH, 0.5, tmp_path / "m")
+    model = tiny_model(tmp_path / "m", 0)
     registry.publish(model, {"roc_auc": 0.81234, "passed": True}, version="v1")
     registry.publish(model, {"roc_auc": 0.85}, version="v2")
     (Path(registry.storage_uri("v2")).parent / "v3").mkdir()

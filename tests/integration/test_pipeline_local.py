@@ -1,0 +1,171 @@
+"""Real runs of the Kubeflow pipeline with kfp.local on a small synthetic log.
+
+kfp.local reports SUCCESS even when it skips a branch whose condition it cannot evaluate
+(see NOTES), so these tests check what each branch left behind: registry versions, the
+champion pointer and the task outputs, not just the run status.
+
+The first run trains and promotes; the later runs reuse its cached steps up to evaluation
+(kfp.local caching) and differ only in the gate's inputs. A run on a real cluster is at the
+end, marked ``cluster``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from churn.config import FeatureConfig, ModelConfig, RegistryConfig, Settings, TrainConfig
+from churn.pipeline_run import format_summary, run_local, submit
+from churn.registry import Registry, open_registry
+
+pytestmark = pytest.mark.slow
+
+# About 800 customers over 240 days: one run trains in seconds, and both classes are present at
+# every cutoff of a 30-day horizon.
+DATA = "synth:customers=800,days=240,seed=1"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    home = tmp_path_factory.mktemp("churn-home")
+    return Settings(
+        home=home,
+        features=FeatureConfig(
+            bin_days=7, seq_len=12, horizon_days=30, cutoff_step_days=15, n_train_cutoffs=3
+        ),
+        model=ModelConfig(hidden=8, dilations=[1, 2], embedding_dim=2, head_hidden=8),
+        train=TrainConfig(epochs=2, batch_size=256, patience=2),
+        registry=RegistryConfig(uri=str(home / "registry")),
+    )
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings) -> Registry:
+    return open_registry(settings.registry)
+
+
+@pytest.fixture(scope="module")
+def promoted_run(settings: Settings) -> dict:
+    """A first run whose threshold any model passes, deployed to a local TorchServe."""
+    return run_local(settings, DATA, auc_threshold=0.0, deploy_target="local", enable_caching=True)
+
+
+def registry_state(registry: Registry) -> tuple[list[str], str | None]:
+    champion = registry.champion()
+    return [v.version for v in registry.list_versions()], champion.version if champion else None
+
+
+def outputs_of(run_dir: str, name: str) -> list[Path]:
+    return sorted(Path(run_dir).rglob(name))
+
+
+def test_a_passing_candidate_is_registered_promoted_and_served(
+    promoted_run: dict, registry: Registry, settings: Settings
+) -> None:
+    assert promoted_run["promoted"], promoted_run["reason"]
+    assert "no champion yet" in promoted_run["reason"]
+
+    # The register task really ran: its output exists and the registry holds what it says.
+    (registration_file,) = outputs_of(promoted_run["run_dir"], "registration")
+    registration = json.loads(registration_file.read_text())
+    assert registration["version"] == promoted_run["version"]
+    versions, champion = registry_state(registry)
+    assert versions == [promoted_run["version"]]
+    assert champion == promoted_run["version"]
+    registry_root = Path(settings.registry.uri) / settings.registry.model_name
+    assert (registry_root / "champion.json").is_file()
+    version_dir = Path(promoted_run["version_uri"])
+    assert version_dir == registry_root / "versions" / promoted_run["version"]
+    assert (version_dir / "_COMPLETE").is_file()
+    assert (version_dir / "model-store" / "churn.mar").is_file()
+
+    published = json.loads((version_dir / "metrics.json").read_text())
+    assert published["roc_auc"] == pytest.approx(promoted_run["roc_auc"]["cnn"])
+    assert set(promoted_run["roc_auc"]) == {"cnn", *published["baselines"]}
+
+    # The deploy task served the registered archive and answered one real request.
+    deployment = promoted_run["deployment"]
+    assert deployment["target"] == "local"
+    assert deployment["version"] == promoted_run["version"]
+    assert 0.0 <= deployment["prediction"]["churn_probability"] <= 1.0
+
+    assert promoted_run["rejection"] is None
+    assert outputs_of(promoted_run["run_dir"], "rejection") == []
+    assert Path(promoted_run["report"]).read_text().lstrip().lower().startswith("<!doctype html")
+    (html,) = outputs_of(promoted_run["run_dir"], "report")
+    assert html.read_bytes() == Path(promoted_run["report"]).read_bytes()
+
+    text = format_summary(promoted_run)
+    assert "PROMOTED" in text and promoted_run["version"] in text and "report.html" in text
+
+
+def test_a_candidate_below_the_threshold_is_not_registered(
+    promoted_run: dict, registry: Registry, settings: Settings
+) -> None:
+    before = registry_state(registry)
+    summary = run_local(settings, DATA, auc_threshold=0.999, enable_caching=True)
+
+    assert not summary["promoted"]
+    assert summary["version"] is None
+    assert registry_state(registry) == before
+    # Same data and settings as the promoted run: the cached candidate is the same model.
+    assert summary["roc_auc"] == promoted_run["roc_auc"]
+
+    run_dir = summary["run_dir"]
+    assert not (Path(run_dir) / "register").exists()
+    assert outputs_of(run_dir, "registration") == []
+    assert outputs_of(run_dir, "deployment") == []
+    record = json.loads(Path(summary["rejection"]).read_text())
+    assert record["promote"] is False
+    assert record["threshold"] == 0.999
+    assert "below the threshold 0.9990" in record["reason"]
+    assert record["reason"] == summary["reason"]
+    assert record["report"].endswith("report.html")
+
+
+def test_a_candidate_worse_than_the_champion_is_not_promoted(
+    promoted_run: dict, registry: Registry, settings: Settings
+) -> None:
+    # A champion that scored higher than any candidate of this run will.
+    model_dir = Path(promoted_run["version_uri"]) / "model"
+    metrics = json.loads((Path(promoted_run["version_uri"]) / "metrics.json").read_text())
+    seeded = registry.publish(model_dir, {**metrics, "roc_auc": 0.9999}, version="seeded-champion")
+    registry.promote(seeded.version)
+    before = registry_state(registry)
+
+    summary = run_local(settings, DATA, auc_threshold=0.0, enable_caching=True)
+
+    assert not summary["promoted"]
+    assert "does not beat the champion's 0.9999" in summary["reason"]
+    assert registry_state(registry) == before
+    assert before[1] == "seeded-champion"
+    assert outputs_of(summary["run_dir"], "registration") == []
+    record = json.loads(Path(summary["rejection"]).read_text())
+    assert record["champion_version"] == "seeded-champion"
+    assert record["champion_auc"] == 0.9999
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(
+    not (os.environ.get("CHURN_TEST_CLUSTER") == "1" and os.environ.get("CHURN_KFP_HOST")),
+    reason="needs a Kubeflow Pipelines cluster: set CHURN_TEST_CLUSTER=1 and CHURN_KFP_HOST",
+)
+def test_the_pipeline_runs_on_a_cluster() -> None:
+    import kfp
+
+    host = os.environ["CHURN_KFP_HOST"]
+    settings = Settings()
+    settings.registry.uri = os.environ.get("CHURN_TEST_REGISTRY_URI", settings.registry.uri)
+    run_id = submit(
+        host,
+        settings,
+        experiment="churn-tests",
+        run_name=f"churn-test-{int(time.time())}",
+        arguments={"data": "synth:customers=2000,days=500,seed=0", "epochs": 2},
+    )
+    run = kfp.Client(host=host).wait_for_run_completion(run_id, timeout=3600)
+    assert run.state == "SUCCEEDED"

@@ -1,0 +1,122 @@
+"""The promotion gate: threshold, champion comparison, and the records it leaves."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from churn.errors import RegistryError
+from churn.gate import decide, gate_decision, rejection_record
+from churn.registry import VersionInfo
+
+
+class StubRegistry:
+    """Just enough of ``churn.registry.Registry`` for the gate: a champion or none."""
+
+    def __init__(self, champion: VersionInfo | None = None, error: Exception | None = None):
+        self._champion = champion
+        self._error = error
+
+    def champion(self) -> VersionInfo | None:
+        if self._error is not None:
+            raise self._error
+        return self._champion
+
+
+def champion_with(metrics: dict) -> VersionInfo:
+    return VersionInfo("churn", "20260101T000000Z-00000000", "/reg/churn/v", True, metrics)
+
+
+def test_first_model_above_the_threshold_is_promoted() -> None:
+    promote, reason = decide(0.81, 0.70, None)
+    assert promote
+    assert "0.8100" in reason and "0.7000" in reason and "no champion" in reason
+
+
+def test_a_candidate_below_the_threshold_is_rejected_even_without_a_champion() -> None:
+    promote, reason = decide(0.65, 0.70, None)
+    assert not promote
+    assert reason == "candidate ROC-AUC 0.6500 is below the threshold 0.7000"
+
+
+def test_the_threshold_itself_passes() -> None:
+    assert decide(0.70, 0.70, None)[0]
+
+
+def test_a_candidate_that_beats_the_champion_is_promoted() -> None:
+    promote, reason = decide(0.82, 0.70, 0.80)
+    assert promote
+    assert "beats the champion's 0.8000" in reason
+
+
+@pytest.mark.parametrize("champion_auc", [0.85, 0.82])
+def test_a_candidate_worse_than_or_equal_to_the_champion_is_rejected(champion_auc: float) -> None:
+    promote, reason = decide(0.82, 0.70, champion_auc)
+    assert not promote
+    assert f"does not beat the champion's {champion_auc:.4f}" in reason
+
+
+def test_the_threshold_is_checked_before_the_champion() -> None:
+    promote, reason = decide(0.60, 0.70, 0.50)
+    assert not promote
+    assert "below the threshold" in reason
+
+
+@pytest.mark.parametrize("auc", [math.nan, math.inf, None])
+def test_a_candidate_without_a_finite_auc_is_rejected(auc: float | None) -> None:
+    promote, reason = decide(auc, 0.70, None)  # type: ignore[arg-type]
+    assert not promote
+    assert "not a finite number" in reason
+
+
+def test_a_champion_without_a_finite_auc_counts_as_no_champion() -> None:
+    assert decide(0.75, 0.70, math.nan)[0]
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, math.nan, "0.7"])
+def test_an_out_of_range_threshold_is_an_error(threshold: object) -> None:
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        decide(0.8, threshold, None)  # type: ignore[arg-type]
+
+
+def test_gate_decision_reads_the_champions_auc_from_the_registry() -> None:
+    registry = StubRegistry(champion_with({"roc_auc": 0.9}))
+    result = gate_decision(0.8, 0.7, registry)  # type: ignore[arg-type]
+    assert result["promote"] is False
+    assert result["champion_version"] == "20260101T000000Z-00000000"
+    assert result["champion_auc"] == 0.9
+    assert result["candidate_auc"] == 0.8 and result["threshold"] == 0.7
+    assert "does not beat" in result["reason"]
+    assert result["decided_at"].endswith("Z")
+
+
+def test_gate_decision_without_a_champion() -> None:
+    result = gate_decision(0.8, 0.7, StubRegistry())  # type: ignore[arg-type]
+    assert result["promote"] is True
+    assert result["champion_version"] is None and result["champion_auc"] is None
+
+
+def test_gate_decision_with_a_champion_lacking_metrics_promotes_on_the_threshold() -> None:
+    result = gate_decision(0.8, 0.7, StubRegistry(champion_with({})))  # type: ignore[arg-type]
+    assert result["promote"] is True
+    assert result["champion_version"] == "20260101T000000Z-00000000"
+
+
+def test_gate_decision_fails_when_the_champion_cannot_be_read() -> None:
+    registry = StubRegistry(error=RegistryError("champion.json of churn is malformed"))
+    with pytest.raises(RegistryError, match="malformed"):
+        gate_decision(0.8, 0.7, registry)  # type: ignore[arg-type]
+
+
+def test_rejection_record_keeps_the_reason_and_points_at_the_report() -> None:
+    decision = gate_decision(0.6, 0.7, StubRegistry())  # type: ignore[arg-type]
+    record = rejection_record(decision, "/runs/1/evaluate/evaluation/report.html")
+    assert record["reason"] == decision["reason"]
+    assert record["report"] == "/runs/1/evaluate/evaluation/report.html"
+
+
+def test_rejection_record_refuses_a_promotion() -> None:
+    decision = gate_decision(0.9, 0.7, StubRegistry())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="promoted"):
+        rejection_record(decision, "report.html")

@@ -1,0 +1,251 @@
+"""The compiled pipeline YAML: GPU placement, resources, images, retry, gate condition.
+
+Also the small helpers around compiling and submitting (cron, struct parameters, arguments).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from churn.cli import app
+from churn.config import ModelConfig, PipelineConfig, Settings, TrainConfig
+from churn.pipeline_run import (
+    PipelineError,
+    check_arguments,
+    compile_pipeline,
+    config_from_dict,
+    kfp_cron,
+    parse_cutoff_list,
+)
+
+CPU_IMAGE = "registry.example.com/churn:test"
+GPU_IMAGE = "registry.example.com/churn-gpu:test"
+TASKS = {
+    "build-features",
+    "build-training-set",
+    "train",
+    "evaluate",
+    "gate",
+    "register",
+    "deploy",
+    "record-rejection",
+}
+
+
+def gpu_settings() -> Settings:
+    settings = Settings()
+    settings.pipeline = PipelineConfig(
+        image=CPU_IMAGE,
+        gpu_image=GPU_IMAGE,
+        accelerator_type="nvidia.com/gpu",
+        accelerator_count=2,
+        gpu_node_selector_key="pool",
+        gpu_node_selector_value="a100",
+        gpu_toleration_key="nvidia.com/gpu",
+        cpu_request="500m",
+        memory_request="1Gi",
+        train_cpu_request="6",
+        train_memory_request="24Gi",
+        train_retries=3,
+    )
+    settings.eval.auc_threshold = 0.72
+    settings.registry.uri = "s3://models/churn"
+    return settings
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """The pipeline spec and the Kubernetes platform spec of the compiled YAML."""
+    out = compile_pipeline(tmp_path_factory.mktemp("compiled") / "p.yaml", gpu_settings())
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    return spec, platform
+
+
+def executors(spec: dict) -> dict[str, dict]:
+    return {
+        name.removeprefix("exec-"): body["container"]
+        for name, body in spec["deploymentSpec"]["executors"].items()
+    }
+
+
+def all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the root DAG and of the nested condition DAGs, by task name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_every_step_has_an_executor(compiled: tuple[dict, dict]) -> None:
+    assert set(executors(compiled[0])) == TASKS
+
+
+def test_train_requests_the_configured_accelerator(compiled: tuple[dict, dict]) -> None:
+    accelerator = executors(compiled[0])["train"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert accelerator["resourceCount"] == "2"
+
+
+def test_only_train_asks_for_an_accelerator(compiled: tuple[dict, dict]) -> None:
+    with_gpu = [n for n, c in executors(compiled[0]).items() if "accelerator" in c["resources"]]
+    assert with_gpu == ["train"]
+
+
+def test_train_lands_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
+    platform_executors = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(platform_executors) == {"exec-train"}
+    train = platform_executors["exec-train"]
+    assert train["nodeSelector"]["labels"] == {"pool": "a100"}
+    assert train["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_every_task_requests_cpu_and_memory(compiled: tuple[dict, dict]) -> None:
+    for name, container in executors(compiled[0]).items():
+        resources = container["resources"]
+        expected = ("6", "24Gi") if name == "train" else ("500m", "1Gi")
+        assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == expected
+
+
+def test_images_are_the_configured_ones(compiled: tuple[dict, dict]) -> None:
+    for name, container in executors(compiled[0]).items():
+        assert container["image"] == (GPU_IMAGE if name == "train" else CPU_IMAGE), name
+
+
+def test_components_do_not_install_packages_at_start(compiled: tuple[dict, dict]) -> None:
+    for name, container in executors(compiled[0]).items():
+        command = " ".join(container["command"])
+        assert "pip install" not in command, name
+        assert "kfp.dsl.executor_main" in command, name
+
+
+def test_train_is_retried(compiled: tuple[dict, dict]) -> None:
+    retry = all_tasks(compiled[0])["train"]["retryPolicy"]
+    assert retry["maxRetryCount"] == 3
+
+
+def test_the_gate_compares_a_float_output_with_a_float(compiled: tuple[dict, dict]) -> None:
+    spec = compiled[0]
+    outputs = spec["components"]["comp-gate"]["outputDefinitions"]["parameters"]
+    assert outputs["Output"]["parameterType"] == "NUMBER_DOUBLE"
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    conditions = {
+        task["taskInfo"]["name"]: task["triggerPolicy"]["condition"] for task in branches.values()
+    }
+    promote = "inputs.parameter_values['pipelinechannel--gate-Output'] == 1.0"
+    assert conditions == {"promote": promote, "reject": f"!({promote})"}
+    # An int/float mix would compile to double(...), which kfp.local cannot evaluate.
+    assert all("double(" not in c and "int(" not in c for c in conditions.values())
+
+
+def test_register_and_deploy_run_only_on_promotion(compiled: tuple[dict, dict]) -> None:
+    spec = compiled[0]
+    promote = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    reject = spec["components"]["comp-condition-3"]["dag"]["tasks"]
+    assert set(promote) == {"register", "deploy"}
+    assert set(reject) == {"record-rejection"}
+    assert promote["deploy"]["dependentTasks"] == ["register"]
+
+
+def test_steps_that_read_or_move_the_champion_are_never_cached(
+    compiled: tuple[dict, dict],
+) -> None:
+    tasks = all_tasks(compiled[0])
+    for name in ("gate", "register", "deploy", "record-rejection"):
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
+    assert tasks["train"]["cachingOptions"]["enableCache"]
+
+
+def test_parameter_defaults_come_from_the_settings(compiled: tuple[dict, dict]) -> None:
+    params = compiled[0]["root"]["inputDefinitions"]["parameters"]
+    assert params["auc_threshold"]["parameterType"] == "NUMBER_DOUBLE"
+    assert params["auc_threshold"]["defaultValue"] == 0.72
+    assert params["registry_uri"]["defaultValue"] == "s3://models/churn"
+    assert params["deploy_target"]["defaultValue"] == "kserve"
+    assert params["cutoffs"]["defaultValue"] == ""
+    assert params["epochs"]["defaultValue"] == TrainConfig.epochs
+    assert params["model_config"]["defaultValue"]["dilations"] == ModelConfig().dilations
+    assert "epochs" not in params["train_config"]["defaultValue"]
+
+
+def test_without_a_gpu_pool_train_gets_no_accelerator_or_placement(tmp_path: Path) -> None:
+    settings = Settings()
+    settings.pipeline = PipelineConfig(
+        accelerator_count=0, gpu_node_selector_key="", gpu_toleration_key="", train_retries=0
+    )
+    spec, *rest = list(
+        yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", settings).read_text())
+    )
+    train = executors(spec)["train"]
+    assert "accelerator" not in train["resources"]
+    assert rest == []  # no Kubernetes platform spec at all
+    assert "retryPolicy" not in all_tasks(spec)["train"]
+
+
+def test_cli_compiles_the_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "churn_pipeline.yaml"
+    result = CliRunner().invoke(app, ["pipeline", "compile", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert spec["pipelineInfo"]["name"] == "churn-training"
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        ("0 3 * * 1", "0 0 3 * * 1"),
+        ("30 0 3 * * 1", "30 0 3 * * 1"),
+        (" 0  3 * * 1 ", "0 0 3 * * 1"),
+    ],
+)
+def test_kfp_cron_has_six_fields(cron: str, expected: str) -> None:
+    assert kfp_cron(cron) == expected
+
+
+@pytest.mark.parametrize("cron", ["", "0 3 * *", "0 0 0 3 * * 1"])
+def test_kfp_cron_rejects_other_field_counts(cron: str) -> None:
+    with pytest.raises(PipelineError, match="5 fields"):
+        kfp_cron(cron)
+
+
+def test_config_from_dict_restores_integers_from_struct_doubles() -> None:
+    cfg = config_from_dict(ModelConfig, {"hidden": 16.0, "dilations": [1.0, 2.0], "dropout": 0.2})
+    assert cfg.hidden == 16 and isinstance(cfg.hidden, int)
+    assert cfg.dilations == [1, 2] and all(isinstance(d, int) for d in cfg.dilations)
+    assert cfg.dropout == 0.2
+    assert cfg.kernel_size == ModelConfig.kernel_size
+
+
+def test_config_from_dict_rejects_unknown_fields_and_fractional_integers() -> None:
+    with pytest.raises(PipelineError, match="no fields"):
+        config_from_dict(ModelConfig, {"width": 3})
+    with pytest.raises(PipelineError, match="hidden must be an integer"):
+        config_from_dict(ModelConfig, {"hidden": 16.5})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ({"deploy_target": "cloud"}, "deploy target"),
+        ({"auc_threshold": 1.2}, "AUC threshold"),
+        ({"epochs": 0}, "epochs"),
+        ({"horizon_days": 0}, "horizon_days"),
+    ],
+)
+def test_check_arguments_rejects_bad_values(arguments: dict, match: str) -> None:
+    with pytest.raises(PipelineError, match=match):
+        check_arguments(arguments)
+
+
+def test_check_arguments_accepts_good_values() -> None:
+    check_arguments({"deploy_target": "none", "auc_threshold": 0.0, "epochs": 1})
+
+
+def test_parse_cutoff_list() -> None:
+    assert parse_cutoff_list("") is None
+    assert parse_cutoff_list(" 1997-06-01, 1997-09-01 ,") == ["1997-06-01", "1997-09-01"]
