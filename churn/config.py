@@ -47,8 +47,9 @@ class FeatureConfig:
 class ModelConfig:
     """Architecture of the temporal CNN (see ``churn.model``)."""
 
+    windows: list[int] = field(default_factory=lambda: [1, 4, 13, 26, 52])
     stem_stride: int = 2
-    hidden: int = 32
+    hidden: int = 16
     kernel_size: int = 3
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     dropout: float = 0.1
@@ -70,16 +71,18 @@ class TrainConfig:
         pos_weight: ``"auto"`` weighs positives by negatives/positives in the training split;
             a number sets it; ``"none"`` disables it.
         device: ``"auto"`` picks CUDA when present, else CPU.
+        num_threads: CPU threads; 0 takes half the usable cores (see ``churn.train``).
     """
 
     epochs: int = 12
-    batch_size: int = 512
+    batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    patience: int = 3
+    patience: int = 2
     seed: int = 0
     pos_weight: str = "auto"
     device: str = "auto"
+    num_threads: int = 0
 
 
 @dataclass

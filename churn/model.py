@@ -20,6 +20,7 @@ from torch import nn
 
 FORMAT_VERSION = 1
 ARCHITECTURE_FIELDS = (
+    "windows",
     "stem_stride",
     "hidden",
     "kernel_size",
@@ -76,6 +77,8 @@ class ChurnCNN(nn.Module):
         seq_std: Per-channel std of the same.
         num_mean: Per-feature mean of ``sign(x) * log1p(|x|)`` on the training split.
         num_std: Per-feature std of the same.
+        windows: Lengths (in bins) of the recent windows whose per-channel totals, plus the
+            bins since the last activity, go straight to the head.
         stem_stride: Bins merged by the first (strided) convolution; 2 halves the length the
             residual blocks work on, and with it the training cost, for the same receptive field.
         hidden: Convolution channels.
@@ -95,6 +98,7 @@ class ChurnCNN(nn.Module):
         seq_std: list[float],
         num_mean: list[float],
         num_std: list[float],
+        windows: list[int],
         stem_stride: int,
         hidden: int,
         kernel_size: int,
@@ -109,6 +113,7 @@ class ChurnCNN(nn.Module):
         self.register_buffer("seq_std", torch.tensor(seq_std, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("num_mean", torch.tensor(num_mean, dtype=torch.float32).view(1, -1))
         self.register_buffer("num_std", torch.tensor(num_std, dtype=torch.float32).view(1, -1))
+        self.windows = list(windows)
         self.stem_stride = stem_stride
         self.stem = nn.Conv1d(n_channels, hidden, kernel_size=stem_stride, stride=stem_stride)
         self.blocks = nn.ModuleList(
@@ -116,7 +121,15 @@ class ChurnCNN(nn.Module):
         )
         self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in cat_cardinalities)
         # Average, max and last-step pooling: the last step carries recency, which matters most.
-        fused = 3 * hidden + n_numeric + embedding_dim * len(cat_cardinalities)
+        # Window totals and recency are the classic RFM signal; handing them to the head directly
+        # leaves the convolutions free to learn the shape of the activity.
+        fused = (
+            3 * hidden
+            + n_channels * len(self.windows)
+            + 1
+            + n_numeric
+            + embedding_dim * len(cat_cardinalities)
+        )
         self.head = nn.Sequential(
             nn.Linear(fused, head_hidden),
             nn.ReLU(),
@@ -135,12 +148,20 @@ class ChurnCNN(nn.Module):
         Returns:
             Logits [B].
         """
-        x = (torch.log1p(seq.clamp(min=0)) - self.seq_mean) / self.seq_std
+        raw = seq.clamp(min=0)
+        x = (torch.log1p(raw) - self.seq_mean) / self.seq_std
         # Left padding aligns the strides to the end, so the last step covers the latest bins.
         h = self.stem(F.pad(x, ((-x.shape[2]) % self.stem_stride, 0)))
         for block in self.blocks:
             h = block(h)
         parts = [h.mean(dim=2), h.amax(dim=2), h[:, :, -1]]
+        parts.extend(torch.log1p(raw[:, :, -w:].sum(dim=2)) for w in self.windows)
+        length = raw.shape[2]
+        active = raw.sum(dim=1) > 0
+        steps = torch.arange(1, length + 1, device=seq.device, dtype=raw.dtype)
+        last = (active * steps).amax(dim=1)
+        # Bins since the last active one, as a share of the sequence (1 = nothing in it).
+        parts.append(((length - last) / length).unsqueeze(1))
         if self.n_numeric:
             z = torch.sign(num) * torch.log1p(num.abs())
             parts.append((z - self.num_mean) / self.num_std)
@@ -172,6 +193,9 @@ def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
     unknown = sorted(set(architecture) - set(ARCHITECTURE_FIELDS))
     if unknown:
         raise ModelFormatError(f"architecture has unknown fields {unknown}")
+    windows = list(architecture["windows"])
+    if any(int(w) < 1 for w in windows):
+        raise ModelFormatError(f"windows must be positive integers, got {windows}")
     dilations = list(architecture["dilations"])
     if not dilations or any(int(d) < 1 for d in dilations):
         raise ModelFormatError(f"dilations must be positive integers, got {dilations}")
@@ -197,6 +221,7 @@ def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
         seq_std=norm["seq_std"],
         num_mean=norm["num_mean"],
         num_std=norm["num_std"],
+        windows=[int(w) for w in architecture["windows"]],
         stem_stride=int(architecture["stem_stride"]),
         hidden=int(architecture["hidden"]),
         kernel_size=int(architecture["kernel_size"]),

@@ -127,6 +127,7 @@ TINY_SPEC = {
     "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
 }
 TINY_ARCH = {
+    "windows": [2],
     "stem_stride": 1,
     "hidden": 4,
     "kernel_size": 2,

@@ -23,6 +23,7 @@ from churn.model import (
 )
 
 ARCH = {
+    "windows": [1, 4],
     "stem_stride": 2,
     "hidden": 8,
     "kernel_size": 3,
