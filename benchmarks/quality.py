@@ -42,12 +42,15 @@ def run_case(root: Path, transactions: Path, customers: Path | None, observed_un
     """Features, training set, training and evaluation with the default settings."""
     settings = load_settings()
     cfg = settings.features
-    build_features(transactions, root / "repo", cfg, customers=customers, observed_until=observed_until)
+    build_features(
+        transactions, root / "repo", cfg, customers=customers, observed_until=observed_until
+    )
     build_dataset(root / "repo", root / "dataset", cfg.horizon_days)
     started = time.perf_counter()
     summary = train(root / "dataset", root / "model", settings.model, settings.train)
     seconds = time.perf_counter() - started
-    metrics = evaluate(root / "model", root / "dataset", root / "eval", settings.eval.threshold_metric)
+    metric = settings.eval.threshold_metric
+    metrics = evaluate(root / "model", root / "dataset", root / "eval", metric)
     row = {"cnn": metrics["roc_auc"], "train_seconds": seconds, "epochs": summary["epochs_run"]}
     row.update({b: metrics["baselines"][b]["roc_auc"] for b in BASELINES})
     row["n_test"] = metrics["n_test"]
@@ -91,7 +94,8 @@ def main() -> None:
                 folder / "customers.parquet",
                 meta["observed_until"],
             )
-            rows["synth"]["oracle"] = oracle_auc(root / "synth" / "dataset", folder / "oracle.parquet")
+            oracle = oracle_auc(root / "synth" / "dataset", folder / "oracle.parquet")
+            rows["synth"]["oracle"] = oracle
     header = f"{'data':<7}{'n_test':>8}{'cnn':>8}{'hgb':>8}{'logreg':>8}{'oracle':>8}"
     print(header + f"{'cnn/best':>10}{'cnn/oracle':>12}{'train s':>9}")
     for name, r in rows.items():

@@ -438,6 +438,122 @@ def serve_cmd(
 # --- pipeline commands ---
 
 
+def _pipeline_arguments(**values: object) -> dict:
+    """Pipeline arguments the user gave; the rest keep the compiled defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+_DATA_HELP = (
+    "cdnow, synth[:customers=N,days=D,seed=S], or a transaction log file or folder "
+    "(on a cluster: a path the pods can read)."
+)
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out: Path = typer.Option(Path("churn_pipeline.yaml"), "--out", help="Pipeline YAML to write."),
+) -> None:
+    """Compile the Kubeflow pipeline; images, GPU placement and defaults come from the settings."""
+    from churn.pipeline_run import compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(out, settings())}")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080."),
+    experiment: str = typer.Option("churn", "--experiment", help="Experiment (created if new)."),
+    run_name: str = typer.Option(..., "--run-name", help="Name of the run."),
+    data: str | None = typer.Option(None, "--data", help=_DATA_HELP),
+    cutoffs: str | None = typer.Option(None, "--cutoffs", help="Comma-separated cutoff dates."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum training epochs."),
+    auc_threshold: float | None = typer.Option(
+        None, "--auc-threshold", help="Minimum test ROC-AUC for promotion."
+    ),
+    registry_uri: str | None = typer.Option(None, "--registry-uri", help="s3://bucket/prefix."),
+    deploy_target: str | None = typer.Option(
+        None, "--deploy-target", help="kserve (default), local or none."
+    ),
+) -> None:
+    """Start one run of the pipeline on a Kubeflow Pipelines cluster."""
+    from churn.pipeline_run import submit
+
+    arguments = _pipeline_arguments(
+        data=data,
+        cutoffs=cutoffs,
+        epochs=epochs,
+        auc_threshold=auc_threshold,
+        registry_uri=registry_uri,
+        deploy_target=deploy_target,
+    )
+    run_id = submit(host, settings(), experiment, run_name, arguments)
+    typer.echo(f"submitted run {run_name} ({run_id}) to {host}")
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080."),
+    cron: str = typer.Option(
+        ..., "--cron", help='Cron, e.g. "0 3 * * 1" (Mondays 03:00); KFP\'s 6 fields also work.'
+    ),
+    experiment: str = typer.Option("churn", "--experiment", help="Experiment (created if new)."),
+    name: str = typer.Option("churn-retrain", "--name", help="Name of the recurring run."),
+    data: str | None = typer.Option(None, "--data", help=_DATA_HELP),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum training epochs."),
+    auc_threshold: float | None = typer.Option(
+        None, "--auc-threshold", help="Minimum test ROC-AUC for promotion."
+    ),
+    registry_uri: str | None = typer.Option(None, "--registry-uri", help="s3://bucket/prefix."),
+    deploy_target: str | None = typer.Option(
+        None, "--deploy-target", help="kserve (default), local or none."
+    ),
+) -> None:
+    """Retrain on a schedule: a recurring run that never overlaps or catches up."""
+    from churn.pipeline_run import schedule
+
+    arguments = _pipeline_arguments(
+        data=data,
+        epochs=epochs,
+        auc_threshold=auc_threshold,
+        registry_uri=registry_uri,
+        deploy_target=deploy_target,
+    )
+    job_id = schedule(host, cron, settings(), experiment, name, arguments)
+    typer.echo(f"scheduled {name} ({job_id}) on {host}: {cron}")
+
+
+@app.command("run")
+def run_cmd(
+    data: str = typer.Option("cdnow", "--data", help=_DATA_HELP),
+    customers: str = typer.Option("", "--customers", help="Optional customers table."),
+    cutoffs: str = typer.Option("", "--cutoffs", help="Comma-separated cutoffs; default: auto."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs (train.epochs)."),
+    auc_threshold: float | None = typer.Option(
+        None, "--auc-threshold", help="Minimum test ROC-AUC for promotion (eval.auc_threshold)."
+    ),
+    deploy_target: str = typer.Option(
+        "local", "--deploy-target", help="local (TorchServe smoke test), kserve or none."
+    ),
+    cache: bool = typer.Option(
+        False, "--cache", help="Reuse steps of earlier local runs with identical inputs."
+    ),
+) -> None:
+    """Run the whole Kubeflow pipeline on this machine (kfp.local), then print a summary."""
+    from churn.pipeline_run import format_summary, run_local
+
+    summary = run_local(
+        settings(),
+        data,
+        customers=customers,
+        cutoffs=cutoffs,
+        epochs=epochs,
+        auc_threshold=auc_threshold,
+        deploy_target=deploy_target,
+        enable_caching=cache,
+    )
+    typer.echo(format_summary(summary))
+
+
 def run() -> None:
     """Entry point that turns ChurnError into a clean exit."""
     try:

@@ -224,10 +224,15 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         _apply(settings, data, "")
     env = os.environ if env is None else env
     overrides: dict = {}
+    sections = {f.name for f in dataclasses.fields(Settings)}
     for key, value in env.items():
-        if not key.startswith("CHURN_") or key == "CHURN_CONFIG":
+        if not key.startswith("CHURN_"):
             continue
         parts = key[len("CHURN_") :].lower().split("__")
+        # Other CHURN_* variables (CHURN_CONFIG, CHURN_TEST_CLUSTER, CHURN_FEATURE_DATA...)
+        # belong to other tools; a typo inside a known section is still an error.
+        if parts[0] not in sections:
+            continue
         node = overrides
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -6,6 +6,8 @@ Also the small helpers around compiling and submitting (cron, struct parameters,
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -20,6 +22,8 @@ from churn.pipeline_run import (
     config_from_dict,
     kfp_cron,
     parse_cutoff_list,
+    schedule,
+    submit,
 )
 
 CPU_IMAGE = "registry.example.com/churn:test"
@@ -249,3 +253,68 @@ def test_check_arguments_accepts_good_values() -> None:
 def test_parse_cutoff_list() -> None:
     assert parse_cutoff_list("") is None
     assert parse_cutoff_list(" 1997-06-01, 1997-09-01 ,") == ["1997-06-01", "1997-09-01"]
+
+
+class FakeClient:
+    """Records what submit() and schedule() ask of ``kfp.Client``."""
+
+    calls: ClassVar[list[tuple[str, dict]]] = []
+
+    def __init__(self, host: str) -> None:
+        self.calls.append(("init", {"host": host}))
+
+    def create_run_from_pipeline_package(self, path: str, **kwargs: object) -> object:
+        assert next(yaml.safe_load_all(Path(path).read_text()))["pipelineInfo"]["name"]
+        self.calls.append(("run", kwargs))
+        return SimpleNamespace(run_id="run-1")
+
+    def create_experiment(self, name: str) -> object:
+        self.calls.append(("experiment", {"name": name}))
+        return SimpleNamespace(experiment_id="exp-1")
+
+    def create_recurring_run(self, **kwargs: object) -> object:
+        assert Path(str(kwargs["pipeline_package_path"])).is_file()
+        self.calls.append(("recurring", kwargs))
+        return SimpleNamespace(recurring_run_id="job-1")
+
+
+@pytest.fixture
+def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
+    FakeClient.calls = []
+    monkeypatch.setattr("kfp.Client", FakeClient)
+    return FakeClient
+
+
+def test_submit_creates_one_run_with_the_arguments(fake_client: type[FakeClient]) -> None:
+    run_id = submit("http://kfp:8080", Settings(), "churn", "nightly", {"epochs": 3})
+    assert run_id == "run-1"
+    assert fake_client.calls[0] == ("init", {"host": "http://kfp:8080"})
+    kind, kwargs = fake_client.calls[1]
+    assert kind == "run"
+    assert kwargs == {"arguments": {"epochs": 3}, "run_name": "nightly", "experiment_name": "churn"}
+
+
+def test_schedule_creates_a_non_overlapping_recurring_run(fake_client: type[FakeClient]) -> None:
+    job_id = schedule("http://kfp:8080", "0 3 * * 1", Settings(), "churn", "weekly", {})
+    assert job_id == "job-1"
+    kind, kwargs = fake_client.calls[-1]
+    assert kind == "recurring"
+    assert kwargs["experiment_id"] == "exp-1"
+    assert kwargs["job_name"] == "weekly"
+    assert kwargs["cron_expression"] == "0 0 3 * * 1"
+    assert kwargs["max_concurrency"] == 1 and kwargs["no_catchup"] is True
+
+
+def test_bad_arguments_fail_before_the_cluster_is_contacted(fake_client: type[FakeClient]) -> None:
+    with pytest.raises(PipelineError, match="deploy target"):
+        submit("http://kfp:8080", Settings(), "churn", "r", {"deploy_target": "prod"})
+    with pytest.raises(PipelineError, match="5 fields"):
+        schedule("http://kfp:8080", "weekly", Settings(), "churn", "weekly")
+    assert fake_client.calls == []
+
+
+def test_an_unreachable_cluster_is_a_clear_error() -> None:
+    with pytest.raises(
+        PipelineError, match=r"cannot reach Kubeflow Pipelines at http://127\.0\.0\.1:9"
+    ):
+        submit("http://127.0.0.1:9", Settings(), "churn", "r")

@@ -1,0 +1,81 @@
+"""Data steps: the Feast feature repository and the training set built from it.
+
+Component bodies (see ``components.factory.make_components``): KFP ships only the function's
+source to the container, so every import sits inside the function and the work happens in the
+``churn`` package the image has installed.
+"""
+
+from kfp.dsl import Dataset, Input, Output
+
+
+def build_features(
+    data: str,
+    customers: str,
+    cutoffs: str,
+    horizon_days: int,
+    feature_config: dict,
+    feature_repo: Output[Dataset],
+) -> None:
+    """Builds the Feast feature repository from a transaction log.
+
+    The repository folder itself is the artifact: it is written at ``feature_repo.path``, so
+    on a cluster KFP uploads it to object storage and the next step sees it at the same path.
+
+    Args:
+        data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]``, or a transaction log file or
+            folder (see ``churn.pipeline_run.resolve_data``).
+        customers: Optional customers table; ``""`` for none (a data folder brings its own).
+        cutoffs: Comma-separated training cutoff dates; ``""`` picks them automatically.
+        horizon_days: Label horizon in days.
+        feature_config: ``FeatureConfig`` fields (bins, sequence length, cutoff schedule).
+        feature_repo: Output: the feature repository folder.
+    """
+    import logging
+    import tempfile
+
+    from churn.config import FeatureConfig
+    from churn.features import build_features as build
+    from churn.pipeline_run import config_from_dict, parse_cutoff_list, resolve_data
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = config_from_dict(FeatureConfig, {**feature_config, "horizon_days": horizon_days})
+    with tempfile.TemporaryDirectory(prefix="churn-data-") as tmp:
+        source = resolve_data(data, tmp, cfg, customers=customers or None)
+        summary = build(
+            source.transactions,
+            feature_repo.path,
+            cfg,
+            customers=source.customers,
+            cutoffs=parse_cutoff_list(cutoffs) or source.cutoffs,
+            observed_until=source.observed_until,
+        )
+    feature_repo.metadata.update(
+        {
+            "data": data,
+            "transactions": summary["transactions"],
+            "customers": summary["customers"],
+            "cutoffs": ",".join(summary["cutoffs"]),
+            "snapshot_rows": summary["snapshot_rows"],
+        }
+    )
+
+
+def build_training_set(
+    feature_repo: Input[Dataset], horizon_days: int, training_set: Output[Dataset]
+) -> None:
+    """Builds the point-in-time-correct training set folder through Feast.
+
+    Args:
+        feature_repo: The feature repository from ``build_features``.
+        horizon_days: Label horizon in days.
+        training_set: Output: the training set folder (``meta.json`` and split ``.npz``).
+    """
+    import logging
+
+    from churn.dataset import build_dataset
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    summary = build_dataset(feature_repo.path, training_set.path, horizon_days)
+    for name, split in summary["splits"].items():
+        training_set.metadata[f"{name}_rows"] = split["rows"]
+        training_set.metadata[f"{name}_positives"] = split["positives"]

@@ -1,0 +1,59 @@
+"""Builds the pipeline's components from configuration.
+
+:func:`make_components` wraps each step function as a lightweight Python component on the
+project's images with ``install_kfp_package=False``: the images already hold kfp and churn, so
+a pod starts without reaching a package index, and kfp.local runs the same functions in the
+host's virtualenv.
+
+The step modules do not use ``from __future__ import annotations``: KFP reads the parameter
+annotations (``Input[Dataset]``, ``-> float``) as objects when it builds a component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kfp import dsl
+from kfp.dsl.python_component import PythonComponent
+
+from churn.config import PipelineConfig
+from components import data, release, training
+
+
+@dataclass(frozen=True)
+class Components:
+    """The pipeline's components, bound to their images."""
+
+    build_features: PythonComponent
+    build_training_set: PythonComponent
+    train: PythonComponent
+    evaluate: PythonComponent
+    gate: PythonComponent
+    register: PythonComponent
+    deploy: PythonComponent
+    record_rejection: PythonComponent
+
+
+def make_components(cfg: PipelineConfig) -> Components:
+    """Wraps every step as a component: training on the GPU image, the rest on the CPU one.
+
+    Args:
+        cfg: Pipeline settings (``image`` and ``gpu_image``).
+
+    Returns:
+        The components.
+    """
+
+    def on(image: str, func: object) -> PythonComponent:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    return Components(
+        build_features=on(cfg.image, data.build_features),
+        build_training_set=on(cfg.image, data.build_training_set),
+        train=on(cfg.gpu_image, training.train),
+        evaluate=on(cfg.image, training.evaluate),
+        gate=on(cfg.image, release.gate),
+        register=on(cfg.image, release.register),
+        deploy=on(cfg.image, release.deploy),
+        record_rejection=on(cfg.image, release.record_rejection),
+    )

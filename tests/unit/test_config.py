@@ -1,0 +1,59 @@
+"""Settings: defaults, YAML, environment overrides and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from churn.config import Settings, load_settings
+
+
+def test_defaults_need_no_input():
+    settings = load_settings(env={})
+    assert settings == Settings()
+    assert settings.features.horizon_days == 90
+
+
+def test_environment_overrides_are_typed():
+    settings = load_settings(
+        env={
+            "CHURN_TRAIN__EPOCHS": "3",
+            "CHURN_EVAL__AUC_THRESHOLD": "0.75",
+            "CHURN_MODEL__DILATIONS": "1,2",
+            "CHURN_REGISTRY__ENDPOINT_URL": "none",
+            "CHURN_HOME": "/tmp/x",
+        }
+    )
+    assert settings.train.epochs == 3
+    assert settings.eval.auc_threshold == 0.75
+    assert settings.model.dilations == [1, 2]
+    assert settings.registry.endpoint_url is None
+    assert str(settings.home) == "/tmp/x"
+
+
+def test_other_tools_variables_are_ignored():
+    settings = load_settings(env={"CHURN_KFP_HOST": "http://x", "CHURN_TEST_CLUSTER": "1"})
+    assert settings == Settings()
+
+
+def test_yaml_file_then_environment(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("train:\n  epochs: 5\n  lr: 0.01\nfeatures:\n  bin_days: 1\n")
+    settings = load_settings(path, env={"CHURN_TRAIN__EPOCHS": "7"})
+    assert (settings.train.epochs, settings.train.lr, settings.features.bin_days) == (7, 0.01, 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CHURN_TRAIN__EPOCS": "3"}, "unknown configuration field train.epocs"),
+        ({"CHURN_TRAIN__EPOCHS": "many"}, "configuration field train.epochs: cannot read 'many'"),
+    ],
+)
+def test_bad_values_name_the_field(env, message):
+    with pytest.raises(ValueError, match=message):
+        load_settings(env=env)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"nope\.yaml does not exist"):
+        load_settings(tmp_path / "nope.yaml", env={})
