@@ -21,6 +21,7 @@ from churn.config import PipelineConfig, Settings
 from components.factory import make_components
 
 PIPELINE_NAME = "churn-training"
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def _config(obj: object, drop: tuple[str, ...] = ()) -> dict:
@@ -179,5 +180,13 @@ def build_pipeline(settings: Settings) -> Callable:
         # answer from an earlier run could promote over a better model.
         for task in (gate, registered, deployed, rejected):
             task.set_caching_options(enable_caching=False)
+        if cfg.s3_secret_name:
+            # Registry credentials reach the pods from a Secret, never from a parameter.
+            for task in (gate, registered, deployed):
+                kubernetes.use_secret_as_env(
+                    task,
+                    secret_name=cfg.s3_secret_name,
+                    secret_key_to_env={k: k for k in S3_SECRET_KEYS},
+                )
 
     return churn_training

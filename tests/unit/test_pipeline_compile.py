@@ -101,12 +101,29 @@ def test_only_train_asks_for_an_accelerator(compiled: tuple[dict, dict]) -> None
 
 def test_train_lands_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
     platform_executors = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(platform_executors) == {"exec-train"}
     train = platform_executors["exec-train"]
     assert train["nodeSelector"]["labels"] == {"pool": "a100"}
     assert train["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
+
+
+def test_only_train_lands_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
+    platform_executors = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    placed = {k for k, v in platform_executors.items() if "nodeSelector" in v or "tolerations" in v}
+    assert placed == {"exec-train"}
+
+
+def test_registry_credentials_come_from_the_secret(compiled: tuple[dict, dict]) -> None:
+    platform_executors = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    with_secret = {k for k, v in platform_executors.items() if "secretAsEnv" in v}
+    assert with_secret == {"exec-gate", "exec-register", "exec-deploy"}
+    (entry,) = platform_executors["exec-register"]["secretAsEnv"]
+    assert entry["secretName"] == "churn-s3"
+    assert {m["envVar"] for m in entry["keyToEnv"]} == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
 
 
 def test_every_task_requests_cpu_and_memory(compiled: tuple[dict, dict]) -> None:
@@ -180,7 +197,11 @@ def test_parameter_defaults_come_from_the_settings(compiled: tuple[dict, dict]) 
 def test_without_a_gpu_pool_train_gets_no_accelerator_or_placement(tmp_path: Path) -> None:
     settings = Settings()
     settings.pipeline = PipelineConfig(
-        accelerator_count=0, gpu_node_selector_key="", gpu_toleration_key="", train_retries=0
+        accelerator_count=0,
+        gpu_node_selector_key="",
+        gpu_toleration_key="",
+        train_retries=0,
+        s3_secret_name="",
     )
     spec, *rest = list(
         yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", settings).read_text())
