@@ -17,12 +17,15 @@ Configure it in ``feature_store.yaml``::
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast.data_source import DataSource
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
@@ -100,9 +103,20 @@ class AsofRetrievalJob(RetrievalJob):
         return self._metadata
 
     def persist(self, storage, allow_overwrite: bool = False, timeout: int | None = None):
-        raise NotImplementedError(
-            "saved datasets are not supported by the ASOF store; write the result yourself"
-        )
+        """Writes the result as a saved dataset (local Parquet file storage only)."""
+        from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+        if not isinstance(storage, SavedDatasetFileStorage):
+            raise ValueError(
+                f"the ASOF store saves datasets to file storage only, not {type(storage).__name__}"
+            )
+        path = Path(storage.file_options.uri)
+        if path.exists() and not allow_overwrite:
+            raise FileExistsError(f"saved dataset {path} already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(self._to_arrow_internal(timeout), tmp)
+        os.replace(tmp, path)
 
     def _query(self) -> str:
         row = "__entity_row"

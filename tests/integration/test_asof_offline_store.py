@@ -96,3 +96,20 @@ def test_asof_store_matches_feasts_duckdb_store(tmp_path, ttl_days):
     # The row far past the data has a value only without a ttl.
     far = asof[asof["event_timestamp"] == start + pd.Timedelta(days=80)]
     assert far["score"].isna().all() == (ttl_days > 0)
+
+
+def test_asof_job_persists_to_file_storage(tmp_path):
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    store = _store(tmp_path / "repo", "churn.asof_offline_store.AsofDuckDBOfflineStore", 0)
+    entity_df = pd.DataFrame(
+        {"customer_id": ["a", "b"], "event_timestamp": [pd.Timestamp("2021-01-20", tz="UTC")] * 2}
+    )
+    job = store.get_historical_features(entity_df=entity_df, features=["view:score"])
+    out = tmp_path / "saved" / "ds.parquet"
+    job.persist(SavedDatasetFileStorage(path=str(out)))
+    saved = pd.read_parquet(out)
+    assert saved["customer_id"].tolist() == ["a", "b"]
+    assert saved["score"].notna().all()
+    with pytest.raises(FileExistsError):
+        job.persist(SavedDatasetFileStorage(path=str(out)))
