@@ -100,7 +100,7 @@ def run_baseline(root: Path) -> dict:
     import duckdb
     import pyarrow as pa
 
-    from churn.feature_store import FeatureRepo, _to_features
+    from churn.feature_store import FeatureRepo, features_from_arrow
 
     repo = FeatureRepo(root / "repo")
     spec = repo.spec
@@ -121,7 +121,7 @@ def run_baseline(root: Path) -> dict:
             ORDER BY e.entity_row
             """
         ).to_arrow_table()
-        return _to_features(table, spec)
+        return features_from_arrow(table, spec)
 
     retrieve(entity.head(10))
     started = time.perf_counter()

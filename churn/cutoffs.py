@@ -19,6 +19,32 @@ log = logging.getLogger(__name__)
 DAY = pd.Timedelta(days=1)
 
 
+def parse_midnight(value: str | pd.Timestamp, what: str) -> pd.Timestamp:
+    """Parses one date or timestamp that must be a midnight in UTC.
+
+    Args:
+        value: A date or timestamp; naive values are UTC.
+        what: What the value is, for error messages (``"cutoff"``, ``"--start"``).
+
+    Returns:
+        The UTC timestamp.
+
+    Raises:
+        ContractError: The value cannot be parsed or is not at midnight UTC.
+    """
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ContractError(f"{what} {value!r} is not a date or timestamp") from exc
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts != ts.normalize():
+        raise ContractError(
+            f"{what} {value!r} is not at midnight UTC: daily bins end at midnight, so a "
+            "time inside a day would split a bin"
+        )
+    return ts
+
+
 def parse_cutoffs(values: Iterable[str | pd.Timestamp]) -> list[pd.Timestamp]:
     """Parses cutoffs and checks that each is a midnight in UTC.
 
@@ -31,19 +57,7 @@ def parse_cutoffs(values: Iterable[str | pd.Timestamp]) -> list[pd.Timestamp]:
     Raises:
         ContractError: A value cannot be parsed or is not at midnight UTC.
     """
-    out = []
-    for value in values:
-        try:
-            ts = pd.Timestamp(value)
-        except (ValueError, TypeError) as exc:
-            raise ContractError(f"cutoff {value!r} is not a date or timestamp") from exc
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        if ts != ts.normalize():
-            raise ContractError(
-                f"cutoff {value!r} is not at midnight UTC: daily bins end at midnight, so a "
-                "cutoff inside a day would mix events before and after it"
-            )
-        out.append(ts)
+    out = [parse_midnight(value, "cutoff") for value in values]
     if not out:
         raise ContractError("no cutoffs given")
     return sorted(set(out))

@@ -191,7 +191,7 @@ class FeatureRepo:
                 f"the offline store returned {len(rows)} rows for {len(entity_df)} entity rows; "
                 "rows were dropped or duplicated"
             )
-        return _to_features(table, spec)
+        return features_from_arrow(table, spec)
 
     def materialize_latest(self) -> pd.Timestamp:
         """Loads the latest snapshot into the online store.
@@ -234,10 +234,11 @@ class FeatureRepo:
             entity_rows=[{"customer_id": str(c)} for c in customer_ids],
         )
         table = pa.table(response.to_dict())
-        return _to_features(table, spec)
+        return features_from_arrow(table, spec)
 
 
-def _to_features(table: pa.Table, spec: dict) -> Features:
+def features_from_arrow(table: pa.Table, spec: dict) -> Features:
+    """Turns a retrieval result (one column per feature) into arrays; null rows become zeros."""
     n = table.num_rows
     seq_len = int(spec["seq_len"])
     channels = spec["channels"]

@@ -73,7 +73,7 @@ from tqdm import tqdm
 
 from churn.atomic import staging_dir
 from churn.config import FeatureConfig
-from churn.cutoffs import default_cutoffs, parse_cutoffs
+from churn.cutoffs import default_cutoffs, parse_cutoffs, parse_midnight
 from churn.errors import ChurnError
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def make_spec(
             )
     if chunk_customers is not None and chunk_customers < 1:
         raise ChurnError(f"chunk_customers must be at least 1, got {chunk_customers}")
-    start_ts = _parse_start(start)
+    start_ts = parse_midnight(start, "--start")
     end = start_ts + pd.Timedelta(days=days)
     horizon = pd.Timedelta(days=horizon_days)
     if cutoffs is None:
@@ -273,17 +273,6 @@ def make_spec(
         drift_start_day=drift_start_day,
         chunk_customers=chunk_customers or max(1, CHUNK_CELLS // days),
     )
-
-
-def _parse_start(value: str | pd.Timestamp) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ChurnError(f"--start {value!r} is not a date") from exc
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    if ts != ts.normalize():
-        raise ChurnError(f"--start {value!r} must be a date (midnight UTC)")
-    return ts
 
 
 def _ids(first: int, n: int, width: int) -> np.ndarray:
