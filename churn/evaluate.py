@@ -100,6 +100,12 @@ def _test_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     return result
 
 
+def _auc_comparison(y: np.ndarray, cnn: np.ndarray, baseline: np.ndarray) -> dict:
+    """The CNN's test ROC-AUC minus a baseline's, with DeLong's standard error and 95% CI."""
+    diff, se = m.auc_difference(y, cnn, baseline)
+    return {"difference": diff, "se": se, "ci95": [diff - 1.96 * se, diff + 1.96 * se]}
+
+
 def roc_curve_points(
     y: np.ndarray, scores: np.ndarray, max_points: int = MAX_CURVE_POINTS
 ) -> dict[str, list[float]]:
@@ -216,6 +222,10 @@ def evaluate(
                 for name, b in baselines.items()
             },
             "baseline_params": {name: b.params for name, b in baselines.items()},
+            "auc_vs_baselines": {
+                name: _auc_comparison(test.y, test_scores, b.test_scores)
+                for name, b in baselines.items()
+            },
             "splits": {name: _split_summary(s) for name, s in ts.splits.items()},
             "roc_curve": roc_curve_points(test.y, test_scores),
             "confusion_matrix": {

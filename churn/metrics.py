@@ -101,6 +101,60 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
+def auc_difference(
+    y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray
+) -> tuple[float, float]:
+    """Difference of two ROC-AUCs on the same rows and its standard error (DeLong's method).
+
+    The two models score the same customers, so their AUCs are correlated; DeLong's
+    covariance of the two Mann-Whitney statistics accounts for it, which makes the standard
+    error of the difference far smaller than either AUC's alone.
+
+    Args:
+        y_true: Labels, 0 or 1.
+        score_a: Scores of the first model.
+        score_b: Scores of the second model.
+
+    Returns:
+        ``auc(a) - auc(b)`` and its standard error.
+
+    Raises:
+        ValueError: Input is empty, mismatched or holds a single class.
+    """
+    y, a = _check(y_true, score_a)
+    _, b = _check(y_true, score_b)
+    _check_two_classes(y, "an AUC difference")
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    components = []
+    for s in (a, b):
+        # Placement values: for each positive, the share of negatives it outranks (ties count
+        # one half), and for each negative the share of positives that outrank it.
+        ranks_all = _midranks(s)
+        v_pos = (ranks_all[pos] - _midranks(s[pos])) / n
+        v_neg = 1.0 - (ranks_all[neg] - _midranks(s[neg])) / m
+        components.append((v_pos, v_neg))
+    auc_a, auc_b = (float(v_pos.mean()) for v_pos, _ in components)
+    cov_pos = np.cov(np.vstack([c[0] for c in components]))
+    cov_neg = np.cov(np.vstack([c[1] for c in components]))
+    var = (cov_pos[0, 0] + cov_pos[1, 1] - 2 * cov_pos[0, 1]) / m
+    var += (cov_neg[0, 0] + cov_neg[1, 1] - 2 * cov_neg[0, 1]) / n
+    return auc_a - auc_b, float(np.sqrt(max(var, 0.0)))
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    # Each run of equal values gets the mean of the ranks it spans.
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    mean_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
 def precision_recall_curve(
     y_true: np.ndarray, y_score: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

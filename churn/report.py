@@ -233,6 +233,16 @@ def render_report(result: Mapping, images: Mapping[str, bytes], title: str = "")
         f"{esc(str(result.get('threshold_metric', '')))} on the validation split; no threshold "
         f"is ever chosen on the test split.</p>"
     )
+    comparisons = "".join(
+        f"<li>CNN minus {esc(_label(name))}: {c['difference']:+.4f} "
+        f"(95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f})</li>"
+        for name, c in result.get("auc_vs_baselines", {}).items()
+    )
+    if comparisons:
+        summary += (
+            "<p>Test ROC-AUC differences on the same rows, with DeLong's paired standard "
+            f"error: an interval that holds 0 is a tie.</p><ul>{comparisons}</ul>"
+        )
     notes = (
         '<p class="note">Best value per row in green (higher is better, except log loss and '
         "Brier score). Baselines use RFM and aggregate features of the same sequences: "

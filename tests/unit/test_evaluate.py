@@ -76,8 +76,12 @@ def test_writes_metrics_plots_and_report(evaluated: tuple[dict, Path], trained) 
 
     assert set(result) >= METRIC_KEYS
     assert set(result["baselines"]) == {"hist_gradient_boosting", "logistic_regression"}
-    for metrics in result["baselines"].values():
+    for name, metrics in result["baselines"].items():
         assert set(metrics) >= METRIC_KEYS
+        versus = result["auc_vs_baselines"][name]
+        assert versus["difference"] == pytest.approx(result["roc_auc"] - metrics["roc_auc"])
+        low, high = versus["ci95"]
+        assert 0 < versus["se"] and low < versus["difference"] < high
     # The CNN keeps the threshold training chose on validation.
     model_json = json.loads((trained[1] / "model.json").read_text())
     assert result["threshold"] == model_json["threshold"]
@@ -102,6 +106,7 @@ def test_report_is_self_contained(evaluated: tuple[dict, Path]) -> None:
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == len(PLOTS)
     assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "CNN minus Logistic regression" in page
     for label in ("ROC-AUC", "PR-AUC", "Precision", "Recall", "F1", "Log loss", "Brier score"):
         assert label in page
     for model in ("CNN", "Gradient boosting", "Logistic regression"):

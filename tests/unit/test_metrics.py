@@ -131,3 +131,26 @@ def test_choose_threshold_prefers_the_highest_of_equal_candidates() -> None:
 def test_bad_input_raises_a_named_value_error(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_auc_difference_matches_sklearn_and_the_bootstrap() -> None:
+    rng = np.random.default_rng(5)
+    n = 3000
+    y = (rng.random(n) < 0.3).astype(float)
+    a = np.round(y + rng.normal(size=n), 1)  # rounded: many ties
+    b = 0.8 * y + rng.normal(size=n) + 0.5 * a  # correlated with a, as rival models are
+    diff, se = metrics.auc_difference(y, a, b)
+    assert diff == pytest.approx(skm.roc_auc_score(y, a) - skm.roc_auc_score(y, b), abs=1e-12)
+    boot = []
+    for _ in range(400):
+        i = rng.integers(0, n, n)
+        boot.append(skm.roc_auc_score(y[i], a[i]) - skm.roc_auc_score(y[i], b[i]))
+    assert se == pytest.approx(np.std(boot), rel=0.15)
+
+
+def test_auc_difference_of_a_model_with_itself_is_exactly_zero() -> None:
+    y = np.array([0, 1, 0, 1, 1, 0], dtype=float)
+    s = np.array([0.1, 0.9, 0.4, 0.4, 0.8, 0.2])
+    assert metrics.auc_difference(y, s, s) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="needs both classes"):
+        metrics.auc_difference(np.ones(6), s, s)
