@@ -81,7 +81,7 @@ def test_writes_metrics_plots_and_report(evaluated: tuple[dict, Path], trained) 
         versus = result["auc_vs_baselines"][name]
         assert versus["difference"] == pytest.approx(result["roc_auc"] - metrics["roc_auc"])
         low, high = versus["ci95"]
-        assert 0 < versus["se"] and low < versus["difference"] < high
+        assert versus["se"] > 0 and low < versus["difference"] < high
     # The CNN keeps the threshold training chose on validation.
     model_json = json.loads((trained[1] / "model.json").read_text())
     assert result["threshold"] == model_json["threshold"]

@@ -145,7 +145,7 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> Non
     assert isinstance(loaded, ChurnCNN)
     assert not loaded.training
     torch.testing.assert_close(predict_proba(loaded, seq, num, cat), expected, rtol=0, atol=0)
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["threshold"] == 0.37
     assert meta["architecture"] == ARCH
     assert meta["input_spec"]["channels"] == spec["channels"]
