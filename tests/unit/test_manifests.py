@@ -87,7 +87,28 @@ def test_builtin_kinds_validate_strictly(overlay: list[dict]) -> None:
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         kinds.add(doc["kind"])
-    assert kinds == {"Namespace", "ServiceAccount", "NetworkPolicy"}
+    assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"}
+
+
+def test_pipeline_may_deploy_the_inference_service_and_nothing_more(overlay: list[dict]) -> None:
+    # churn.kserve_deploy.deploy creates the InferenceService, or patches it when it exists.
+    role, binding = only(overlay, "Role"), only(overlay, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "churn"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "verbs": ["get", "list", "watch", "create", "patch"],
+        }
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}
+    ]
 
 
 def test_inference_service_fits_the_crd(
