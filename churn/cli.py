@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -459,21 +460,33 @@ def pipeline_compile(
     typer.echo(f"wrote {compile_pipeline(out, settings())}")
 
 
+# Options that submit and schedule share: the cluster, the experiment and the run arguments.
+_Host = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080.")]
+_Experiment = Annotated[str, typer.Option("--experiment", help="Experiment (created if new).")]
+_Data = Annotated[str | None, typer.Option("--data", help=_DATA_HELP)]
+_Epochs = Annotated[int | None, typer.Option("--epochs", help="Maximum training epochs.")]
+_AucThreshold = Annotated[
+    float | None, typer.Option("--auc-threshold", help="Minimum test ROC-AUC for promotion.")
+]
+_RegistryUri = Annotated[str | None, typer.Option("--registry-uri", help="s3://bucket/prefix.")]
+_DeployTarget = Annotated[
+    str | None, typer.Option("--deploy-target", help="kserve (default), local or none.")
+]
+
+
 @pipeline_app.command("submit")
 def pipeline_submit(
-    host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080."),
-    experiment: str = typer.Option("churn", "--experiment", help="Experiment (created if new)."),
-    run_name: str = typer.Option(..., "--run-name", help="Name of the run."),
-    data: str | None = typer.Option(None, "--data", help=_DATA_HELP),
-    cutoffs: str | None = typer.Option(None, "--cutoffs", help="Comma-separated cutoff dates."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Maximum training epochs."),
-    auc_threshold: float | None = typer.Option(
-        None, "--auc-threshold", help="Minimum test ROC-AUC for promotion."
-    ),
-    registry_uri: str | None = typer.Option(None, "--registry-uri", help="s3://bucket/prefix."),
-    deploy_target: str | None = typer.Option(
-        None, "--deploy-target", help="kserve (default), local or none."
-    ),
+    host: _Host,
+    run_name: Annotated[str, typer.Option("--run-name", help="Name of the run.")],
+    experiment: _Experiment = "churn",
+    data: _Data = None,
+    cutoffs: Annotated[
+        str | None, typer.Option("--cutoffs", help="Comma-separated cutoff dates.")
+    ] = None,
+    epochs: _Epochs = None,
+    auc_threshold: _AucThreshold = None,
+    registry_uri: _RegistryUri = None,
+    deploy_target: _DeployTarget = None,
 ) -> None:
     """Start one run of the pipeline on a Kubeflow Pipelines cluster."""
     from churn.pipeline_run import submit
@@ -492,21 +505,22 @@ def pipeline_submit(
 
 @pipeline_app.command("schedule")
 def pipeline_schedule(
-    host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080."),
-    cron: str = typer.Option(
-        ..., "--cron", help='Cron, e.g. "0 3 * * 1" (Mondays 03:00); KFP\'s 6 fields also work.'
+    host: _Host,
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron", help='Cron, e.g. "0 3 * * 1" (Mondays 03:00); KFP\'s 6 fields also work.'
+        ),
+    ],
+    experiment: _Experiment = "churn",
+    name: Annotated[str, typer.Option("--name", help="Name of the recurring run.")] = (
+        "churn-retrain"
     ),
-    experiment: str = typer.Option("churn", "--experiment", help="Experiment (created if new)."),
-    name: str = typer.Option("churn-retrain", "--name", help="Name of the recurring run."),
-    data: str | None = typer.Option(None, "--data", help=_DATA_HELP),
-    epochs: int | None = typer.Option(None, "--epochs", help="Maximum training epochs."),
-    auc_threshold: float | None = typer.Option(
-        None, "--auc-threshold", help="Minimum test ROC-AUC for promotion."
-    ),
-    registry_uri: str | None = typer.Option(None, "--registry-uri", help="s3://bucket/prefix."),
-    deploy_target: str | None = typer.Option(
-        None, "--deploy-target", help="kserve (default), local or none."
-    ),
+    data: _Data = None,
+    epochs: _Epochs = None,
+    auc_threshold: _AucThreshold = None,
+    registry_uri: _RegistryUri = None,
+    deploy_target: _DeployTarget = None,
 ) -> None:
     """Retrain on a schedule: a recurring run that never overlaps or catches up."""
     from churn.pipeline_run import schedule
