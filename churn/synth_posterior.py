@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 from scipy.special import logsumexp
 from tqdm import tqdm
 
+from churn.cutoffs import parse_midnight
 from churn.errors import ChurnError
 from churn.synth import (
     AGE_FADE,
@@ -78,8 +81,6 @@ class _Grid:
         rate = np.tile(self.rate, self.tau.size)[:, None]
         e = np.exp(-rate * np.maximum(day - tau, 0.0))
         self.e = np.vstack([e, np.ones((1, days))])
-        self.z_tau = np.append(np.repeat(self.tau, rate_nodes), np.inf)
-        self.z_rate_w = np.append(np.tile(self.rate_w, self.tau.size), 1.0)
         rate_factor, self.spend = _day_factors(spec)
         zero = np.zeros((self.e.shape[0], 1))
         # Running sums before each day (column d sums days 0 .. d-1), as in the generator.
@@ -103,7 +104,7 @@ class _Grid:
         mass = np.where(inside, cdf(hi) - cdf(lo), 0.0) * fade_prob
         # Never fading, or not before ``end``: the rest of the mass.
         later = max(1.0 - mass.sum(), 0.0)
-        prior = np.append(np.repeat(mass, self.rate.size) * self.z_rate_w[:-1], later)
+        prior = np.append(np.outer(mass, self.rate_w).ravel(), later)
         with np.errstate(divide="ignore"):
             return np.log(prior)
 
@@ -111,7 +112,7 @@ class _Grid:
 def posterior_probs(
     data_dir: str | Path,
     cutoff: str | pd.Timestamp,
-    customer_ids=None,
+    customer_ids: Iterable[str] | None = None,
     tau_step_days: float = 4.0,
     rate_nodes: int = 5,
 ) -> pd.DataFrame:
@@ -135,12 +136,11 @@ def posterior_probs(
     """
     data_dir = Path(data_dir)
     spec = _read_spec(data_dir)
-    cutoff = pd.Timestamp(cutoff)
-    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    cutoff = parse_midnight(cutoff, "cutoff")
     k = (cutoff - spec.start).days
-    if cutoff != spec.start + pd.Timedelta(days=k) or not 0 < k <= spec.days - spec.horizon_days:
+    if not 0 < k <= spec.days - spec.horizon_days:
         raise ChurnError(
-            f"cutoff {cutoff} must be a midnight after {spec.start.date()} with a full "
+            f"cutoff {cutoff.date()} must come after {spec.start.date()} with a full "
             f"{spec.horizon_days}-day horizon before {spec.observed_until.date()}"
         )
     customers = pd.read_parquet(data_dir / "customers.parquet")
@@ -166,10 +166,17 @@ def posterior_probs(
     grid = _Grid(spec, tau_step_days, rate_nodes)
     by_customer = {c: g for c, g in tx.groupby("customer_id", sort=False)}
     empty = tx.iloc[:0]
+    began = time.perf_counter()
     probs = np.empty(len(customers))
     rows = customers.itertuples(index=False)
     for i, row in enumerate(tqdm(rows, total=len(customers), desc="posterior", disable=None)):
         probs[i] = _customer_prob(grid, spec, k, row, by_customer.get(row.customer_id, empty))
+    log.info(
+        "posterior for %d customers at %s in %.1fs",
+        len(customers),
+        cutoff.date(),
+        time.perf_counter() - began,
+    )
     return pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
