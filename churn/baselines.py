@@ -258,27 +258,24 @@ def run_baselines(
 def _run_baselines(ts: TrainingSet, threshold_metric: str, seed: int) -> dict[str, BaselineResult]:
     train, val, test = (baseline_features(ts.splits[s], ts.meta) for s in ("train", "val", "test"))
     y_train, y_val = ts.splits["train"].y, ts.splits["val"].y
-    results: dict[str, BaselineResult] = {}
-
     hgb = fit_hist_gradient_boosting(train, y_train, val, y_val, seed=seed)
-    val_scores = hgb.predict_proba(val.x)[:, 1]
-    results["hist_gradient_boosting"] = BaselineResult(
-        name="hist_gradient_boosting",
-        model=hgb,
-        threshold=choose_threshold(y_val, val_scores, threshold_metric),
-        val_scores=val_scores,
-        test_scores=hgb.predict_proba(test.x)[:, 1],
-        params={"n_iter": int(hgb.n_iter_), "learning_rate": hgb.learning_rate},
-    )
-
     logistic, c = fit_logistic_regression(train, y_train, val, y_val)
-    val_scores = logistic.predict_proba(val.x)[:, 1]
-    results["logistic_regression"] = BaselineResult(
-        name="logistic_regression",
-        model=logistic,
-        threshold=choose_threshold(y_val, val_scores, threshold_metric),
-        val_scores=val_scores,
-        test_scores=logistic.predict_proba(test.x)[:, 1],
-        params={"C": c, "class_weight": None},
-    )
+    fitted = {
+        "hist_gradient_boosting": (
+            hgb,
+            {"n_iter": int(hgb.n_iter_), "learning_rate": hgb.learning_rate},
+        ),
+        "logistic_regression": (logistic, {"C": c, "class_weight": None}),
+    }
+    results: dict[str, BaselineResult] = {}
+    for name, (model, params) in fitted.items():
+        val_scores = model.predict_proba(val.x)[:, 1]
+        results[name] = BaselineResult(
+            name=name,
+            model=model,
+            threshold=choose_threshold(y_val, val_scores, threshold_metric),
+            val_scores=val_scores,
+            test_scores=model.predict_proba(test.x)[:, 1],
+            params=params,
+        )
     return results

@@ -287,8 +287,15 @@ def _timestamps(ns: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
     )
 
 
-def _day_factors(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-day purchase-rate and spend multipliers: weekday seasonality and drift."""
+def day_factors(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-day purchase-rate and spend multipliers: weekday seasonality and drift.
+
+    Args:
+        spec: The generator parameters.
+
+    Returns:
+        ``(rate, spend)``, float arrays of length ``spec.days``.
+    """
     day = np.arange(spec.days)
     rate = np.asarray(WEEKDAY_RATE)[(spec.start.dayofweek + day) % 7]
     spend = np.ones(spec.days)
@@ -568,7 +575,7 @@ def _simulate_chunk(
     buffer: np.ndarray,
 ) -> _Chunk:
     lat = _draw_latent(spec, rng, n)
-    rate_factor, spend_factor = _day_factors(spec)
+    rate_factor, spend_factor = day_factors(spec)
     churn_day = np.empty(n, dtype=np.int64)
     tx_rows, tx_days, or_rows, or_ns, or_probs = [], [], [], [], []
     # Customers engaged through the whole period share one running-sum column; only those who
@@ -718,26 +725,69 @@ def _meta(spec: SynthSpec, counts: dict) -> dict:
         "drift": spec.drift,
         "drift_start_day": spec.drift_start_day,
         "chunk_customers": spec.chunk_customers,
-        "model": {
-            "segments": {name: asdict(params) for name, params in SEGMENTS.items()},
-            "new_segment": NEW_SEGMENT,
-            "new_segment_share": NEW_SEGMENT_SHARE,
-            "regions": {
-                name: {"share": share, "rate_factor": rate}
-                for name, share, rate in zip(REGIONS, REGION_SHARES, REGION_RATE, strict=True)
-            },
-            "weekday_rate": WEEKDAY_RATE,
-            "signup_spread": SIGNUP_SPREAD,
-            "age_fade": AGE_FADE,
-            "price_sigma": PRICE_SIGMA,
-            "basket_sigma": BASKET_SIGMA,
-            "fade_rate_median": FADE_RATE_MEDIAN,
-            "fade_rate_sigma": FADE_RATE_SIGMA,
-            "hazard_base": HAZARD_BASE,
-            "hazard_faded": HAZARD_FADED,
-            "faded_basket": FADED_BASKET,
-            "spend_drift": SPEND_DRIFT,
-            "rate_drift": RATE_DRIFT,
-        },
+        "model": _model_parameters(),
         "counts": counts,
     }
+
+
+def _model_parameters() -> dict:
+    """The generative model's constants, as ``generator.json`` records them."""
+    return {
+        "segments": {name: asdict(params) for name, params in SEGMENTS.items()},
+        "new_segment": NEW_SEGMENT,
+        "new_segment_share": NEW_SEGMENT_SHARE,
+        "regions": {
+            name: {"share": share, "rate_factor": rate}
+            for name, share, rate in zip(REGIONS, REGION_SHARES, REGION_RATE, strict=True)
+        },
+        "weekday_rate": WEEKDAY_RATE,
+        "signup_spread": SIGNUP_SPREAD,
+        "age_fade": AGE_FADE,
+        "price_sigma": PRICE_SIGMA,
+        "basket_sigma": BASKET_SIGMA,
+        "fade_rate_median": FADE_RATE_MEDIAN,
+        "fade_rate_sigma": FADE_RATE_SIGMA,
+        "hazard_base": HAZARD_BASE,
+        "hazard_faded": HAZARD_FADED,
+        "faded_basket": FADED_BASKET,
+        "spend_drift": SPEND_DRIFT,
+        "rate_drift": RATE_DRIFT,
+    }
+
+
+def read_spec(data_dir: str | Path) -> SynthSpec:
+    """The parameters a folder from :func:`generate` was simulated with.
+
+    Args:
+        data_dir: The folder.
+
+    Returns:
+        Its parameters.
+
+    Raises:
+        ChurnError: ``generator.json`` is missing, or was written by another format version
+            or with other generative constants than this module's.
+    """
+    path = Path(data_dir) / "generator.json"
+    if not path.is_file():
+        raise ChurnError(f"{path} is missing: is {data_dir} a folder from `churn data synth`?")
+    meta = json.loads(path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ChurnError(
+            f"{path} has format_version {meta.get('format_version')!r}; "
+            f"this code reads version {FORMAT_VERSION}"
+        )
+    # The JSON round trip turns tuples into lists, as they are on disk.
+    if json.loads(json.dumps(_model_parameters())) != meta["model"]:
+        raise ChurnError(f"{path} was written with other generator parameters than this version's")
+    return SynthSpec(
+        customers=meta["customers"],
+        days=meta["days"],
+        seed=meta["seed"],
+        start=pd.Timestamp(meta["start"]),
+        horizon_days=meta["horizon_days"],
+        cutoffs=tuple(pd.Timestamp(c) for c in meta["cutoffs"]),
+        drift=meta["drift"],
+        drift_start_day=meta["drift_start_day"],
+        chunk_customers=meta["chunk_customers"],
+    )

@@ -23,7 +23,6 @@ latent oracle's AUC minus this one is what the log cannot tell.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -52,8 +51,8 @@ from churn.synth import (
     REGIONS,
     SEGMENTS,
     SynthSpec,
-    _day_factors,
-    _meta,
+    day_factors,
+    read_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class _Grid:
         rate = np.tile(self.rate, self.tau.size)[:, None]
         e = np.exp(-rate * np.maximum(day - tau, 0.0))
         self.e = np.vstack([e, np.ones((1, days))])
-        rate_factor, self.spend = _day_factors(spec)
+        rate_factor, self.spend = day_factors(spec)
         zero = np.zeros((self.e.shape[0], 1))
         # Running sums before each day (column d sums days 0 .. d-1), as in the generator.
         self.cw = np.hstack([zero, np.cumsum(self.e * rate_factor, axis=1)])
@@ -135,7 +134,12 @@ def posterior_probs(
             cutoff lies outside the period, or a customer is unknown.
     """
     data_dir = Path(data_dir)
-    spec = _read_spec(data_dir)
+    spec = read_spec(data_dir)
+    if spec.drift != "none":
+        raise ChurnError(
+            f"{data_dir / 'generator.json'}: the posterior supports sets without drift, "
+            f"got {spec.drift!r}"
+        )
     cutoff = parse_midnight(cutoff, "cutoff")
     k = (cutoff - spec.start).days
     if not 0 < k <= spec.days - spec.horizon_days:
@@ -257,28 +261,3 @@ def _transactions_before(data_dir: Path, cutoff: pd.Timestamp, spec: SynthSpec) 
             "quantity": table["quantity"].to_numpy(),
         }
     )
-
-
-def _read_spec(data_dir: Path) -> SynthSpec:
-    path = data_dir / "generator.json"
-    if not path.is_file():
-        raise ChurnError(f"{path} is missing: is {data_dir} a folder from `churn data synth`?")
-    meta = json.loads(path.read_text())
-    if meta.get("drift", "none") != "none":
-        raise ChurnError(
-            f"{path}: the posterior supports sets without drift, got {meta['drift']!r}"
-        )
-    spec = SynthSpec(
-        customers=meta["customers"],
-        days=meta["days"],
-        seed=meta["seed"],
-        start=pd.Timestamp(meta["start"]),
-        horizon_days=meta["horizon_days"],
-        cutoffs=tuple(pd.Timestamp(c) for c in meta["cutoffs"]),
-        drift="none",
-        drift_start_day=None,
-        chunk_customers=meta["chunk_customers"],
-    )
-    if json.loads(json.dumps(_meta(spec, meta["counts"])["model"])) != meta["model"]:
-        raise ChurnError(f"{path} was written with other generator parameters than this version's")
-    return spec

@@ -150,3 +150,14 @@ def tiny_model() -> Callable[[Path, int], Path]:
         return save_model(build_model(TINY_SPEC, TINY_ARCH), TINY_SPEC, TINY_ARCH, 0.5, path)
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: two OpenMP threads on shared cores spin and crawl."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -63,12 +63,7 @@ def make_inputs(spec: dict, n: int = 5, seed: int = 0) -> tuple[torch.Tensor, ..
     return seq, num, cat
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_model_imports_only_torch_and_stdlib() -> None:

@@ -164,7 +164,7 @@ def test_oracle_matches_monte_carlo_replicas() -> None:
             churn_draw=rng.exponential(size=reps),
         )
 
-    rate_factor, _ = synth._day_factors(spec)
+    rate_factor, _ = synth.day_factors(spec)
     buffer = np.empty((2, (DAYS + 1) * reps), dtype=np.float32)
     cases = [
         (replicas(0, 0.03, k - 25.5, 0.03), True),
@@ -315,3 +315,15 @@ def test_cli_writes_the_folder_and_reports_bad_arguments(tmp_path: Path) -> None
     result = runner.invoke(app, ["data", "synth", "--out", str(out), "--customers", "0"])
     assert isinstance(result.exception, ChurnError)
     assert "customers must be at least 1" in str(result.exception)
+
+
+def test_read_spec_gives_back_the_parameters_of_every_run(tmp_path: Path, runs: dict) -> None:
+    for spec, path in runs.values():
+        assert synth.read_spec(path) == spec
+    with pytest.raises(ChurnError, match=r"generator\.json is missing"):
+        synth.read_spec(tmp_path)
+    _, path = runs["none"]
+    meta = json.loads((path / "generator.json").read_text())
+    (tmp_path / "generator.json").write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(ChurnError, match="format_version 0"):
+        synth.read_spec(tmp_path)

@@ -24,12 +24,7 @@ TINY = ModelConfig(hidden=16, dilations=[1, 2, 4], embedding_dim=2, head_hidden=
 FAST = TrainConfig(epochs=8, batch_size=128, lr=5e-3, patience=3, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def split_proba(model: torch.nn.Module, dataset: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
