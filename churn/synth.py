@@ -347,6 +347,22 @@ class _Latent:
         return _Latent(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
+def fade_probability(
+    segment_fade_prob: np.ndarray | float, age_mean: np.ndarray | float, age: np.ndarray | float
+) -> np.ndarray:
+    """Probability that a customer ever starts to fade: its segment's, more for the young.
+
+    Args:
+        segment_fade_prob: The segment's ``fade_prob`` (at the segment's mean age).
+        age_mean: The segment's mean age.
+        age: The customer's age.
+
+    Returns:
+        The probability, clipped to [0.05, 0.95].
+    """
+    return np.clip(segment_fade_prob + AGE_FADE * (age_mean - age), 0.05, 0.95)
+
+
 def _draw_latent(spec: SynthSpec, rng: np.random.Generator, n: int) -> _Latent:
     if spec.drift == "segment":
         shares = [SEGMENTS[s].share * (1 - NEW_SEGMENT_SHARE) for s in SEGMENT_NAMES]
@@ -365,7 +381,7 @@ def _draw_latent(spec: SynthSpec, rng: np.random.Generator, n: int) -> _Latent:
         rng.integers(spec.drift_start_day or 0, spec.days, size=n),
         rng.integers(0, max(1, math.ceil(SIGNUP_SPREAD * spec.days)), size=n),
     )
-    fade_prob = np.clip(par["fade_prob"] + AGE_FADE * (par["age_mean"] - age), 0.05, 0.95)
+    fade_prob = fade_probability(par["fade_prob"], par["age_mean"], age)
     fades = rng.random(n) < fade_prob
     return _Latent(
         segment=seg,

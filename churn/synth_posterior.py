@@ -36,10 +36,10 @@ import pyarrow.parquet as pq
 from scipy.special import logsumexp
 from tqdm import tqdm
 
+from churn.activity import DAY_NS, day_index
 from churn.cutoffs import parse_midnight
 from churn.errors import ChurnError
 from churn.synth import (
-    AGE_FADE,
     BASKET_SIGMA,
     FADE_RATE_MEDIAN,
     FADE_RATE_SIGMA,
@@ -52,12 +52,11 @@ from churn.synth import (
     SEGMENTS,
     SynthSpec,
     day_factors,
+    fade_probability,
     read_spec,
 )
 
 log = logging.getLogger(__name__)
-
-DAY_NS = 86_400 * 1_000_000_000
 
 
 class _Grid:
@@ -195,7 +194,7 @@ def _customer_prob(grid: _Grid, spec: SynthSpec, k: int, row, tx: pd.DataFrame) 
     region_rate = REGION_RATE[REGIONS.index(row.region)]
     signup = int(row.signup)
     horizon = spec.horizon_days
-    fade_prob = float(np.clip(seg.fade_prob + AGE_FADE * (seg.age_mean - row.age), 0.05, 0.95))
+    fade_prob = float(fade_probability(seg.fade_prob, seg.age_mean, row.age))
     log_w = grid.log_prior(signup, fade_prob, seg.fade_after_mean, k + horizon)
     rows = np.flatnonzero(np.isfinite(log_w))
     log_w = log_w[rows]
@@ -251,8 +250,8 @@ def _transactions_before(data_dir: Path, cutoff: pd.Timestamp, spec: SynthSpec) 
         filters=[("timestamp", "<=", cutoff)],
     )
     ts = pc.cast(table["timestamp"], "int64").to_numpy()
-    # Right-closed daily bins: a time in (start + d, start + d + 1] belongs to day d.
-    day = (ts - spec.start.value + DAY_NS - 1) // DAY_NS - 1
+    # Simulation day d is the right-closed bin (start + d, start + d + 1].
+    day = day_index(ts) - spec.start.value // DAY_NS - 1
     return pd.DataFrame(
         {
             "customer_id": table["customer_id"].to_numpy(),
