@@ -445,9 +445,10 @@ def _pipeline_arguments(**values: object) -> dict:
 
 
 _DATA_HELP = (
-    "cdnow, synth[:customers=N,days=D,seed=S], or a transaction log file or folder "
-    "(on a cluster: a path the pods can read)."
+    "cdnow, synth[:customers=N,days=D,seed=S], or a transaction log file or folder, local or "
+    "s3://bucket/key (on a cluster: s3:// or a path the pods can read)."
 )
+_DATA_ENDPOINT_HELP = "S3 endpoint of a non-AWS store for s3:// data (default: the registry's)."
 
 
 @pipeline_app.command("compile")
@@ -468,6 +469,9 @@ _Epochs = Annotated[int | None, typer.Option("--epochs", help="Maximum training 
 _AucThreshold = Annotated[
     float | None, typer.Option("--auc-threshold", help="Minimum test ROC-AUC for promotion.")
 ]
+_DataEndpointUrl = Annotated[
+    str | None, typer.Option("--data-endpoint-url", help=_DATA_ENDPOINT_HELP)
+]
 _RegistryUri = Annotated[str | None, typer.Option("--registry-uri", help="s3://bucket/prefix.")]
 _DeployTarget = Annotated[
     str | None, typer.Option("--deploy-target", help="kserve (default), local or none.")
@@ -480,6 +484,7 @@ def pipeline_submit(
     run_name: Annotated[str, typer.Option("--run-name", help="Name of the run.")],
     experiment: _Experiment = "churn",
     data: _Data = None,
+    data_endpoint_url: _DataEndpointUrl = None,
     cutoffs: Annotated[
         str | None, typer.Option("--cutoffs", help="Comma-separated cutoff dates.")
     ] = None,
@@ -493,6 +498,7 @@ def pipeline_submit(
 
     arguments = _pipeline_arguments(
         data=data,
+        data_endpoint_url=data_endpoint_url,
         cutoffs=cutoffs,
         epochs=epochs,
         auc_threshold=auc_threshold,
@@ -517,6 +523,7 @@ def pipeline_schedule(
         "churn-retrain"
     ),
     data: _Data = None,
+    data_endpoint_url: _DataEndpointUrl = None,
     epochs: _Epochs = None,
     auc_threshold: _AucThreshold = None,
     registry_uri: _RegistryUri = None,
@@ -527,6 +534,7 @@ def pipeline_schedule(
 
     arguments = _pipeline_arguments(
         data=data,
+        data_endpoint_url=data_endpoint_url,
         epochs=epochs,
         auc_threshold=auc_threshold,
         registry_uri=registry_uri,
@@ -539,7 +547,12 @@ def pipeline_schedule(
 @app.command("run")
 def run_cmd(
     data: str = typer.Option("cdnow", "--data", help=_DATA_HELP),
-    customers: str = typer.Option("", "--customers", help="Optional customers table."),
+    customers: str = typer.Option(
+        "", "--customers", help="Optional customers table (a path or s3:// URI)."
+    ),
+    data_endpoint_url: str | None = typer.Option(
+        None, "--data-endpoint-url", help=_DATA_ENDPOINT_HELP
+    ),
     cutoffs: str = typer.Option("", "--cutoffs", help="Comma-separated cutoffs; default: auto."),
     epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs (train.epochs)."),
     auc_threshold: float | None = typer.Option(
@@ -564,6 +577,7 @@ def run_cmd(
         auc_threshold=auc_threshold,
         deploy_target=deploy_target,
         enable_caching=cache,
+        data_endpoint_url=data_endpoint_url,
     )
     typer.echo(format_summary(summary))
 

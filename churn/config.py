@@ -144,7 +144,7 @@ class PipelineConfig:
     train_cpu_request: str = "4"
     train_memory_request: str = "16Gi"
     train_retries: int = 2
-    # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the S3 registry ("" when the
+    # Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3 data and registry ("" when the
     # pipeline's ServiceAccount has an IAM role instead); the same Secret KServe reads.
     s3_secret_name: str = "churn-s3"
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from churn.config import FeatureConfig, RegistryConfig, ServingConfig, Settings
 from churn.errors import ChurnError, ContractError, ServingError
+from churn.object_store import fetch, is_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ class DataSource:
 
 
 def resolve_data(
-    data: str, workdir: str | Path, cfg: FeatureConfig, customers: str | None = None
+    data: str,
+    workdir: str | Path,
+    cfg: FeatureConfig,
+    customers: str | None = None,
+    endpoint_url: str | None = None,
 ) -> DataSource:
     """Turns the pipeline's ``data`` argument into files that follow the data contract.
 
@@ -67,10 +72,14 @@ def resolve_data(
               :data:`SYNTH_DEFAULTS`) whose cutoff schedule follows ``cfg``;
             * a transaction log file (CSV or Parquet);
             * a folder with ``transactions.parquet`` (or ``.csv``) and optionally
-              ``customers.parquet`` and ``generator.json`` (what ``churn data synth`` writes).
-        workdir: Scratch folder for converted or generated files.
+              ``customers.parquet`` and ``generator.json`` (what ``churn data synth`` writes);
+            * either of the last two in S3: ``s3://bucket/key`` of the file or of the folder's
+              prefix, fetched into ``workdir`` first (see ``churn.object_store.fetch``).
+        workdir: Scratch folder for converted, generated or fetched files.
         cfg: Feature settings (horizon and cutoff schedule for synthetic data).
-        customers: A customers table; overrides one found in a data folder.
+        customers: A customers table (a path or ``s3://`` URI); overrides one found in a data
+            folder.
+        endpoint_url: S3 endpoint of a non-AWS store for ``s3://`` inputs; ``None`` for AWS.
 
     Returns:
         The files and the observation period.
@@ -79,6 +88,10 @@ def resolve_data(
         ContractError: ``data`` names nothing usable, or a ``synth:`` option is malformed.
     """
     workdir = Path(workdir)
+    if is_s3_uri(data):
+        data = str(fetch(data, workdir / "s3-data", endpoint_url))
+    if customers and is_s3_uri(customers):
+        customers = str(fetch(customers, workdir / "s3-customers", endpoint_url))
     if data == "cdnow":
         from churn.cdnow import load_cdnow, write_table
 
@@ -485,6 +498,7 @@ def run_local(
     auc_threshold: float | None = None,
     deploy_target: str = "local",
     enable_caching: bool = False,
+    data_endpoint_url: str | None = None,
 ) -> dict:
     """Runs the whole pipeline on this machine with ``kfp.local`` and summarises it.
 
@@ -494,15 +508,17 @@ def run_local(
 
     Args:
         settings: Settings (feature, model, training, registry and serving sections are used).
-        data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]``, or a log file or folder
-            (see :func:`resolve_data`).
-        customers: Optional customers table.
+        data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]``, or a log file or folder,
+            local or ``s3://`` (see :func:`resolve_data`).
+        customers: Optional customers table (a path or ``s3://`` URI).
         cutoffs: Comma-separated training cutoffs; ``""`` picks them automatically.
         epochs: Maximum epochs; ``settings.train.epochs`` when ``None``.
         auc_threshold: Promotion threshold; ``settings.eval.auc_threshold`` when ``None``.
         deploy_target: ``local`` (TorchServe smoke test), ``kserve`` or ``none``.
         enable_caching: Reuse outputs of earlier local runs whose inputs were identical
             (the gate and the steps after it always run).
+        data_endpoint_url: S3 endpoint for ``s3://`` data of a non-AWS store; ``None`` keeps
+            the compiled default (``settings.registry.endpoint_url``).
 
     Returns:
         See :func:`summarize_run`.
@@ -517,7 +533,7 @@ def run_local(
 
     arguments: dict[str, Any] = {
         "data": _local_data(data),
-        "customers": str(Path(customers).resolve()) if customers else "",
+        "customers": _absolute_uri(customers) if customers else "",
         "cutoffs": cutoffs,
         "deploy_target": deploy_target,
         # Component processes may run elsewhere than this process's working folder.
@@ -527,6 +543,8 @@ def run_local(
         arguments["epochs"] = epochs
     if auc_threshold is not None:
         arguments["auc_threshold"] = float(auc_threshold)
+    if data_endpoint_url is not None:
+        arguments["data_endpoint_url"] = data_endpoint_url
     check_arguments(arguments)
     root = (settings.home / "pipeline_root").resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -558,15 +576,15 @@ def run_local(
 
 
 def _local_data(data: str) -> str:
-    if data == "cdnow" or data == "synth" or data.startswith("synth:"):
+    if data in ("cdnow", "synth") or data.startswith("synth:") or is_s3_uri(data):
         return data
     path = Path(data)
     if not path.exists():
         raise ContractError(
-            f"data {data!r} is neither 'cdnow', 'synth[:customers=N,days=D,seed=S]' nor an "
-            "existing file or folder"
+            f"data {data!r} is neither 'cdnow', 'synth[:customers=N,days=D,seed=S]', an "
+            "s3:// URI nor an existing file or folder"
         )
-    return str(path.resolve())
+    return _absolute_uri(data)
 
 
 def _absolute_uri(uri: str) -> str:

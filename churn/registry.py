@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from churn.archive import write_serving_layout
 from churn.config import RegistryConfig
 from churn.errors import RegistryError, ServingError
+from churn.object_store import parse_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -443,11 +444,11 @@ class S3Registry(Registry):
 
     def __init__(self, uri: str, model_name: str, endpoint_url: str | None = None) -> None:
         super().__init__(model_name)
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise RegistryError(f"S3 registry URI must look like s3://bucket/prefix, got {uri!r}")
-        self.bucket = parsed.netloc
-        prefix = parsed.path.strip("/")
+        try:
+            self.bucket, prefix = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise RegistryError(f"S3 registry URI: {exc}") from exc
+        prefix = prefix.strip("/")
         self._base = f"{prefix}/{model_name}" if prefix else model_name
         self._s3 = boto3.client("s3", endpoint_url=endpoint_url)
 

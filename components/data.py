@@ -14,6 +14,7 @@ def build_features(
     cutoffs: str,
     horizon_days: int,
     feature_config: dict,
+    data_endpoint_url: str,
     feature_repo: Output[Dataset],
 ) -> None:
     """Builds the Feast feature repository from a transaction log.
@@ -23,11 +24,12 @@ def build_features(
 
     Args:
         data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]``, or a transaction log file or
-            folder (see ``churn.pipeline_run.resolve_data``).
+            folder, local or ``s3://`` (see ``churn.pipeline_run.resolve_data``).
         customers: Optional customers table; ``""`` for none (a data folder brings its own).
         cutoffs: Comma-separated training cutoff dates; ``""`` picks them automatically.
         horizon_days: Label horizon in days.
         feature_config: ``FeatureConfig`` fields (bins, sequence length, cutoff schedule).
+        data_endpoint_url: S3 endpoint for ``s3://`` data of a non-AWS store; ``""`` for AWS.
         feature_repo: Output: the feature repository folder.
     """
     import logging
@@ -40,7 +42,9 @@ def build_features(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_dict(FeatureConfig, {**feature_config, "horizon_days": horizon_days})
     with tempfile.TemporaryDirectory(prefix="churn-data-") as tmp:
-        source = resolve_data(data, tmp, cfg, customers=customers or None)
+        source = resolve_data(
+            data, tmp, cfg, customers=customers or None, endpoint_url=data_endpoint_url or None
+        )
         summary = build(
             source.transactions,
             feature_repo.path,

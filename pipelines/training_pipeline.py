@@ -88,6 +88,7 @@ def build_pipeline(settings: Settings) -> Callable:
         registry_uri: str = settings.registry.uri,
         registry_endpoint_url: str = settings.registry.endpoint_url or "",
         model_name: str = settings.registry.model_name,
+        data_endpoint_url: str = settings.registry.endpoint_url or "",
         deploy_target: str = "kserve",
         feature_config: dict = feature_defaults,
         model_config: dict = model_defaults,
@@ -97,9 +98,9 @@ def build_pipeline(settings: Settings) -> Callable:
         """Trains, evaluates and, if it passes the gate, releases a churn model.
 
         Args:
-            data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]`` or a transaction log the
-                pods can read (file or folder).
-            customers: Optional customers table.
+            data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]`` or a transaction log (file
+                or folder) the pods can read, usually ``s3://bucket/key``.
+            customers: Optional customers table (a path or ``s3://`` URI).
             cutoffs: Comma-separated training cutoff dates; ``""`` picks them automatically.
             horizon_days: Label horizon in days.
             epochs: Maximum training epochs.
@@ -108,6 +109,8 @@ def build_pipeline(settings: Settings) -> Callable:
             registry_uri: Registry (``s3://bucket/prefix`` on a cluster).
             registry_endpoint_url: S3 endpoint for non-AWS stores; ``""`` for AWS.
             model_name: Name of the model in the registry and in KServe.
+            data_endpoint_url: S3 endpoint for ``s3://`` data of a non-AWS store (by default
+                the registry's); ``""`` for AWS.
             deploy_target: ``kserve``, ``local`` (TorchServe smoke test) or ``none``.
             feature_config: ``FeatureConfig`` fields.
             model_config: ``ModelConfig`` fields.
@@ -120,6 +123,7 @@ def build_pipeline(settings: Settings) -> Callable:
             cutoffs=cutoffs,
             horizon_days=horizon_days,
             feature_config=feature_config,
+            data_endpoint_url=data_endpoint_url,
         ).set_display_name("build features")
         training_set = ops.build_training_set(
             feature_repo=features.outputs["feature_repo"], horizon_days=horizon_days
@@ -181,8 +185,9 @@ def build_pipeline(settings: Settings) -> Callable:
         for task in (gate, registered, deployed, rejected):
             task.set_caching_options(enable_caching=False)
         if cfg.s3_secret_name:
-            # Registry credentials reach the pods from a Secret, never from a parameter.
-            for task in (gate, registered, deployed):
+            # S3 credentials (data and registry) reach the pods from a Secret, never from a
+            # parameter.
+            for task in (features, gate, registered, deployed):
                 kubernetes.use_secret_as_env(
                     task,
                     secret_name=cfg.s3_secret_name,

@@ -8,14 +8,10 @@ a version without its ``_COMPLETE`` marker that cannot be promoted.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto.server import ThreadedMotoServer
 
 from churn.config import RegistryConfig
 from churn.errors import RegistryError
@@ -23,26 +19,9 @@ from churn.model import load_model
 from churn.registry import COMPLETE_MARKER, S3Registry, open_registry
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def registry(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Registry:
-    # Fake credentials for the fake endpoint; the code itself only reads the environment.
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"models-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    cfg = RegistryConfig(uri=f"s3://{bucket}/team", endpoint_url=endpoint, model_name="churn")
+def registry(s3_endpoint: str, s3_bucket: str) -> S3Registry:
+    cfg = RegistryConfig(uri=f"s3://{s3_bucket}/team", endpoint_url=s3_endpoint, model_name="churn")
     registry = open_registry(cfg)
     assert isinstance(registry, S3Registry)
     return registry
@@ -133,7 +112,12 @@ def test_interrupted_upload_keeps_the_old_champion(
         registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
 
 
-def test_missing_bucket_is_a_clear_error(endpoint: str, registry: S3Registry) -> None:
-    missing = open_registry(RegistryConfig(uri="s3://no-such-bucket", endpoint_url=endpoint))
+def test_missing_bucket_is_a_clear_error(s3_endpoint: str, registry: S3Registry) -> None:
+    missing = open_registry(RegistryConfig(uri="s3://no-such-bucket", endpoint_url=s3_endpoint))
     with pytest.raises(RegistryError, match="no-such-bucket"):
         missing.list_versions()
+
+
+def test_a_uri_without_a_bucket_is_a_clear_error() -> None:
+    with pytest.raises(RegistryError, match=r"S3 registry URI: 's3:///models' is not an S3 URI"):
+        S3Registry("s3:///models", "churn")

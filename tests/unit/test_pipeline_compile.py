@@ -58,6 +58,7 @@ def gpu_settings() -> Settings:
     )
     settings.eval.auc_threshold = 0.72
     settings.registry.uri = "s3://models/churn"
+    settings.registry.endpoint_url = "http://minio.storage:9000"
     return settings
 
 
@@ -114,10 +115,11 @@ def test_only_train_lands_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
     assert placed == {"exec-train"}
 
 
-def test_registry_credentials_come_from_the_secret(compiled: tuple[dict, dict]) -> None:
+def test_s3_credentials_come_from_the_secret(compiled: tuple[dict, dict]) -> None:
     platform_executors = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {k for k, v in platform_executors.items() if "secretAsEnv" in v}
-    assert with_secret == {"exec-gate", "exec-register", "exec-deploy"}
+    # The feature step reads s3:// logs; the gate and the release steps use the registry.
+    assert with_secret == {"exec-build-features", "exec-gate", "exec-register", "exec-deploy"}
     (entry,) = platform_executors["exec-register"]["secretAsEnv"]
     assert entry["secretName"] == "churn-s3"
     assert {m["envVar"] for m in entry["keyToEnv"]} == {
@@ -187,6 +189,9 @@ def test_parameter_defaults_come_from_the_settings(compiled: tuple[dict, dict]) 
     assert params["auc_threshold"]["parameterType"] == "NUMBER_DOUBLE"
     assert params["auc_threshold"]["defaultValue"] == 0.72
     assert params["registry_uri"]["defaultValue"] == "s3://models/churn"
+    # One S3 store for data and models unless a run says otherwise.
+    assert params["data_endpoint_url"]["defaultValue"] == "http://minio.storage:9000"
+    assert params["registry_endpoint_url"]["defaultValue"] == "http://minio.storage:9000"
     assert params["deploy_target"]["defaultValue"] == "kserve"
     assert params["cutoffs"]["defaultValue"] == ""
     assert params["epochs"]["defaultValue"] == TrainConfig.epochs
