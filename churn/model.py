@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,9 @@ ARCHITECTURE_FIELDS = (
     "head_hidden",
 )
 _RESERVED_META_KEYS = ("format_version", "architecture", "input_spec", "threshold")
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 class ModelFormatError(ValueError):
@@ -420,9 +424,17 @@ def _category(value: object, vocab: dict[str, int]) -> int:
 
 def _number(value: object, what: str, index: int) -> float:
     # bool is an int subclass, but true/false in a request is a client bug, not a count.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InstanceError(f"instance {index}: {what} holds {value!r}, not a finite number")
-    return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            x = float(value)
+        except OverflowError:  # an integer beyond float64
+            x = math.inf
+        # The model computes in float32; a larger value would become inf inside it.
+        if math.isfinite(x) and abs(x) <= _FLOAT32_MAX:
+            return x
+    raise InstanceError(
+        f"instance {index}: {what} holds {reprlib.repr(value)}, not a finite float32 number"
+    )
 
 
 def predict_proba(

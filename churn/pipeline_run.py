@@ -335,6 +335,27 @@ def check_arguments(arguments: dict[str, Any]) -> None:
             raise PipelineError(f"{name} must be at least 1, got {value}")
 
 
+def check_cluster_arguments(arguments: dict[str, Any], settings: Settings) -> None:
+    """Rejects arguments a cluster run could not use, before Kubeflow is contacted.
+
+    Args:
+        arguments: Pipeline arguments that override the compiled defaults.
+        settings: Settings the pipeline is compiled with.
+
+    Raises:
+        PipelineError: An argument is out of range (see :func:`check_arguments`), or the
+            registry is a folder: each pod has its own disk, so a version registered there
+            would vanish with the pod and KServe could never fetch it.
+    """
+    check_arguments(arguments)
+    registry = arguments.get("registry_uri") or settings.registry.uri
+    if not is_s3_uri(registry):
+        raise PipelineError(
+            f"the registry {registry!r} is a folder, which pods on a cluster do not share: pass "
+            "--registry-uri s3://bucket/prefix (or set CHURN_REGISTRY__URI)"
+        )
+
+
 def compile_pipeline(out: str | Path, settings: Settings) -> Path:
     """Compiles the pipeline, with images and GPU placement from ``settings``, to YAML.
 
@@ -393,12 +414,13 @@ def submit(
         The run id.
 
     Raises:
-        PipelineError: An argument is out of range or the cluster refuses the run.
+        PipelineError: An argument is out of range, the registry is not in S3, or the
+            cluster refuses the run.
     """
     from kfp_server_api.exceptions import ApiException
 
     arguments = arguments or {}
-    check_arguments(arguments)
+    check_cluster_arguments(arguments, settings)
     client = _client(host)
     with tempfile.TemporaryDirectory(prefix="churn-pipeline-") as tmp:
         package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
@@ -466,7 +488,7 @@ def schedule(
     from kfp_server_api.exceptions import ApiException
 
     arguments = arguments or {}
-    check_arguments(arguments)
+    check_cluster_arguments(arguments, settings)
     expression = kfp_cron(cron)
     client = _client(host)
     with tempfile.TemporaryDirectory(prefix="churn-pipeline-") as tmp:

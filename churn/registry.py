@@ -285,12 +285,28 @@ class Registry(ABC):
         """Where a version's files are: an ``s3://`` URI or an absolute folder path."""
 
     def _info(self, version: str, complete: bool) -> VersionInfo:
-        metrics = json.loads(self._read_file(version, "metrics.json")) if complete else {}
+        metrics = (
+            self._json(version, "metrics.json", self._read_file(version, "metrics.json"))
+            if complete
+            else {}
+        )
         return VersionInfo(self.model_name, version, self.storage_uri(version), complete, metrics)
 
     def _read_marker(self, version: str) -> dict | None:
         raw = self._read_optional(version, COMPLETE_MARKER)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else self._json(version, COMPLETE_MARKER, raw)
+
+    def _json(self, version: str, rel: str, raw: bytes | str) -> dict:
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{rel} of {self.model_name} {version} is not valid JSON ({exc}): the version "
+                "is damaged; publish the model again under a new version"
+            ) from exc
+        if not isinstance(value, dict):
+            raise RegistryError(f"{rel} of {self.model_name} {version} is not a JSON object")
+        return value
 
     @staticmethod
     def _check_version(version: str) -> None:
@@ -409,7 +425,13 @@ class LocalRegistry(Registry):
         return path.read_bytes() if path.is_file() else None
 
     def _get_file(self, version: str, rel: str, target: Path) -> None:
-        shutil.copyfile(self._versions / version / rel, target)
+        try:
+            shutil.copyfile(self._versions / version / rel, target)
+        except FileNotFoundError as exc:
+            raise RegistryError(
+                f"{self.model_name} {version} lacks {rel}, which its {COMPLETE_MARKER} marker "
+                "lists: the version is damaged"
+            ) from exc
 
     def _read_pointer(self) -> bytes | None:
         path = self._base / CHAMPION_FILE

@@ -159,6 +159,8 @@ class LocalTorchServe:
             raise ServingError(f"model archive {mar} does not exist")
         for url in (self.addresses.inference, self.addresses.management, self.addresses.metrics):
             host, port = url.removeprefix("http://").rsplit(":", 1)
+            if not 1 <= int(port) <= 65535:
+                raise ServingError(f"{url}: the port must lie in 1..65535")
             if not _port_is_free(host, int(port)):
                 raise ServingError(
                     f"{url} is already in use: stop that server or pick another port"

@@ -114,6 +114,14 @@ class ChurnHandler(BaseHandler):
         """
         seq, num, cat, v2 = data
         probs = self._model_module.predict_proba(self.model, seq, num, cat)
+        unscored = torch.nonzero(~torch.isfinite(probs)).flatten().tolist()
+        if unscored:
+            # Values near float32's limit can still overflow the sums inside the model.
+            raise PredictionException(
+                f"instances {unscored}: the values are too large to score (the model's output "
+                "is not a finite number)",
+                400,
+            )
         return probs.tolist(), v2
 
     def postprocess(self, data: tuple[list, bool]) -> list:

@@ -151,15 +151,20 @@ def test_a_candidate_worse_than_the_champion_is_not_promoted(
 
 @pytest.mark.cluster
 @pytest.mark.skipif(
-    not (os.environ.get("CHURN_TEST_CLUSTER") == "1" and os.environ.get("CHURN_KFP_HOST")),
-    reason="needs a Kubeflow Pipelines cluster: set CHURN_TEST_CLUSTER=1 and CHURN_KFP_HOST",
+    not (
+        os.environ.get("CHURN_TEST_CLUSTER") == "1"
+        and os.environ.get("CHURN_KFP_HOST")
+        and os.environ.get("CHURN_TEST_REGISTRY_URI")
+    ),
+    reason="needs a Kubeflow Pipelines cluster: set CHURN_TEST_CLUSTER=1, CHURN_KFP_HOST and "
+    "CHURN_TEST_REGISTRY_URI=s3://bucket/prefix",
 )
 def test_the_pipeline_runs_on_a_cluster() -> None:
     import kfp
 
     host = os.environ["CHURN_KFP_HOST"]
     settings = Settings()
-    settings.registry.uri = os.environ.get("CHURN_TEST_REGISTRY_URI", settings.registry.uri)
+    settings.registry.uri = os.environ["CHURN_TEST_REGISTRY_URI"]
     run_id = submit(
         host,
         settings,

@@ -125,6 +125,20 @@ def test_a_bad_instance_gets_a_client_error_naming_the_field(served: Served) -> 
     assert resp.status_code == 400 and "instances" in resp.json()["message"]
 
 
+def test_numbers_the_model_cannot_score_get_a_client_error(served: Served) -> None:
+    huge = json.loads(json.dumps(served.instances[:2]))
+    huge[0]["numeric"]["frequency"] = 10**400  # beyond float64: used to be a 503
+    resp = requests.post(served.server.predict_url, json={"instances": huge}, timeout=30)
+    assert resp.status_code == 400
+    assert "instance 0: numeric feature 'frequency' holds 1000" in resp.json()["message"]
+    # Each value fits float32, but a window's total overflows: used to be a 200 with NaN.
+    huge[0] = served.instances[0]
+    huge[1]["sequence"] = {c: [3e38] * len(v) for c, v in huge[1]["sequence"].items()}
+    resp = requests.post(served.server.predict_url, json={"instances": huge}, timeout=30)
+    assert resp.status_code == 400
+    assert "instances [1]: the values are too large to score" in resp.json()["message"]
+
+
 def test_prometheus_metrics_are_served(served: Served) -> None:
     served.server.predict(served.instances[:1])
     resp = requests.get(f"{served.server.addresses.metrics}/metrics", timeout=10)

@@ -286,6 +286,11 @@ def test_encode_instances_wrong_length_names_channel_index_and_length() -> None:
         (lambda d: d["sequence"]["n_txn"].__setitem__(0, "x"), "channel 'n_txn' holds 'x'"),
         (lambda d: d["numeric"].__setitem__("f0", float("nan")), "'f0' holds nan"),
         (lambda d: d["numeric"].__setitem__("f0", True), "'f0' holds True"),
+        (
+            lambda d: d["numeric"].__setitem__("f0", 1e39),
+            r"'f0' holds 1e\+39, not a finite float32",
+        ),
+        (lambda d: d["sequence"]["n_txn"].__setitem__(1, 10**400), r"'n_txn' holds 1000.*\.\.\."),
     ],
 )
 def test_encode_instances_rejects_bad_values(mutate, match: str) -> None:

@@ -311,8 +311,14 @@ def fake_client(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
     return FakeClient
 
 
+def cluster_settings() -> Settings:
+    settings = Settings()
+    settings.registry.uri = "s3://models/churn"
+    return settings
+
+
 def test_submit_creates_one_run_with_the_arguments(fake_client: type[FakeClient]) -> None:
-    run_id = submit("http://kfp:8080", Settings(), "churn", "nightly", {"epochs": 3})
+    run_id = submit("http://kfp:8080", cluster_settings(), "churn", "nightly", {"epochs": 3})
     assert run_id == "run-1"
     assert fake_client.calls[0] == ("init", {"host": "http://kfp:8080"})
     kind, kwargs = fake_client.calls[1]
@@ -321,7 +327,7 @@ def test_submit_creates_one_run_with_the_arguments(fake_client: type[FakeClient]
 
 
 def test_schedule_creates_a_non_overlapping_recurring_run(fake_client: type[FakeClient]) -> None:
-    job_id = schedule("http://kfp:8080", "0 3 * * 1", Settings(), "churn", "weekly", {})
+    job_id = schedule("http://kfp:8080", "0 3 * * 1", cluster_settings(), "churn", "weekly", {})
     assert job_id == "job-1"
     kind, kwargs = fake_client.calls[-1]
     assert kind == "recurring"
@@ -333,14 +339,32 @@ def test_schedule_creates_a_non_overlapping_recurring_run(fake_client: type[Fake
 
 def test_bad_arguments_fail_before_the_cluster_is_contacted(fake_client: type[FakeClient]) -> None:
     with pytest.raises(PipelineError, match="deploy target"):
-        submit("http://kfp:8080", Settings(), "churn", "r", {"deploy_target": "prod"})
+        submit("http://kfp:8080", cluster_settings(), "churn", "r", {"deploy_target": "prod"})
     with pytest.raises(PipelineError, match="5 fields"):
-        schedule("http://kfp:8080", "weekly", Settings(), "churn", "weekly")
+        schedule("http://kfp:8080", "weekly", cluster_settings(), "churn", "weekly")
     assert fake_client.calls == []
+
+
+def test_a_folder_registry_is_refused_for_cluster_runs(fake_client: type[FakeClient]) -> None:
+    # The default registry is a folder: each pod would register into its own empty disk.
+    with pytest.raises(PipelineError, match=r"registry '\.churn/registry' is a folder"):
+        submit("http://kfp:8080", Settings(), "churn", "r")
+    with pytest.raises(PipelineError, match=r"registry '/tmp/models' is a folder"):
+        schedule(
+            "http://kfp:8080",
+            "0 3 * * 1",
+            cluster_settings(),
+            "churn",
+            "w",
+            {"registry_uri": "/tmp/models"},
+        )
+    assert fake_client.calls == []
+    submit("http://kfp:8080", Settings(), "churn", "r", {"registry_uri": "s3://models/churn"})
+    assert fake_client.calls[-1][1]["arguments"] == {"registry_uri": "s3://models/churn"}
 
 
 def test_an_unreachable_cluster_is_a_clear_error() -> None:
     with pytest.raises(
         PipelineError, match=r"cannot reach Kubeflow Pipelines at http://127\.0\.0\.1:9"
     ):
-        submit("http://127.0.0.1:9", Settings(), "churn", "r")
+        submit("http://127.0.0.1:9", cluster_settings(), "churn", "r")

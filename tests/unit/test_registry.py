@@ -136,6 +136,20 @@ def test_download_detects_a_changed_file(
         registry.download("v1", tmp_path / "dl")
 
 
+def test_a_damaged_version_is_a_clear_error(
+    registry: LocalRegistry, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    info = registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    registry.promote("v1")
+    (Path(info.storage_uri) / "model" / "model.pt").unlink()
+    with pytest.raises(RegistryError, match=r"churn v1 lacks model/model\.pt, which its"):
+        registry.download("v1", tmp_path / "dl")
+    marker = Path(info.storage_uri) / COMPLETE_MARKER
+    marker.write_text(marker.read_text()[:20])
+    with pytest.raises(RegistryError, match=r"_COMPLETE of churn v1 is not valid JSON"):
+        registry.champion()
+
+
 def test_version_ids_sort_by_time_and_differ_by_model(models: tuple[Path, Path]) -> None:
     early = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     late = datetime(2026, 1, 2, 0, 0, 0, tzinfo=UTC)
