@@ -151,15 +151,17 @@ def features_build(
     observed_until: str | None = typer.Option(
         None, "--observed-until", help="End of the observation period (default: the last event)."
     ),
-    bin_days: int | None = typer.Option(None, "--bin-days", help="Days per bin (1 or 7...)."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Bins per sequence (L)."),
+    bin_days: int | None = typer.Option(
+        None, "--bin-days", min=1, help="Days per bin (1 or 7...)."
+    ),
+    seq_len: int | None = typer.Option(None, "--seq-len", min=1, help="Bins per sequence (L)."),
 ) -> None:
     """Write the Feast sources (snapshots at cutoffs and latest time) and apply the repo."""
     from churn.features import build_features
 
     cfg = settings().features
-    cfg.bin_days = bin_days or cfg.bin_days
-    cfg.seq_len = seq_len or cfg.seq_len
+    cfg.bin_days = cfg.bin_days if bin_days is None else bin_days
+    cfg.seq_len = cfg.seq_len if seq_len is None else seq_len
     summary = build_features(
         transactions,
         _repo_dir(repo),
@@ -228,7 +230,10 @@ def dataset_build(
         None, "--cutoffs", help="Comma-separated cutoff dates; default: those the features have."
     ),
     horizon_days: int | None = typer.Option(
-        None, "--horizon-days", help="Label horizon H in days (default from settings: 90)."
+        None,
+        "--horizon-days",
+        min=1,
+        help="Label horizon H in days (default from settings: 90).",
     ),
 ) -> None:
     """Build a training set through Feast's point-in-time join, split by time."""
@@ -237,7 +242,7 @@ def dataset_build(
     summary = build_dataset(
         _repo_dir(repo),
         out,
-        horizon_days or settings().features.horizon_days,
+        settings().features.horizon_days if horizon_days is None else horizon_days,
         cutoffs=cutoffs.split(",") if cutoffs else None,
     )
     typer.echo(f"training set {summary['out']} ({summary['seconds']} s)")

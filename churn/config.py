@@ -42,6 +42,22 @@ class FeatureConfig:
     extra_channels: list[str] | None = None
     repo_template: Path = PROJECT_ROOT / "feature_repo"
 
+    def check(self) -> FeatureConfig:
+        """Checks the ranges the types cannot express.
+
+        Returns:
+            The same settings.
+
+        Raises:
+            ValueError: A count or length is below 1 (a negative horizon, for one, would put
+                the test cutoff into training); the message names the field.
+        """
+        for name in ("bin_days", "seq_len", "horizon_days", "cutoff_step_days", "n_train_cutoffs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"features.{name} must be an integer of at least 1, got {value!r}")
+        return self
+
 
 @dataclass
 class ModelConfig:
@@ -241,4 +257,5 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     _apply(settings, overrides, "")
+    settings.features.check()
     return settings

@@ -22,6 +22,7 @@ the first offending row (1-based, as a spreadsheet shows it, after the header).
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -89,23 +90,52 @@ def _parse_time(values: pd.Series, path: Path, column: str) -> pd.Series:
         parsed = values
     else:
         text = values.astype(str)
-        # The inferred single format is fast; only rows it misses pay for per-element parsing.
+        _refuse_zone_names(text, path, column)
+        # The inferred single format is fast. Rows it misses may only differ within ISO 8601
+        # (fractions, offsets): a second non-ISO format would mix day-first and month-first.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             parsed = pd.to_datetime(text, errors="coerce", utc=True)
         retry = parsed.isna()
         if retry.any():
-            parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
+            parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="ISO8601")
         bad = parsed.isna()
         if bad.any():
             row = _first_row(bad)
             raise ContractError(
                 f"{path}: column {column!r} has an unparsable timestamp {values.iloc[row - 1]!r} "
-                f"at row {row}"
+                f"at row {row} (every row must share one format, or be ISO 8601)"
             )
     if parsed.dt.tz is None:
         parsed = parsed.dt.tz_localize("UTC")
-    return parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    try:
+        return parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:
+        years = parsed.dt.year
+        out = (years < _FIRST_YEAR) | (years > _LAST_YEAR)
+        where = f" at row {_first_row(out)}" if out.any() else ""
+        raise ContractError(
+            f"{path}: column {column!r} holds a time outside {_FIRST_YEAR}..{_LAST_YEAR}{where}"
+        ) from exc
+
+
+# Nanosecond timestamps span 1677-09-21 to 2262-04-11; whole years inside that range.
+_FIRST_YEAR, _LAST_YEAR = 1678, 2261
+# A trailing zone name such as EST or CEST: pandas drops the ones it does not know and reads
+# the time as UTC, which would move events across cutoffs. UTC, GMT and Z are unambiguous
+# (and AM/PM is no zone).
+_ZONE_NAME = re.compile(r"(?<![A-Za-z])(?!(?:UTC|GMT|Z|[AaPp][Mm])$)[A-Za-z]{1,5}$")
+
+
+def _refuse_zone_names(text: pd.Series, path: Path, column: str) -> None:
+    named = text.str.strip().str.contains(_ZONE_NAME)
+    if named.any():
+        row = _first_row(named)
+        raise ContractError(
+            f"{path}: column {column!r} has the timestamp {text.iloc[row - 1]!r} at row {row} "
+            "with a time-zone name; names such as EST are ambiguous, write an offset "
+            "(-05:00) or UTC"
+        )
 
 
 def _customer_ids(values: pd.Series, path: Path) -> pd.Series:

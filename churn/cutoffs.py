@@ -36,6 +36,8 @@ def parse_midnight(value: str | pd.Timestamp, what: str) -> pd.Timestamp:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
         raise ContractError(f"{what} {value!r} is not a date or timestamp") from exc
+    if ts is pd.NaT:  # what an empty string parses to
+        raise ContractError(f"{what} {value!r} is not a date or timestamp")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     if ts != ts.normalize():
         raise ContractError(

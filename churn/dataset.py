@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from churn.cutoffs import parse_cutoffs, split_cutoffs
-from churn.errors import DatasetError
+from churn.errors import ContractError, DatasetError
 from churn.feature_store import FeatureRepo, check_cutoffs_built
 from churn.labels import label_cutoffs
 from churn.training_set import (
@@ -50,9 +50,12 @@ def build_dataset(
         A summary with rows, positives and negatives per split, and the folder path.
 
     Raises:
-        ContractError: A cutoff has no snapshot, or the cutoffs cannot fill three splits.
+        ContractError: The horizon is below one day, a cutoff has no snapshot, or the cutoffs
+            cannot fill three splits.
         DatasetError: A split has no labelled rows.
     """
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
+        raise ContractError(f"the label horizon must be at least 1 day, got {horizon_days!r}")
     started = time.perf_counter()
     repo = FeatureRepo(repo_dir)
     spec = repo.spec

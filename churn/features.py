@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 def observed_until_of(tx: pd.DataFrame, override: str | pd.Timestamp | None = None) -> pd.Timestamp:
     """The last instant the log covers: an explicit value, else its latest timestamp."""
     if override is not None:
-        ts = pd.Timestamp(override)
+        try:
+            ts = pd.Timestamp(override)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"observed-until {override!r} is not a date or timestamp") from exc
+        if ts is pd.NaT:
+            raise ContractError(f"observed-until {override!r} is not a date or timestamp")
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return tx["timestamp"].max()
 
@@ -54,8 +59,10 @@ def build_features(
 
     Raises:
         ContractError: The input breaks the data contract or the cutoffs are invalid.
+        ValueError: A setting of ``cfg`` is out of range (see ``FeatureConfig.check``).
     """
     started = time.perf_counter()
+    cfg.check()
     tx = load_transactions(transactions)
     profile = load_customers(customers) if customers is not None else None
     end = observed_until_of(tx, observed_until)

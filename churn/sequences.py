@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from churn.activity import DAY_NS
+from churn.activity import DAY_NS, day_index
 
 CONTEXT_FEATURES = ("tenure_days", "recency_days", "frequency", "monetary")
 
@@ -94,7 +94,9 @@ def build_snapshots(
     signup_day = None
     if signup is not None:
         lookup = pd.Series(
-            signup["signup_date"].to_numpy("datetime64[ns]").view("i8") // DAY_NS,
+            # The same right-closed day as the activity's, so a signup and a purchase in the
+            # same hour fall on the same day.
+            day_index(signup["signup_date"].to_numpy("datetime64[ns]").view("i8")),
             index=signup["customer_id"].astype(str),
         )
         signup_day = lookup.reindex(ids).to_numpy(dtype=np.float64)

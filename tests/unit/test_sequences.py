@@ -69,6 +69,18 @@ def test_context_features_are_point_in_time():
     assert monetary == 20.0
 
 
+def test_a_signup_counts_on_the_same_right_closed_day_as_a_purchase():
+    tx = _tx([("a", "2020-02-20T08:00:00Z", 10.0, 1), ("b", "2020-02-20T08:00:00Z", 10.0, 1)])
+    channels = channel_names(tx)
+    signup = pd.DataFrame(
+        {"customer_id": ["a"], "signup_date": pd.to_datetime(["2020-02-20T08:00:00Z"], utc=True)}
+    )
+    snap = build_snapshots(daily_activity(tx, channels), channels, [CUTOFF], 1, 5, signup=signup)
+    tenure = dict(zip(snap.customer_id, snap.context[:, 0], strict=True))
+    # Signup and first purchase in the same hour: the same tenure as without a signup row.
+    assert tenure["a"] == tenure["b"] == 9
+
+
 def test_snapshots_hold_only_customers_seen_by_each_cutoff():
     tx = _tx([("a", "2020-01-10", 1.0, 1), ("b", "2020-03-10", 1.0, 1)])
     later = pd.Timestamp("2020-04-01", tz="UTC")
