@@ -135,7 +135,8 @@ class AsofRetrievalJob(RetrievalJob):
                     f"e.{TIMESTAMP} >= {alias}.__ts",
                 ]
             )
-            source = f"(SELECT {inner} FROM read_parquet('{path}'))"
+            literal = str(path).replace("'", "''")  # a quote in a folder name ends the literal
+            source = f"(SELECT {inner} FROM read_parquet('{literal}'))"
             joins.append(f"ASOF LEFT JOIN {source} {alias} ON {condition}")
             ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else None
             for f in features:

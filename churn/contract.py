@@ -35,6 +35,22 @@ from churn.errors import ContractError
 REQUIRED_TX = ("customer_id", "timestamp", "amount")
 REQUIRED_CUSTOMERS = ("customer_id", "signup_date")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Names the later steps derive: daily activity columns, the point-in-time context features
+# (``churn.sequences.CONTEXT_FEATURES``) and the Feast sources' timestamp columns. An input
+# column of the same name would overwrite one of them or collide inside Feast.
+RESERVED_COLUMNS = frozenset(
+    {
+        "day",
+        "n_txn",
+        "spend",
+        "tenure_days",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "event_timestamp",
+        "snapshot_ts",
+    }
+)
 
 
 def to_ns(series: pd.Series) -> np.ndarray:
@@ -195,6 +211,7 @@ def validate_transactions(df: pd.DataFrame, path: str | Path = "<transactions>")
     for column in df.columns:
         if column in REQUIRED_TX:
             continue
+        _check_extra_name(df, path, column)
         if not (
             pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column])
         ):
@@ -203,6 +220,13 @@ def validate_transactions(df: pd.DataFrame, path: str | Path = "<transactions>")
                 "extra event columns become channels and must be numbers"
             )
         out[column] = _numeric(df[column], path, column)
+        negative = out[column] < 0
+        if negative.any():
+            row = _first_row(negative)
+            raise ContractError(
+                f"{path}: extra column {column!r} is negative ({out[column].iloc[row - 1]}) at "
+                f"row {row}; channels count or sum non-negative quantities"
+            )
     duplicated = out.duplicated(keep="first")
     if duplicated.any():
         row = _first_row(duplicated)
@@ -259,11 +283,34 @@ def validate_customers(df: pd.DataFrame, path: str | Path = "<customers>") -> pd
     for column in df.columns:
         if column in REQUIRED_CUSTOMERS:
             continue
+        _check_extra_name(df, path, column)
         if pd.api.types.is_numeric_dtype(df[column]) and not pd.api.types.is_bool_dtype(df[column]):
             out[column] = _numeric(df[column], path, column)
         else:
             out[column] = df[column].fillna("").astype(str)
     return out
+
+
+def _check_extra_name(df: pd.DataFrame, path: Path, column: object) -> None:
+    """Refuses extra columns that are artefacts of how the file was written, or that would
+    collide with the columns and features the platform derives."""
+    name = str(column)
+    if name in RESERVED_COLUMNS:
+        raise ContractError(
+            f"{path}: column {name!r} clashes with a name the platform derives "
+            f"({sorted(RESERVED_COLUMNS)}); rename it"
+        )
+    if re.fullmatch(r"Unnamed: \d+", name):
+        raise ContractError(
+            f"{path}: column {name!r} has no header; it looks like a saved DataFrame index "
+            "(write the file with index=False) and would become a feature"
+        )
+    mangled = re.fullmatch(r"(.+)\.\d+", name)
+    if mangled and mangled.group(1) in df.columns:
+        raise ContractError(
+            f"{path}: column {name!r} repeats the header {mangled.group(1)!r}; every column "
+            "name must be unique"
+        )
 
 
 def load_customers(path: str | Path) -> pd.DataFrame:

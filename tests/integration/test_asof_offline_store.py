@@ -75,7 +75,8 @@ def test_asof_store_matches_feasts_duckdb_store(tmp_path, ttl_days):
         ("asof", "churn.asof_offline_store.AsofDuckDBOfflineStore"),
         ("stock", "duckdb"),
     ):
-        store = _store(tmp_path / name, store_type, ttl_days)
+        # A quote in the folder name must not end the SQL string literal of the file path.
+        store = _store(tmp_path / ("asof's repo" if name == "asof" else name), store_type, ttl_days)
         job = store.get_historical_features(entity_df=entity_df, features=refs)
         assert isinstance(job, AsofRetrievalJob) == (name == "asof")
         df = job.to_df()

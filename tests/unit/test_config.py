@@ -47,6 +47,9 @@ def test_yaml_file_then_environment(tmp_path):
     [
         ({"CHURN_TRAIN__EPOCS": "3"}, "unknown configuration field train.epocs"),
         ({"CHURN_TRAIN__EPOCHS": "many"}, "configuration field train.epochs: cannot read 'many'"),
+        # A negative horizon would put the test cutoff into the training split.
+        ({"CHURN_FEATURES__HORIZON_DAYS": "-90"}, "features.horizon_days must be an integer of"),
+        ({"CHURN_FEATURES__BIN_DAYS": "0"}, "features.bin_days must be an integer of at least 1"),
     ],
 )
 def test_bad_values_name_the_field(env, message):

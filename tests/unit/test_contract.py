@@ -69,6 +69,32 @@ def test_parquet_is_accepted(tmp_path):
             "customer_id,timestamp,amount,channel\nc1,2020-01-01,5,web\n",
             r"extra column 'channel' is not numeric",
         ),
+        # pandas would drop the zone name and read 22:00 EST as 22:00 UTC: five hours early.
+        (
+            "customer_id,timestamp,amount\nc1,2020-01-01 22:00 EST,5\n",
+            r"'2020-01-01 22:00 EST' at row 1 with a time-zone name",
+        ),
+        # Day-first after month-first would be read row by row in two different orders.
+        (
+            "customer_id,timestamp,amount\nc1,01/02/2020,5\nc1,13/02/2020,5\n",
+            r"unparsable timestamp '13/02/2020' at row 2 \(every row must share one format",
+        ),
+        (
+            "customer_id,timestamp,amount,quantity\nc1,2020-01-01,5,1\nc1,2020-01-02,5,-2\n",
+            r"extra column 'quantity' is negative \(-2.0\) at row 2",
+        ),
+        (
+            ",customer_id,timestamp,amount\n0,c1,2020-01-01,5\n",
+            r"column 'Unnamed: 0' has no header; it looks like a saved DataFrame index",
+        ),
+        (
+            "customer_id,timestamp,amount,amount\nc1,2020-01-01,5,6\n",
+            r"column 'amount.1' repeats the header 'amount'",
+        ),
+        (
+            "customer_id,timestamp,amount,n_txn\nc1,2020-01-01,5,6\n",
+            r"column 'n_txn' clashes with a name the platform derives",
+        ),
     ],
 )
 def test_bad_logs_name_file_column_and_row(tmp_path, text, expected):
@@ -115,3 +141,24 @@ def test_validation_does_not_modify_its_input():
     before = raw.copy()
     validate_transactions(raw)
     pd.testing.assert_frame_equal(raw, before)
+
+
+def test_reserved_names_cover_the_derived_features():
+    from churn.contract import RESERVED_COLUMNS
+    from churn.sequences import CONTEXT_FEATURES
+
+    assert set(CONTEXT_FEATURES) <= RESERVED_COLUMNS
+
+
+def test_a_parquet_time_beyond_nanoseconds_names_the_row(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "tx.parquet"
+    times = np.array(["2000-01-01", "3000-01-01"], dtype="datetime64[us]")
+    pd.DataFrame({"customer_id": ["a", "b"], "timestamp": times, "amount": [1.0, 2.0]}).to_parquet(
+        path
+    )
+    with pytest.raises(
+        ContractError, match=r"'timestamp' holds a time outside 1678..2261 at row 2"
+    ):
+        load_transactions(path)
