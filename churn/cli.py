@@ -591,6 +591,7 @@ def run() -> None:
     """Entry point that turns ChurnError into a clean exit."""
     try:
         app()
-    except ChurnError as exc:
+    except (ChurnError, OSError) as exc:
+        # OSError: a disk that is full or read-only, a permission: the message names the path.
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)

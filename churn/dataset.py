@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from churn.atomic import check_replaceable
 from churn.cutoffs import parse_cutoffs, split_cutoffs
 from churn.errors import ContractError, DatasetError
 from churn.feature_store import FeatureRepo, check_cutoffs_built
@@ -53,9 +54,11 @@ def build_dataset(
         ContractError: The horizon is below one day, a cutoff has no snapshot, or the cutoffs
             cannot fill three splits.
         DatasetError: A split has no labelled rows.
+        OutputError: ``out_dir`` cannot be written, or is a folder of another kind.
     """
     if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
         raise ContractError(f"the label horizon must be at least 1 day, got {horizon_days!r}")
+    check_replaceable(out_dir, "meta.json")
     started = time.perf_counter()
     repo = FeatureRepo(repo_dir)
     spec = repo.spec

@@ -21,6 +21,10 @@ class ModelError(ChurnError, ValueError):
     """A model folder is missing or malformed, or a request does not fit its input spec."""
 
 
+class OutputError(ChurnError, ValueError):
+    """An output path cannot be written, or holds something that must not be replaced."""
+
+
 class RegistryError(ChurnError):
     """The model registry cannot complete an operation."""
 

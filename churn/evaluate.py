@@ -19,6 +19,7 @@ import torch
 
 from churn import metrics as m
 from churn import report
+from churn.atomic import check_replaceable
 from churn.baselines import run_baselines
 from churn.errors import DatasetError, ModelError
 from churn.model import ModelFormatError, load_model, predict_proba
@@ -192,6 +193,7 @@ def evaluate(
             probability, or its input spec does not fit the training set.
         DatasetError: The training set folder is missing or malformed, or its validation or
             test split holds a single class.
+        OutputError: ``out_dir`` or a parent is a file.
         ValueError: ``threshold_metric`` is unknown.
     """
     if threshold_metric not in m.THRESHOLD_METRICS:
@@ -199,6 +201,7 @@ def evaluate(
             f"unknown threshold metric {threshold_metric!r}; expected one of {m.THRESHOLD_METRICS}"
         )
     model_dir, dataset_dir, out_dir = Path(model_dir), Path(dataset_dir), Path(out_dir)
+    check_replaceable(out_dir, None)
     model, meta, threshold = _load_model(model_dir)
     ts = load_training_set(dataset_dir)
     _check_fit(meta, ts, model_dir, dataset_dir)

@@ -1,18 +1,17 @@
 """The churn model: a 1D temporal CNN over raw activity sequences, and its folder format.
 
-This module imports only torch and the standard library because TorchServe ships it beside the
-serving handler, in an image whose torch 2.x may be older than the training one. The model
-applies the dataset's transforms and normalisation itself, so callers always pass raw values.
+This module imports only torch and the standard library at the top because TorchServe ships it
+beside the serving handler, in an image whose torch 2.x may be older than the training one and
+without the ``churn`` package (only :func:`save_model`, which serving never calls, imports from
+it). The model applies the dataset's transforms and normalisation itself, so callers always pass
+raw values.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import reprlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -277,23 +276,13 @@ def save_model(
         **extra,
     }
     text = json.dumps(meta, indent=2)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # Imported here: serving ships this file without the churn package and never saves.
+    from churn.atomic import staging_dir
+
+    with staging_dir(out_dir, marker="model.json") as tmp:
         torch.save(state, tmp / "model.pt")
         (tmp / "model.json").write_text(text)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
 
 
 def load_model(path: str | Path) -> tuple[ChurnCNN, dict]:

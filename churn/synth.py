@@ -692,7 +692,7 @@ def generate(spec: SynthSpec, out_dir: str | Path) -> dict:
     began = time.perf_counter()
     counts = {"customers": spec.customers, "transactions": 0, "oracle_rows": 0}
     segments = np.zeros(len(SEGMENT_NAMES), dtype=np.int64)
-    with staging_dir(out_dir) as tmp:
+    with staging_dir(out_dir, marker="generator.json") as tmp:
         with contextlib.ExitStack() as stack:
             writers: dict[str, pq.ParquetWriter] = {}
             for i in tqdm(range(n_chunks), desc="synth", unit="chunk", disable=None):

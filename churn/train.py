@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from churn.atomic import check_replaceable
 from churn.config import ModelConfig, TrainConfig
 from churn.errors import DatasetError, ModelError
 from churn.metrics import THRESHOLD_METRICS, binary_metrics, choose_threshold, roc_auc
@@ -80,6 +81,8 @@ def train(
         DatasetError: The folder is missing or malformed, holds NaN values, or a split has a
             single class.
         ModelError: Training diverged (non-finite outputs).
+        OutputError: ``out_dir`` cannot be written, or is a folder of another kind (checked
+            before training).
         ValueError: A setting is out of range (names the setting).
     """
     started = time.perf_counter()
@@ -88,6 +91,7 @@ def train(
             f"threshold metric must be one of {THRESHOLD_METRICS}, got {threshold_metric!r}"
         )
     _check_train_config(train_cfg)
+    check_replaceable(out_dir, "model.json")
     dataset_dir = Path(dataset_dir)
     ts = load_training_set(dataset_dir, splits=("train", "val"))
     train_split, val_split = ts.splits["train"], ts.splits["val"]

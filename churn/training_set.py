@@ -106,7 +106,7 @@ def save_training_set(ts: TrainingSet, out_dir: str | Path) -> Path:
         The destination path.
     """
     out_dir = Path(out_dir)
-    with staging_dir(out_dir) as tmp:
+    with staging_dir(out_dir, marker="meta.json") as tmp:
         for name, split in ts.splits.items():
             np.savez(
                 tmp / f"{name}.npz",

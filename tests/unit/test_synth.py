@@ -289,6 +289,7 @@ def test_failed_run_keeps_the_old_folder_and_leaves_no_temporary(
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
+    (out / "generator.json").write_text("{}")  # an earlier output: replaceable
     (out / "keep.txt").write_text("old")
 
     def boom(*args: object) -> None:
