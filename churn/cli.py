@@ -267,7 +267,7 @@ def train_cmd(
     ),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (train.lr)."),
     patience: int | None = typer.Option(
-        None, "--patience", help="Epochs without better val ROC-AUC before stopping."
+        None, "--patience", help="Epochs without better val ROC-AUC before stopping; 0: never."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of weights and shuffling."),
     pos_weight: str | None = typer.Option(

@@ -82,7 +82,8 @@ class TrainConfig:
         batch_size: Samples per optimisation step (per process under DDP).
         lr: Peak learning rate of AdamW under a one-cycle schedule.
         weight_decay: AdamW weight decay.
-        patience: Epochs without a better validation ROC-AUC before stopping.
+        patience: Epochs without a better validation ROC-AUC before stopping; 0 never stops
+            early (every epoch runs, the best one is kept).
         seed: Seed for weights, shuffling and dropout.
         pos_weight: ``"auto"`` weighs positives by negatives/positives in the training split;
             a number sets it; ``"none"`` disables it.

@@ -104,6 +104,8 @@ def _test_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
 def _auc_comparison(y: np.ndarray, cnn: np.ndarray, baseline: np.ndarray) -> dict:
     """The CNN's test ROC-AUC minus a baseline's, with DeLong's standard error and 95% CI."""
     diff, se = m.auc_difference(y, cnn, baseline)
+    if not np.isfinite(se):  # a class with one row: no variance, so no interval (JSON null)
+        return {"difference": diff, "se": None, "ci95": None}
     return {"difference": diff, "se": se, "ci95": [diff - 1.96 * se, diff + 1.96 * se]}
 
 
@@ -242,7 +244,8 @@ def evaluate(
     images = report.make_plots(test.y, scores, threshold)
     page = report.render_report(result, images)
     files = {**images, "report.html": page.encode("utf-8")}
-    files["metrics.json"] = json.dumps(result, indent=2).encode("utf-8")
+    # allow_nan=False: NaN is not JSON, and the pipeline's readers would choke on it.
+    files["metrics.json"] = json.dumps(result, indent=2, allow_nan=False).encode("utf-8")
     _write_outputs(out_dir, files)
     log.info(
         "test ROC-AUC %.4f (gradient boosting %.4f, logistic regression %.4f); wrote %s",

@@ -116,7 +116,8 @@ def auc_difference(
         score_b: Scores of the second model.
 
     Returns:
-        ``auc(a) - auc(b)`` and its standard error.
+        ``auc(a) - auc(b)`` and its standard error; the error is NaN when a class has a single
+        row, because a variance needs two.
 
     Raises:
         ValueError: Input is empty, mismatched or holds a single class.
@@ -135,6 +136,8 @@ def auc_difference(
         v_neg = 1.0 - (ranks_all[neg] - _midranks(s[neg])) / m
         components.append((v_pos, v_neg))
     auc_a, auc_b = (float(v_pos.mean()) for v_pos, _ in components)
+    if m < 2 or n < 2:
+        return auc_a - auc_b, float("nan")
     cov_pos = np.cov(np.vstack([c[0] for c in components]))
     cov_neg = np.cov(np.vstack([c[1] for c in components]))
     var = (cov_pos[0, 0] + cov_pos[1, 1] - 2 * cov_pos[0, 1]) / m
@@ -331,10 +334,16 @@ def choose_threshold(y_val: np.ndarray, s_val: np.ndarray, metric: str = "f1") -
     else:
         _check_two_classes(y, "choosing a Youden threshold")
         fps, tps, thr = _clf_curve(y, s)
-        score = tps / n_pos - fps / (len(y) - n_pos)
+        # TPR - FPR scaled by n_pos * n_neg: integers, so equally good cuts tie exactly and
+        # argmax keeps the highest of them (float rounding could prefer a lower one).
+        score = tps.astype(np.int64) * int(len(y) - n_pos) - fps.astype(np.int64) * int(n_pos)
     best = int(np.argmax(score))
     if best + 1 < len(thr):
-        return float((thr[best] + thr[best + 1]) / 2.0)
+        middle = float((thr[best] + thr[best + 1]) / 2.0)
+        # Adjacent doubles have no value between them: the midpoint rounds onto one of them,
+        # and must not take in the lower score.
+        if middle > thr[best + 1]:
+            return middle
     return float(thr[best])
 
 

@@ -235,7 +235,12 @@ def render_report(result: Mapping, images: Mapping[str, bytes], title: str = "")
     )
     comparisons = "".join(
         f"<li>CNN minus {esc(_label(name))}: {c['difference']:+.4f} "
-        f"(95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f})</li>"
+        + (
+            f"(95% CI {c['ci95'][0]:+.4f} to {c['ci95'][1]:+.4f})"
+            if c["ci95"]
+            else "(no interval: a class has a single test row)"
+        )
+        + "</li>"
         for name, c in result.get("auc_vs_baselines", {}).items()
     )
     if comparisons:

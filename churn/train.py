@@ -53,8 +53,8 @@ def train(
     in total), a number string such as ``"2.5"`` uses that number, and ``"none"`` disables it.
 
     Optimisation is AdamW under a one-cycle learning-rate schedule with early stopping on the
-    validation ROC-AUC: training stops after ``train_cfg.patience`` epochs without improvement
-    and the best epoch's weights are kept. The device is CUDA when available unless
+    validation ROC-AUC: training stops after ``train_cfg.patience`` epochs without improvement (0:
+    never early) and the best epoch's weights are kept. The device is CUDA when available unless
     ``train_cfg.device`` names one; CUDA runs under bf16 autocast. With the same seed a CPU run
     is reproducible (identical weights and metrics at the same thread count).
 
@@ -164,7 +164,8 @@ def train(
             dist.all_reduce(loss_sum)
         train_loss = loss_sum.item() / (len(shard) * world)
         seconds = time.perf_counter() - t0
-        logits = _predict_logits(model, val_t, rank, world, use_amp)
+        # Full precision: bf16 logits collapse into ties that move the AUC picking the epoch.
+        logits = _predict_logits(model, val_t, rank, world, use_amp=False)
         if not np.isfinite(logits).all() or not math.isfinite(train_loss):
             raise ModelError(
                 f"training diverged at epoch {epoch} (non-finite loss or outputs); "
@@ -199,7 +200,7 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= train_cfg.patience:
+            if train_cfg.patience and stale >= train_cfg.patience:
                 if rank == 0:
                     log.info("early stop: no better val AUC for %d epochs", stale)
                 break

@@ -154,3 +154,37 @@ def test_auc_difference_of_a_model_with_itself_is_exactly_zero() -> None:
     assert metrics.auc_difference(y, s, s) == (0.0, 0.0)
     with pytest.raises(ValueError, match="needs both classes"):
         metrics.auc_difference(np.ones(6), s, s)
+
+
+def test_youden_ties_keep_the_highest_threshold() -> None:
+    # TPR - FPR is exactly 1/3 when 3 or 5 rows are flagged; float rounding preferred 5.
+    y = np.array([0, 1, 1, 0, 1, 0])
+    s = np.linspace(0.95, 0.05, 6)
+    threshold = metrics.choose_threshold(y, s, "youden")
+    assert int((s >= threshold).sum()) == 3
+
+
+def test_the_threshold_never_takes_in_an_adjacent_lower_score() -> None:
+    # No double lies between 0.3 and the next one below it: the midpoint would round onto it.
+    s = np.array([0.3, np.nextafter(0.3, 0.0), 0.1])
+    y = np.array([1, 0, 0])
+    threshold = metrics.choose_threshold(y, s, "f1")
+    assert (s >= threshold).tolist() == [True, False, False]
+
+
+def test_auc_difference_with_a_single_positive_has_no_standard_error() -> None:
+    import json
+    import warnings
+
+    from churn.evaluate import _auc_comparison
+
+    y = np.array([1, 0, 0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no degrees-of-freedom warning from np.cov
+        diff, se = metrics.auc_difference(
+            y, np.array([0.9, 0.1, 0.2, 0.3]), np.array([0.2, 0.1, 0.3, 0.4])
+        )
+    assert diff == pytest.approx(1.0 - 1 / 3) and np.isnan(se)
+    comparison = _auc_comparison(y, np.array([0.9, 0.1, 0.2, 0.3]), np.array([0.2, 0.1, 0.3, 0.4]))
+    assert comparison["se"] is None and comparison["ci95"] is None
+    json.dumps(comparison, allow_nan=False)

@@ -66,6 +66,11 @@ def test_shuffled_labels_stay_near_chance(make_training_set, tmp_path: Path) -> 
     model, _ = load_model(tmp_path / "model")
     y, p = split_proba(model, dataset, "val")
     assert roc_auc(y, p) == pytest.approx(summary["best_val_auc"], abs=1e-3)
+    # Patience 0 never stops early: every epoch runs, and the best one is still kept.
+    never = train(dataset, tmp_path / "all", TINY, dataclasses.replace(cfg, patience=0))
+    assert never["epochs_run"] == cfg.epochs
+    epochs = load_model(tmp_path / "all")[1]["history"]["epochs"]
+    assert never["best_val_auc"] == max(h["val_auc"] for h in epochs)
 
 
 def test_same_seed_gives_identical_model(make_training_set, tmp_path: Path) -> None:
