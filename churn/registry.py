@@ -19,6 +19,7 @@ they sort by publication time and differ for different models published in the s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -45,7 +46,12 @@ from churn.object_store import parse_s3_uri
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "_COMPLETE"
+# S3 only: written with If-None-Match before any upload, so a version id has one publisher.
+CLAIM_MARKER = "_CLAIM"
 CHAMPION_FILE = "champion.json"
+# promote()'s default: move the pointer whatever it holds.
+ANY = object()
+_SWAP_ATTEMPTS = 5
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 _MODEL_FILES = ("model.pt", "model.json")
 
@@ -160,7 +166,10 @@ class Registry(ABC):
             shutil.copytree(model_dir, stage / "model")
             (stage / "metrics.json").write_text(metrics_text + "\n")
             try:
-                write_serving_layout(model_dir, stage, self.model_name, version, protocol_version)
+                # From the staged copy, so the archive matches model/ byte for byte.
+                write_serving_layout(
+                    stage / "model", stage, self.model_name, version, protocol_version
+                )
             except ServingError as exc:
                 raise RegistryError(f"cannot build the serving files: {exc}") from exc
             files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
@@ -195,17 +204,24 @@ class Registry(ABC):
             self.model_name, version, self.storage_uri(version), True, json.loads(metrics_text)
         )
 
-    def promote(self, version: str) -> VersionInfo:
-        """Moves the champion pointer to a complete version, in one atomic write.
+    def promote(self, version: str, expected_champion: str | object | None = ANY) -> VersionInfo:
+        """Moves the champion pointer to a complete version, in one compare-and-swap write.
+
+        The pointer is replaced only if it still holds what was read just before, so two
+        concurrent promotions cannot both win on stale information.
 
         Args:
             version: The version id.
+            expected_champion: The champion the caller's decision was based on (``None``: no
+                champion yet). If another promotion moved the pointer since, nothing changes
+                and an error says so. :data:`ANY` (the default) promotes over whatever is there.
 
         Returns:
             The new champion.
 
         Raises:
-            RegistryError: The version does not exist or is incomplete, or the write fails.
+            RegistryError: The version does not exist or is incomplete, the champion is no
+                longer ``expected_champion``, or the write fails.
         """
         self._check_version(version)
         if self._read_marker(version) is None:
@@ -213,17 +229,29 @@ class Registry(ABC):
                 f"cannot promote {self.model_name} {version}: it does not exist or has no "
                 f"{COMPLETE_MARKER} marker (an interrupted publish)"
             )
-        current = self.champion()
-        pointer = {
-            "model_name": self.model_name,
-            "version": version,
-            "storage_uri": self.storage_uri(version),
-            "promoted_at": _utc_now(),
-            "previous": current.version if current else None,
-        }
-        self._write_pointer(json.dumps(pointer, indent=2).encode())
-        log.info("champion of %s is now %s", self.model_name, version)
-        return self._info(version, complete=True)
+        for _ in range(_SWAP_ATTEMPTS):
+            raw = self._read_pointer()
+            current = self._pointer_version(raw)
+            if expected_champion is not ANY and current != expected_champion:
+                raise RegistryError(
+                    f"the champion of {self.model_name} is now {current or 'none'}, not "
+                    f"{expected_champion or 'none'} as when {version} was judged; {version} stays "
+                    "registered but is not promoted (compare the two, then promote by hand)"
+                )
+            pointer = {
+                "model_name": self.model_name,
+                "version": version,
+                "storage_uri": self.storage_uri(version),
+                "promoted_at": _utc_now(),
+                "previous": current,
+            }
+            if self._swap_pointer(raw, json.dumps(pointer, indent=2).encode()):
+                log.info("champion of %s is now %s", self.model_name, version)
+                return self._info(version, complete=True)
+        raise RegistryError(
+            f"the champion pointer of {self.model_name} kept changing during {_SWAP_ATTEMPTS} "
+            "attempts; try again"
+        )
 
     def champion(self) -> VersionInfo | None:
         """The version the champion pointer names, or ``None`` before the first promotion.
@@ -231,15 +259,9 @@ class Registry(ABC):
         Raises:
             RegistryError: The pointer is unreadable or names a version that is not complete.
         """
-        raw = self._read_pointer()
-        if raw is None:
+        version = self._pointer_version(self._read_pointer())
+        if version is None:
             return None
-        try:
-            version = json.loads(raw)["version"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(
-                f"{CHAMPION_FILE} of {self.model_name} is malformed: {exc}"
-            ) from exc
         if self._read_marker(version) is None:
             raise RegistryError(
                 f"{CHAMPION_FILE} of {self.model_name} names {version}, which is not complete"
@@ -308,6 +330,16 @@ class Registry(ABC):
             raise RegistryError(f"{rel} of {self.model_name} {version} is not a JSON object")
         return value
 
+    def _pointer_version(self, raw: bytes | None) -> str | None:
+        if raw is None:
+            return None
+        try:
+            return str(json.loads(raw)["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"{CHAMPION_FILE} of {self.model_name} is malformed: {exc}"
+            ) from exc
+
     @staticmethod
     def _check_version(version: str) -> None:
         if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
@@ -356,8 +388,8 @@ class Registry(ABC):
         """The champion pointer's bytes, or ``None`` when absent."""
 
     @abstractmethod
-    def _write_pointer(self, data: bytes) -> None:
-        """Replaces the champion pointer atomically."""
+    def _swap_pointer(self, expected: bytes | None, data: bytes) -> bool:
+        """Writes the pointer if it still holds ``expected`` (``None``: absent); else False."""
 
 
 class LocalRegistry(Registry):
@@ -437,16 +469,23 @@ class LocalRegistry(Registry):
         path = self._base / CHAMPION_FILE
         return path.read_bytes() if path.is_file() else None
 
-    def _write_pointer(self, data: bytes) -> None:
+    def _swap_pointer(self, expected: bytes | None, data: bytes) -> bool:
         self._base.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHAMPION_FILE}.", dir=self._base)
-        os.close(fd)
-        try:
-            _write_synced(Path(tmp), data)
-            os.replace(tmp, self._base / CHAMPION_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # An exclusive lock on a side file serialises read-compare-write between processes;
+        # the pointer itself is still replaced by a rename, so readers never see half of it.
+        with open(self._base / ".champion.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._read_pointer() != expected:
+                return False
+            fd, tmp = tempfile.mkstemp(prefix=f".{CHAMPION_FILE}.", dir=self._base)
+            os.close(fd)
+            try:
+                _write_synced(Path(tmp), data)
+                os.replace(tmp, self._base / CHAMPION_FILE)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return True
 
 
 class S3Registry(Registry):
@@ -503,6 +542,24 @@ class S3Registry(Registry):
         return states
 
     def _begin(self, version: str) -> str:
+        # Claim the id before any upload: the existence check in publish() is only a check, and
+        # a second publisher that passed it too would overwrite the first one's files.
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self._key(version, CLAIM_MARKER),
+                Body=json.dumps({"claimed_at": _utc_now()}).encode(),
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise RegistryError(
+                    f"version {version} of {self.model_name} already exists (another publisher "
+                    "claimed it); versions are immutable"
+                ) from exc
+            raise RegistryError(f"claiming {version} in s3://{self.bucket} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise RegistryError(f"claiming {version} in s3://{self.bucket} failed: {exc}") from exc
         return version
 
     def _put_file(self, handle: object, rel: str, src: Path) -> None:
@@ -541,14 +598,31 @@ class S3Registry(Registry):
     def _read_pointer(self) -> bytes | None:
         return self._get_optional(f"{self._base}/{CHAMPION_FILE}")
 
-    def _write_pointer(self, data: bytes) -> None:
-        with self._errors("writing the champion pointer"):
+    def _swap_pointer(self, expected: bytes | None, data: bytes) -> bool:
+        key = f"{self._base}/{CHAMPION_FILE}"
+        with self._errors("reading the champion pointer"):
+            try:
+                current = self._s3.get_object(Bucket=self.bucket, Key=key)
+                body, etag = current["Body"].read(), current["ETag"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                    raise
+                body, etag = None, None
+        if body != expected:
+            return False
+        # S3's conditional write: If-Match the ETag just read, or If-None-Match when absent.
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
             self._s3.put_object(
-                Bucket=self.bucket,
-                Key=f"{self._base}/{CHAMPION_FILE}",
-                Body=data,
-                ContentType="application/json",
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **condition
             )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "409"):
+                return False
+            raise RegistryError(f"writing the champion pointer failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise RegistryError(f"writing the champion pointer failed: {exc}") from exc
+        return True
 
     def _get_optional(self, key: str) -> bytes | None:
         try:

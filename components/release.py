@@ -60,6 +60,7 @@ def gate(
 def register(
     model: Input[Model],
     evaluation: Input[Artifact],
+    decision: Input[Artifact],
     registry_uri: str,
     registry_endpoint_url: str,
     model_name: str,
@@ -71,6 +72,8 @@ def register(
     Args:
         model: The model folder.
         evaluation: The evaluation folder; its ``metrics.json`` is published with the model.
+        decision: The gate's decision; the pointer moves only if the champion it compared
+            against is still the champion (another run may have promoted in between).
         registry_uri: Registry folder or ``s3://bucket/prefix``.
         registry_endpoint_url: S3 endpoint for non-AWS stores; ``""`` for AWS or a folder.
         model_name: Name of the model in the registry.
@@ -98,8 +101,10 @@ def register(
     published = registry.publish(
         model.path, metrics, protocol_version=serving_config.get("protocol_version", "v1")
     )
-    # The pointer moves only after publish() has written the version's _COMPLETE marker.
-    registry.promote(published.version)
+    # The pointer moves only after publish() has written the version's _COMPLETE marker, and
+    # only over the champion the gate judged against.
+    judged = json.loads(Path(decision.path).read_text())
+    registry.promote(published.version, expected_champion=judged["champion_version"])
     record = {
         "model_name": model_name,
         "version": published.version,

@@ -155,6 +155,7 @@ def build_pipeline(settings: Settings) -> Callable:
             registered = ops.register(
                 model=trained.outputs["model"],
                 evaluation=evaluated.outputs["evaluation"],
+                decision=gate.outputs["decision"],
                 registry_uri=registry_uri,
                 registry_endpoint_url=registry_endpoint_url,
                 model_name=model_name,

@@ -16,7 +16,7 @@ from botocore.exceptions import EndpointConnectionError
 from churn.config import RegistryConfig
 from churn.errors import RegistryError
 from churn.model import load_model
-from churn.registry import COMPLETE_MARKER, S3Registry, open_registry
+from churn.registry import CLAIM_MARKER, COMPLETE_MARKER, S3Registry, open_registry
 
 
 @pytest.fixture
@@ -50,6 +50,7 @@ def test_publish_uploads_the_layout_and_downloads_intact(
         "metrics.json",
         "config/config.properties",
         "model-store/churn.mar",
+        CLAIM_MARKER,
         COMPLETE_MARKER,
     }
     dest = registry.download("v1", tmp_path / "dl")
@@ -97,7 +98,7 @@ def test_interrupted_upload_keeps_the_old_champion(
     monkeypatch.setattr(registry._s3, "upload_file", flaky_upload)
     with pytest.raises(RegistryError, match=f"after 2 of 5 files.*no {COMPLETE_MARKER}"):
         registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
-    stored = keys(registry, "v2")
+    stored = keys(registry, "v2") - {CLAIM_MARKER}
     assert len(stored) == 2 and COMPLETE_MARKER not in stored
     assert [(v.version, v.complete) for v in registry.list_versions()] == [
         ("v1", True),
@@ -110,6 +111,34 @@ def test_interrupted_upload_keeps_the_old_champion(
     monkeypatch.setattr(registry._s3, "upload_file", real_upload)
     with pytest.raises(RegistryError, match="immutable"):
         registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
+
+
+def test_a_losing_concurrent_publisher_changes_nothing(
+    registry: S3Registry, models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both publishers passed the existence check before either uploaded anything.
+    registry.publish(models[0], {"roc_auc": 0.9}, version="v1")
+    monkeypatch.setattr(registry, "_version_exists", lambda version: False)
+    with pytest.raises(RegistryError, match=r"v1 of churn already exists .*another publisher"):
+        registry.publish(models[1], {"roc_auc": 0.6}, version="v1")
+    (info,) = registry.list_versions()
+    assert info.metrics == {"roc_auc": 0.9}
+    dest = registry.download("v1", tmp_path / "dl")  # every checksum still holds
+    assert (dest / "model" / "model.pt").read_bytes() == (models[0] / "model.pt").read_bytes()
+
+
+def test_a_promotion_judged_against_a_stale_champion_is_refused(
+    registry: S3Registry, models: tuple[Path, Path]
+) -> None:
+    registry.publish(models[0], {"roc_auc": 0.9}, version="a")
+    registry.publish(models[1], {"roc_auc": 0.75}, version="b")
+    # Both runs' gates saw no champion; run a promotes first.
+    registry.promote("a", expected_champion=None)
+    with pytest.raises(RegistryError, match="champion of churn is now a, not none"):
+        registry.promote("b", expected_champion=None)
+    assert registry.champion().version == "a"
+    registry.promote("b", expected_champion="a")  # judged against a: allowed
+    assert registry.champion().version == "b"
 
 
 def test_missing_bucket_is_a_clear_error(s3_endpoint: str, registry: S3Registry) -> None:

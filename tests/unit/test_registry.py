@@ -189,3 +189,37 @@ def test_open_registry_picks_the_backend_by_scheme(tmp_path: Path) -> None:
     assert s3.storage_uri("v1") == "s3://bucket/team/models/churn/versions/v1"
     with pytest.raises(RegistryError, match="scheme 'gs'"):
         open_registry(RegistryConfig(uri="gs://bucket/models"))
+
+
+def test_a_promotion_judged_against_a_stale_champion_is_refused(
+    registry: LocalRegistry, models: tuple[Path, Path]
+) -> None:
+    registry.publish(models[0], {"roc_auc": 0.9}, version="a")
+    registry.publish(models[1], {"roc_auc": 0.75}, version="b")
+    registry.promote("a", expected_champion=None)
+    with pytest.raises(RegistryError, match="champion of churn is now a, not none"):
+        registry.promote("b", expected_champion=None)
+    assert registry.champion().version == "a"
+    assert registry.promote("b", expected_champion="a").version == "b"
+    assert json.loads((registry._base / "champion.json").read_text())["previous"] == "a"
+
+
+def test_concurrent_promotions_serialise(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    registry = LocalRegistry(tmp_path / "reg", "churn")
+    for i in range(6):
+        registry.publish(models[i % 2], {"roc_auc": 0.5}, version=f"v{i}")
+    with ProcessPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(_promote_from_none, [str(tmp_path / "reg")] * 6, range(6)))
+    # Every process judged against "no champion": exactly one may win.
+    assert sum(outcomes) == 1
+    assert registry.champion() is not None
+
+
+def _promote_from_none(root: str, i: int) -> bool:
+    try:
+        LocalRegistry(root, "churn").promote(f"v{i}", expected_champion=None)
+    except RegistryError:
+        return False
+    return True
