@@ -84,6 +84,29 @@ def _score(model: torch.nn.Module, split: Split) -> np.ndarray:
     return probs.numpy().astype(np.float64)
 
 
+def test_auc(model_dir: str | Path, dataset_dir: str | Path) -> float:
+    """A model's ROC-AUC on a training set's test split (how the gate re-scores the champion).
+
+    Args:
+        model_dir: A model folder.
+        dataset_dir: A training set folder.
+
+    Returns:
+        The ROC-AUC on the test split.
+
+    Raises:
+        ModelError: The model folder is malformed or does not fit the training set.
+        DatasetError: The training set folder is malformed.
+        ValueError: The test split holds a single class.
+    """
+    model_dir, dataset_dir = Path(model_dir), Path(dataset_dir)
+    model, meta, _ = _load_model(model_dir)
+    ts = load_training_set(dataset_dir, splits=("test",))
+    _check_fit(meta, ts, model_dir, dataset_dir)
+    test = ts.splits["test"]
+    return m.roc_auc(test.y, _score(model, test))
+
+
 def _split_summary(split: Split) -> dict:
     days = np.unique(split.cutoff).astype("datetime64[s]").astype("datetime64[D]")
     return {

@@ -3,16 +3,27 @@
 A candidate is promoted only when its test ROC-AUC reaches the configured threshold and is
 strictly higher than the current champion's. A tie keeps the champion: retraining on the same
 data gives the same score, and swapping versions for nothing would only churn deployments.
+
+The champion is re-scored on the candidate's test split whenever it can read that training
+set, because the ROC-AUC it recorded at its own evaluation comes from another test window: an
+easier window would promote a worse model, a harder one would block a better one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from churn.errors import ChurnError, RegistryError
+
 if TYPE_CHECKING:
-    from churn.registry import Registry
+    from churn.registry import Registry, VersionInfo
+
+log = logging.getLogger(__name__)
 
 
 def decide(candidate_auc: float, threshold: float, champion_auc: float | None) -> tuple[bool, str]:
@@ -58,27 +69,38 @@ def decide(candidate_auc: float, threshold: float, champion_auc: float | None) -
     )
 
 
-def gate_decision(candidate_auc: float, threshold: float, registry: Registry) -> dict:
+def gate_decision(
+    candidate_auc: float,
+    threshold: float,
+    registry: Registry,
+    dataset_dir: str | Path | None = None,
+) -> dict:
     """Applies :func:`decide` against the registry's current champion.
 
     Args:
         candidate_auc: The candidate's test ROC-AUC.
         threshold: Minimum ROC-AUC a promoted model must reach.
         registry: The registry whose champion the candidate must beat.
+        dataset_dir: The candidate's training set; the champion is re-scored on its test split.
+            ``None``, or a champion that cannot read it (other channels or sequence length),
+            falls back to the ROC-AUC recorded when the champion was evaluated.
 
     Returns:
-        ``promote``, ``reason``, ``candidate_auc``, ``threshold``, ``champion_version`` and
-        ``champion_auc`` (both ``None`` without a champion), and ``decided_at`` (UTC).
+        ``promote``, ``reason``, ``candidate_auc``, ``threshold``, ``champion_version``,
+        ``champion_auc`` and ``champion_auc_basis`` (``None`` without a champion), and
+        ``decided_at`` (UTC).
 
     Raises:
-        RegistryError: The champion pointer cannot be read; promoting blindly over an
-            unreadable champion could replace a better model.
+        RegistryError: The champion pointer cannot be read, or the champion's recorded ROC-AUC
+            is not a finite number; promoting blindly could replace a better model.
     """
     champion = registry.champion()
-    champion_auc = None
-    if champion is not None and champion.metrics.get("roc_auc") is not None:
-        champion_auc = float(champion.metrics["roc_auc"])
+    champion_auc, basis = None, None
+    if champion is not None:
+        champion_auc, basis = _champion_auc(registry, champion, dataset_dir)
     promote, reason = decide(float(candidate_auc), float(threshold), champion_auc)
+    if champion_auc is not None:
+        reason += f" (the champion's ROC-AUC {basis})"
     return {
         "promote": promote,
         "reason": reason,
@@ -86,8 +108,45 @@ def gate_decision(candidate_auc: float, threshold: float, registry: Registry) ->
         "threshold": float(threshold),
         "champion_version": champion.version if champion is not None else None,
         "champion_auc": champion_auc,
+        "champion_auc_basis": basis,
         "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+RESCORED = "on this run's test split"
+RECORDED = "recorded at its own evaluation, on another test split"
+
+
+def _champion_auc(
+    registry: Registry, champion: VersionInfo, dataset_dir: str | Path | None
+) -> tuple[float | None, str | None]:
+    if dataset_dir is not None:
+        from churn.evaluate import test_auc
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
+                folder = registry.download(champion.version, Path(tmp) / champion.version)
+                return test_auc(folder / "model", dataset_dir), RESCORED
+        except (ChurnError, ValueError) as exc:
+            log.warning(
+                "cannot re-score champion %s on %s (%s); comparing with its recorded ROC-AUC",
+                champion.version,
+                dataset_dir,
+                exc,
+            )
+    recorded = champion.metrics.get("roc_auc")
+    if recorded is None:
+        return None, None
+    try:
+        value = float(recorded)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise RegistryError(
+            f"champion {champion.version} records the ROC-AUC {recorded!r}, not a finite number; "
+            "fix its metrics.json or promote by hand"
+        )
+    return value, RECORDED
 
 
 def rejection_record(decision: dict, report_uri: str) -> dict:

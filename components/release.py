@@ -14,6 +14,7 @@ def gate(
     registry_endpoint_url: str,
     model_name: str,
     evaluation: Input[Artifact],
+    training_set: Input[Dataset],
     decision: Output[Artifact],
 ) -> float:
     """Decides whether the candidate replaces the champion.
@@ -28,6 +29,8 @@ def gate(
         registry_endpoint_url: S3 endpoint for non-AWS stores; ``""`` for AWS or a folder.
         model_name: Name of the model in the registry.
         evaluation: The candidate's evaluation folder; the decision records where it is.
+        training_set: The candidate's training set: the champion is re-scored on its test
+            split, so both ROC-AUCs come from the same rows.
         decision: Output: JSON with the decision, its reason, the numbers compared and the
             candidate's evaluation.
 
@@ -48,7 +51,10 @@ def gate(
             uri=registry_uri, endpoint_url=registry_endpoint_url or None, model_name=model_name
         )
     )
-    result = {**gate_decision(candidate_auc, auc_threshold, registry), "evaluation": evaluation.uri}
+    result = {
+        **gate_decision(candidate_auc, auc_threshold, registry, training_set.path),
+        "evaluation": evaluation.uri,
+    }
     Path(decision.path).write_text(json.dumps(result, indent=2) + "\n")
     decision.metadata.update({k: v for k, v in result.items() if v is not None})
     logging.getLogger("churn.gate").info(

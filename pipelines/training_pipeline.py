@@ -147,6 +147,7 @@ def build_pipeline(settings: Settings) -> Callable:
             registry_endpoint_url=registry_endpoint_url,
             model_name=model_name,
             evaluation=evaluated.outputs["evaluation"],
+            training_set=training_set.outputs["training_set"],
         ).set_display_name("AUC gate")
 
         # Float against float: kfp.local cannot evaluate a comparison that mixes int and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,51 @@ def test_rejection_record_refuses_a_promotion() -> None:
     decision = gate_decision(0.9, 0.7, StubRegistry())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="promoted"):
         rejection_record(decision, "report.html")
+
+
+@pytest.fixture(scope="module")
+def champion_registry(tmp_path_factory: pytest.TempPathFactory, make_training_set):
+    """A real local registry whose champion was trained on a planted set and recorded 0.99."""
+    from churn.config import ModelConfig, TrainConfig
+    from churn.registry import LocalRegistry
+    from churn.train import train
+
+    root = tmp_path_factory.mktemp("gate")
+    dataset = make_training_set(root, n=600)
+    train(dataset, root / "model", ModelConfig(hidden=8, dilations=[1]), TrainConfig(epochs=1))
+    registry = LocalRegistry(root / "registry", "churn")
+    registry.publish(root / "model", {"roc_auc": 0.99}, version="champ")
+    registry.promote("champ")
+    return registry, dataset, root / "model"
+
+
+def test_the_champion_is_rescored_on_the_candidates_test_rows(champion_registry) -> None:
+    from churn.evaluate import test_auc
+    from churn.gate import RESCORED
+
+    registry, dataset, model_dir = champion_registry
+    on_these_rows = test_auc(model_dir, dataset)
+    assert on_these_rows < 0.99  # what it recorded elsewhere would block any candidate
+    result = gate_decision(0.995, 0.5, registry, dataset)
+    assert result["champion_auc"] == on_these_rows
+    assert result["champion_auc_basis"] == RESCORED
+    assert result["promote"] is True and "on this run's test split" in result["reason"]
+
+
+def test_a_champion_that_cannot_read_the_set_falls_back_to_its_record(
+    champion_registry, make_training_set, tmp_path: Path
+) -> None:
+    from churn.gate import RECORDED
+
+    registry, _, _ = champion_registry
+    other = make_training_set(tmp_path, seq_len=8)  # a sequence length the champion never saw
+    result = gate_decision(0.95, 0.5, registry, other)
+    assert (result["champion_auc"], result["champion_auc_basis"]) == (0.99, RECORDED)
+    assert result["promote"] is False
+
+
+@pytest.mark.parametrize("recorded", [math.nan, "n/a"])
+def test_an_unusable_recorded_auc_is_an_error(recorded: object) -> None:
+    registry = StubRegistry(champion_with({"roc_auc": recorded}))
+    with pytest.raises(RegistryError, match="not a finite number"):
+        gate_decision(0.8, 0.7, registry)  # type: ignore[arg-type]
