@@ -150,10 +150,42 @@ def to_manifest(isvc: V1beta1InferenceService) -> dict:
     return ApiClient().sanitize_for_serialization(isvc)
 
 
-def deploy(isvc: V1beta1InferenceService, namespace: str) -> dict:
-    """Creates the InferenceService, or patches it when it exists (needs a cluster).
+def storage_patch(isvc: V1beta1InferenceService) -> V1beta1InferenceService:
+    """The part of an InferenceService a release changes: the predictor's ``storageUri``.
 
-    The kubeconfig (or the in-cluster service account) decides which cluster.
+    Replicas, resources and everything else belong to whoever applied the manifests (the
+    production overlay sets 2 to 6 replicas); a release that sent the whole object would
+    merge-patch them back to this module's defaults.
+
+    Args:
+        isvc: The full object from :func:`build_inference_service`.
+
+    Returns:
+        A minimal object: name, namespace, container name, model format and storage URI.
+    """
+    model = isvc.spec.predictor.model
+    return V1beta1InferenceService(
+        api_version=isvc.api_version,
+        kind=isvc.kind,
+        metadata=V1ObjectMeta(name=isvc.metadata.name, namespace=isvc.metadata.namespace),
+        spec=V1beta1InferenceServiceSpec(
+            predictor=V1beta1PredictorSpec(
+                # The SDK serialises an unset container name as "", which would rename it.
+                model=V1beta1ModelSpec(
+                    name=model.name,
+                    model_format=V1beta1ModelFormat(name=model.model_format.name),
+                    storage_uri=model.storage_uri,
+                )
+            )
+        ),
+    )
+
+
+def deploy(isvc: V1beta1InferenceService, namespace: str) -> dict:
+    """Creates the InferenceService, or points the existing one at the new version.
+
+    The kubeconfig (or the in-cluster service account) decides which cluster. An existing
+    InferenceService gets only :func:`storage_patch`, so its sizing is left alone.
 
     Args:
         isvc: The object from :func:`build_inference_service`.
@@ -179,6 +211,6 @@ def deploy(isvc: V1beta1InferenceService, namespace: str) -> dict:
                 f"creating InferenceService {namespace}/{name} failed: {exc}"
             ) from exc
     try:
-        return client.patch(name, isvc, namespace=namespace)
+        return client.patch(name, storage_patch(isvc), namespace=namespace)
     except RuntimeError as exc:
         raise ServingError(f"patching InferenceService {namespace}/{name} failed: {exc}") from exc

@@ -22,7 +22,13 @@ import yaml
 from churn.archive import KSERVE_ADDRESSES, config_properties
 from churn.config import PROJECT_ROOT, ServingConfig
 from churn.errors import ServingError
-from churn.kserve_deploy import Resources, build_inference_service, deploy, to_manifest
+from churn.kserve_deploy import (
+    Resources,
+    build_inference_service,
+    deploy,
+    storage_patch,
+    to_manifest,
+)
 
 MANIFESTS = PROJECT_ROOT / "manifests"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inferenceservice-v1beta1.schema.json.gz"
@@ -188,6 +194,34 @@ def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Vali
     )
     assert built == base
     assert errors(isvc_validator, built) == []
+
+
+def merge_patch(target: object, patch: object) -> object:
+    """RFC 7386 JSON merge patch, what the API server applies to a custom object's PATCH."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def test_a_release_moves_only_the_storage_uri_of_a_sized_service(
+    isvc_validator: jsonschema.Draft7Validator,
+) -> None:
+    production = only(render(MANIFESTS / "overlays" / "production"), "InferenceService")
+    new = build_inference_service("churn", "s3://models/churn/versions/v9", ServingConfig())
+    patched = merge_patch(production, to_manifest(storage_patch(new)))
+    assert patched["spec"]["predictor"]["model"]["storageUri"] == "s3://models/churn/versions/v9"
+    # Everything the overlay sized survives; only the storage URI differs.
+    patched["spec"]["predictor"]["model"]["storageUri"] = production["spec"]["predictor"]["model"][
+        "storageUri"
+    ]
+    assert patched == production
+    assert errors(isvc_validator, patched) == []
 
 
 def test_builder_sets_protocol_and_refuses_what_kserve_cannot_serve(
