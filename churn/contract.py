@@ -72,7 +72,10 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ContractError(f"{path}: file is empty")
     try:
         if kind == "csv":
-            df = pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=True)
+            # Only an empty field is missing: "NA" is a region, "null" may be a plan name.
+            df = pd.read_csv(
+                path, dtype={"customer_id": str}, keep_default_na=False, na_values=[""]
+            )
         else:
             df = pd.read_parquet(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -158,7 +161,14 @@ def _customer_ids(values: pd.Series, path: Path) -> pd.Series:
     empty = values.isna() | (values.astype(str).str.strip() == "")
     if empty.any():
         raise ContractError(f"{path}: column 'customer_id' is empty at row {_first_row(empty)}")
-    return values.astype(str)
+    if pd.api.types.is_float_dtype(values):
+        # 1.0 would become the id "1.0", which matches "1" in no other file.
+        raise ContractError(
+            f"{path}: column 'customer_id' holds floating-point numbers; store ids as strings "
+            "or integers"
+        )
+    # Surrounding spaces are an artefact of how a file was written, not part of an id.
+    return values.astype(str).str.strip()
 
 
 def _numeric(values: pd.Series, path: Path, column: str) -> pd.Series:

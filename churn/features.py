@@ -33,6 +33,32 @@ def observed_until_of(tx: pd.DataFrame, override: str | pd.Timestamp | None = No
     return tx["timestamp"].max()
 
 
+def _check_ids_match(
+    tx: pd.DataFrame, profile: pd.DataFrame, transactions: object, customers: object
+) -> None:
+    """Refuses a customers table that names none of the log's customers.
+
+    Ids are compared as strings, so ``00001`` in a CSV log and the integer 1 in a Parquet table
+    are different customers; every customer would silently get "unknown" attributes.
+    """
+    in_log = pd.Index(tx["customer_id"].unique())
+    matched = in_log.isin(profile["customer_id"])
+    if not matched.any():
+        raise ContractError(
+            f"none of the {len(in_log)} customers of {transactions} is in {customers} (for "
+            f"example {in_log[0]!r} in the log, {profile['customer_id'].iloc[0]!r} in the "
+            "table): write the ids in the same form in both files"
+        )
+    if matched.mean() < 0.5:
+        log.warning(
+            "only %d of %d customers of %s are in %s; the others get unknown attributes",
+            int(matched.sum()),
+            len(in_log),
+            transactions,
+            customers,
+        )
+
+
 def build_features(
     transactions: str | Path,
     repo_dir: str | Path,
@@ -65,6 +91,8 @@ def build_features(
     cfg.check()
     tx = load_transactions(transactions)
     profile = load_customers(customers) if customers is not None else None
+    if profile is not None:
+        _check_ids_match(tx, profile, transactions, customers)
     end = observed_until_of(tx, observed_until)
     if cutoffs:
         chosen = parse_cutoffs(cutoffs)

@@ -162,3 +162,34 @@ def test_a_parquet_time_beyond_nanoseconds_names_the_row(tmp_path):
         ContractError, match=r"'timestamp' holds a time outside 1678..2261 at row 2"
     ):
         load_transactions(path)
+
+
+def test_customer_attributes_keep_na_and_ids_lose_stray_spaces(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,signup_date,region\n c1 ,2020-01-01,NA\nc2,2020-01-02,\n")
+    customers = load_customers(path)
+    assert customers["customer_id"].tolist() == ["c1", "c2"]
+    assert customers["region"].tolist() == ["NA", ""]
+
+
+def test_floating_point_ids_are_refused(tmp_path):
+    path = tmp_path / "tx.parquet"
+    pd.DataFrame({"customer_id": [1.0], "timestamp": ["2020-01-01"], "amount": [1.0]}).to_parquet(
+        path
+    )
+    with pytest.raises(ContractError, match="'customer_id' holds floating-point numbers"):
+        load_transactions(path)
+
+
+def test_a_customers_table_of_other_ids_is_refused(tmp_path):
+    from churn.config import FeatureConfig
+    from churn.features import build_features
+
+    log = _write(tmp_path, "customer_id,timestamp,amount\n00001,2020-01-01,5\n00002,2020-02-01,5\n")
+    customers = tmp_path / "customers.parquet"
+    pd.DataFrame(
+        {"customer_id": [1, 2], "signup_date": pd.to_datetime(["2019-12-01"] * 2, utc=True)}
+    ).to_parquet(customers)
+    with pytest.raises(ContractError, match=r"none of the 2 customers of .* is in .*'00001' in"):
+        build_features(log, tmp_path / "repo", FeatureConfig(), customers=customers)
+    assert not (tmp_path / "repo").exists()
