@@ -8,6 +8,7 @@ depend on nothing but numpy.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,9 +147,7 @@ def load_training_set(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Tra
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{meta_path} is not valid JSON: {exc}") from exc
-    for key in ("channels", "seq_len", "numeric_features", "categorical_features", "norm"):
-        if key not in meta:
-            raise DatasetError(f"{meta_path} lacks the field {key!r}")
+    _check_meta(meta, meta_path)
     ts = TrainingSet(meta=meta)
     for name in splits:
         ts.splits[name] = _load_split(path / f"{name}.npz", meta)
@@ -160,6 +159,59 @@ def load_training_set(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Tra
                 f"({int(y.sum())} positives of {len(y)}); a classifier cannot be trained on it"
             )
     return ts
+
+
+def _check_meta(meta: object, meta_path: Path) -> None:
+    """Checks the fields every reader relies on, so a hand-edited file fails here, by name."""
+
+    def fail(message: str) -> DatasetError:
+        return DatasetError(f"{meta_path}: {message}")
+
+    if not isinstance(meta, dict):
+        raise fail("must hold a JSON object")
+    for key in ("channels", "seq_len", "numeric_features", "categorical_features", "norm"):
+        if key not in meta:
+            raise DatasetError(f"{meta_path} lacks the field {key!r}")
+
+    def names(key: str, allow_empty: bool) -> list:
+        value = meta[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(f"{key!r} must be a list of names, got {value!r}")
+        if not value and not allow_empty:
+            raise fail(f"{key!r} must name at least one channel")
+        return value
+
+    channels = names("channels", allow_empty=False)
+    numeric = names("numeric_features", allow_empty=True)
+    seq_len = meta["seq_len"]
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise fail(f"'seq_len' must be a positive integer, got {seq_len!r}")
+    vocabs = meta["categorical_features"]
+    if not isinstance(vocabs, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in vocabs.values()
+    ):
+        raise fail("'categorical_features' must map each feature to a non-empty list of values")
+    norm = meta["norm"]
+    if not isinstance(norm, dict):
+        raise fail(f"'norm' must be an object, got {norm!r}")
+    for key, size in (
+        ("seq_mean", len(channels)),
+        ("seq_std", len(channels)),
+        ("num_mean", len(numeric)),
+        ("num_std", len(numeric)),
+    ):
+        values = norm.get(key)
+        if (
+            not isinstance(values, list)
+            or len(values) != size
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            )
+        ):
+            raise fail(f"norm.{key} must hold {size} finite numbers, got {values!r}")
+        if key.endswith("_std") and any(v <= 0 for v in values):
+            raise fail(f"norm.{key} must be positive (it divides), got {values!r}")
 
 
 def _load_split(file: Path, meta: dict) -> Split:

@@ -149,6 +149,40 @@ def _single_class(name: str):
     return change
 
 
+def _meta(**changes: object):
+    """Edits fields of meta.json the way a hand edit would ("norm.seq_std" edits inside)."""
+
+    def change(d: Path) -> None:
+        meta = json.loads((d / "meta.json").read_text())
+        for key, value in changes.items():
+            outer, _, inner = key.partition("__")
+            if inner:
+                meta[outer][inner] = value
+            else:
+                meta[outer] = value
+        (d / "meta.json").write_text(json.dumps(meta))
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (_meta(categorical_features=["segment"]), r"'categorical_features' must map each"),
+        (_meta(channels=3), r"meta\.json: 'channels' must be a list of names, got 3"),
+        (_meta(norm__seq_std=[0.0, 1.0, 1.0]), r"norm\.seq_std must be positive"),
+        (_meta(norm__seq_mean=[0.0]), r"meta\.json: norm\.seq_mean must hold 3 finite numbers"),
+        (_meta(seq_len="16"), r"'seq_len' must be a positive integer"),
+    ],
+    ids=["cat-list", "channels-int", "zero-std", "short-mean", "seq-len-str"],
+)
+def test_a_hand_edited_meta_is_named(make_training_set, tmp_path: Path, damage, match) -> None:
+    dataset = make_training_set(tmp_path, n=300)
+    damage(dataset)
+    with pytest.raises(DatasetError, match=match):
+        train(dataset, tmp_path / "model", TINY, FAST)
+
+
 @pytest.mark.parametrize(
     ("damage", "match"),
     [
