@@ -140,10 +140,10 @@ def _parse_time(values: pd.Series, path: Path, column: str) -> pd.Series:
 
 # Nanosecond timestamps span 1677-09-21 to 2262-04-11; whole years inside that range.
 _FIRST_YEAR, _LAST_YEAR = 1678, 2261
-# A trailing zone name such as EST or CEST: pandas drops the ones it does not know and reads
-# the time as UTC, which would move events across cutoffs. UTC, GMT and Z are unambiguous
+# A zone name such as EST or CEST after the time: pandas drops the ones it does not know and
+# reads the time as UTC, which would move events across cutoffs. UTC, GMT and Z are unambiguous
 # (and AM/PM is no zone).
-_ZONE_NAME = re.compile(r"(?<![A-Za-z])(?!(?:UTC|GMT|Z|[AaPp][Mm])$)[A-Za-z]{1,5}$")
+_ZONE_NAME = re.compile(r"(?:\d|\b(?i:[ap]m))\s*(?!(?i:utc|gmt|[ap]m)$)[A-Za-z]{2,5}$")
 
 
 def _refuse_zone_names(text: pd.Series, path: Path, column: str) -> None:
