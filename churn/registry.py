@@ -544,22 +544,12 @@ class S3Registry(Registry):
     def _begin(self, version: str) -> str:
         # Claim the id before any upload: the existence check in publish() is only a check, and
         # a second publisher that passed it too would overwrite the first one's files.
-        try:
-            self._s3.put_object(
-                Bucket=self.bucket,
-                Key=self._key(version, CLAIM_MARKER),
-                Body=json.dumps({"claimed_at": _utc_now()}).encode(),
-                IfNoneMatch="*",
+        claim = json.dumps({"claimed_at": _utc_now()}).encode()
+        if not self._put_if(self._key(version, CLAIM_MARKER), claim, IfNoneMatch="*"):
+            raise RegistryError(
+                f"version {version} of {self.model_name} already exists (another publisher "
+                "claimed it); versions are immutable"
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
-                raise RegistryError(
-                    f"version {version} of {self.model_name} already exists (another publisher "
-                    "claimed it); versions are immutable"
-                ) from exc
-            raise RegistryError(f"claiming {version} in s3://{self.bucket} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise RegistryError(f"claiming {version} in s3://{self.bucket} failed: {exc}") from exc
         return version
 
     def _put_file(self, handle: object, rel: str, src: Path) -> None:
@@ -567,21 +557,29 @@ class S3Registry(Registry):
         self._s3.upload_file(str(src), self.bucket, self._key(str(handle), rel))
 
     def _commit(self, handle: object, version: str, marker: bytes) -> None:
+        if not self._put_if(self._key(version, COMPLETE_MARKER), marker, IfNoneMatch="*"):
+            raise RegistryError(
+                f"version {version} of {self.model_name} was completed concurrently; "
+                "versions are immutable"
+            )
+
+    def _put_if(self, key: str, body: bytes, **condition: str) -> bool:
+        """A conditional PUT (``IfNoneMatch="*"`` or ``IfMatch=etag``); False when it fails."""
         try:
             self._s3.put_object(
                 Bucket=self.bucket,
-                Key=self._key(version, COMPLETE_MARKER),
-                Body=marker,
+                Key=key,
+                Body=body,
                 ContentType="application/json",
-                IfNoneMatch="*",
+                **condition,
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
-                raise RegistryError(
-                    f"version {version} of {self.model_name} was completed concurrently; "
-                    "versions are immutable"
-                ) from exc
-            raise
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "409"):
+                return False
+            raise RegistryError(f"writing s3://{self.bucket}/{key} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise RegistryError(f"writing s3://{self.bucket}/{key} failed: {exc}") from exc
+        return True
 
     def _abort(self, handle: object) -> None:
         # Deleting could fail for the same reason the upload did; the missing marker already
@@ -612,17 +610,7 @@ class S3Registry(Registry):
             return False
         # S3's conditional write: If-Match the ETag just read, or If-None-Match when absent.
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        try:
-            self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **condition
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "409"):
-                return False
-            raise RegistryError(f"writing the champion pointer failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise RegistryError(f"writing the champion pointer failed: {exc}") from exc
-        return True
+        return self._put_if(key, data, **condition)
 
     def _get_optional(self, key: str) -> bytes | None:
         try:
