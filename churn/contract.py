@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pandas.tseries.api import guess_datetime_format
 
 from churn.errors import ContractError
 
@@ -51,6 +52,11 @@ RESERVED_COLUMNS = frozenset(
         "snapshot_ts",
     }
 )
+# Customer attributes land in their own feature view, beside the context features and the
+# entity table's timestamp; activity column names do not reach it.
+RESERVED_ATTRIBUTES = frozenset(
+    {"tenure_days", "recency_days", "frequency", "monetary", "event_timestamp"}
+)
 
 
 def to_ns(series: pd.Series) -> np.ndarray:
@@ -58,7 +64,7 @@ def to_ns(series: pd.Series) -> np.ndarray:
     return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view("i8")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, na_tokens: bool = True) -> pd.DataFrame:
     if not path.exists():
         raise ContractError(f"{path}: file does not exist")
     if path.is_dir():
@@ -72,9 +78,13 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ContractError(f"{path}: file is empty")
     try:
         if kind == "csv":
-            # Only an empty field is missing: "NA" is a region, "null" may be a plan name.
+            # With na_tokens=False only an empty field is missing: in a customers table "NA"
+            # may be a region and "null" a plan name.
             df = pd.read_csv(
-                path, dtype={"customer_id": str}, keep_default_na=False, na_values=[""]
+                path,
+                dtype={"customer_id": str},
+                keep_default_na=na_tokens,
+                na_values=None if na_tokens else [""],
             )
         else:
             df = pd.read_parquet(path)
@@ -108,16 +118,18 @@ def _parse_time(values: pd.Series, path: Path, column: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
     else:
-        text = values.astype(str)
+        # "10:00 pm" -> "10:00 PM": pandas reads a lower-case am/pm as literal text.
+        text = values.astype(str).str.strip().str.replace(_AM_PM, _upper_am_pm, regex=True)
         _refuse_zone_names(text, path, column)
-        # The inferred single format is fast. Rows it misses may only differ within ISO 8601
-        # (fractions, offsets): a second non-ISO format would mix day-first and month-first.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(text, errors="coerce", utc=True)
+        # One format for the whole column: the one row 1 has, else ISO 8601. Rows it misses may
+        # still be ISO 8601 (fractions, offsets), but a second non-ISO format never is, so
+        # day-first and month-first rows cannot mix. Without an explicit format pandas would
+        # parse row by row whenever it cannot guess row 1's format.
+        fmt = _guess_format(text.iloc[0], path, column)
+        parsed = _to_datetime(text, fmt, path, column)
         retry = parsed.isna()
-        if retry.any():
-            parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="ISO8601")
+        if retry.any() and fmt != "ISO8601":
+            parsed[retry] = _to_datetime(text[retry], "ISO8601", path, column)
         bad = parsed.isna()
         if bad.any():
             row = _first_row(bad)
@@ -138,6 +150,62 @@ def _parse_time(values: pd.Series, path: Path, column: str) -> pd.Series:
         ) from exc
 
 
+_AM_PM = re.compile(r"\b([AaPp])\.?[Mm]\.?$")
+_PM = re.compile(r"PM$")
+
+
+def _upper_am_pm(match: re.Match) -> str:
+    return match.group(1).upper() + "M"
+
+
+def _guess_format(first: str, path: Path, column: str) -> str:
+    """The format of row 1, or ISO 8601 when pandas cannot tell."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # an unknown zone name; see below
+        try:
+            # pandas guesses no format for a PM time ("01:00 PM" parses as hour 13, which it
+            # then cannot find in the text); the same row at AM has the same format.
+            return (
+                guess_datetime_format(first)
+                or guess_datetime_format(_PM.sub("AM", first))
+                or "ISO8601"
+            )
+        except FutureWarning:
+            raise _zone_error(first, 1, path, column) from None
+
+
+def _to_datetime(text: pd.Series, fmt: str, path: Path, column: str) -> pd.Series:
+    """Parses with one format; a zone name pandas does not know is an error, not UTC."""
+    with warnings.catch_warnings():
+        # pandas only warns that it drops an unknown zone name, then reads the time as UTC.
+        warnings.simplefilter("error", FutureWarning)
+        try:
+            return pd.to_datetime(text, errors="coerce", utc=True, format=fmt)
+        except FutureWarning:
+            row = _first_zone_row(text, fmt)
+            raise _zone_error(text.iloc[row - 1], row, path, column) from None
+
+
+def _zone_error(value: str, row: int, path: Path, column: str) -> ContractError:
+    return ContractError(
+        f"{path}: column {column!r} has the timestamp {value!r} at row {row} with a time-zone "
+        "name; names such as EST are ambiguous and pandas would read the time as UTC, so write "
+        "an offset (-05:00) or UTC"
+    )
+
+
+def _first_zone_row(text: pd.Series, fmt: str) -> int:
+    # Only on the error path: each distinct value once, in order of first appearance.
+    for row, value in enumerate(text, start=1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            try:
+                pd.to_datetime(pd.Series([value]), errors="coerce", utc=True, format=fmt)
+            except FutureWarning:
+                return row
+    return 1
+
+
 # Nanosecond timestamps span 1677-09-21 to 2262-04-11; whole years inside that range.
 _FIRST_YEAR, _LAST_YEAR = 1678, 2261
 # A zone name such as EST or CEST after the time: pandas drops the ones it does not know and
@@ -150,11 +218,7 @@ def _refuse_zone_names(text: pd.Series, path: Path, column: str) -> None:
     named = text.str.strip().str.contains(_ZONE_NAME)
     if named.any():
         row = _first_row(named)
-        raise ContractError(
-            f"{path}: column {column!r} has the timestamp {text.iloc[row - 1]!r} at row {row} "
-            "with a time-zone name; names such as EST are ambiguous, write an offset "
-            "(-05:00) or UTC"
-        )
+        raise _zone_error(text.iloc[row - 1], row, path, column)
 
 
 def _customer_ids(values: pd.Series, path: Path) -> pd.Series:
@@ -221,7 +285,7 @@ def validate_transactions(df: pd.DataFrame, path: str | Path = "<transactions>")
     for column in df.columns:
         if column in REQUIRED_TX:
             continue
-        _check_extra_name(df, path, column)
+        _check_extra_name(df, path, column, RESERVED_COLUMNS)
         if not (
             pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column])
         ):
@@ -293,22 +357,41 @@ def validate_customers(df: pd.DataFrame, path: str | Path = "<customers>") -> pd
     for column in df.columns:
         if column in REQUIRED_CUSTOMERS:
             continue
-        _check_extra_name(df, path, column)
+        _check_extra_name(df, path, column, RESERVED_ATTRIBUTES)
         if pd.api.types.is_numeric_dtype(df[column]) and not pd.api.types.is_bool_dtype(df[column]):
             out[column] = _numeric(df[column], path, column)
         else:
+            _refuse_numbers_with_na_tokens(df[column], path, column)
             out[column] = df[column].fillna("").astype(str)
     return out
 
 
-def _check_extra_name(df: pd.DataFrame, path: Path, column: object) -> None:
+_NA_TOKENS = frozenset({"NA", "N/A", "NaN", "nan", "null", "NULL", "None", "-"})
+
+
+def _refuse_numbers_with_na_tokens(values: pd.Series, path: Path, column: object) -> None:
+    """A numeric attribute whose missing values are spelled ``NA`` would become categorical."""
+    text = values.astype(str).str.strip()
+    is_number = pd.to_numeric(text, errors="coerce").notna()
+    is_token = text.isin(_NA_TOKENS) & values.notna()
+    if is_number.any() and is_token.any() and (is_number | is_token | values.isna()).all():
+        row = _first_row(is_token)
+        raise ContractError(
+            f"{path}: column {column!r} holds numbers and {values.iloc[row - 1]!r} at row {row}; "
+            "leave a missing number empty"
+        )
+
+
+def _check_extra_name(
+    df: pd.DataFrame, path: Path, column: object, reserved: frozenset[str]
+) -> None:
     """Refuses extra columns that are artefacts of how the file was written, or that would
     collide with the columns and features the platform derives."""
     name = str(column)
-    if name in RESERVED_COLUMNS:
+    if name in reserved:
         raise ContractError(
             f"{path}: column {name!r} clashes with a name the platform derives "
-            f"({sorted(RESERVED_COLUMNS)}); rename it"
+            f"({sorted(reserved)}); rename it"
         )
     if re.fullmatch(r"Unnamed: \d+", name):
         raise ContractError(
@@ -336,7 +419,7 @@ def load_customers(path: str | Path) -> pd.DataFrame:
         ContractError: The file is missing, empty, of the wrong type or breaks the contract.
     """
     path = Path(path)
-    return validate_customers(_read_table(path), path)
+    return validate_customers(_read_table(path, na_tokens=False), path)
 
 
 def extra_channels(tx: pd.DataFrame) -> list[str]:

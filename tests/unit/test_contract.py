@@ -74,6 +74,16 @@ def test_parquet_is_accepted(tmp_path):
             "customer_id,timestamp,amount\nc1,2020-01-01 22:00 EST,5\n",
             r"'2020-01-01 22:00 EST' at row 1 with a time-zone name",
         ),
+        # Java's Date.toString() puts the zone before the year, where pandas drops it too.
+        (
+            "customer_id,timestamp,amount\nc1,Wed Jan 15 10:00:00 EST 2020,5\n",
+            r"'Wed Jan 15 10:00:00 EST 2020' at row 1 with a time-zone name",
+        ),
+        # Row 1 at PM: pandas guesses no format and would parse every row on its own.
+        (
+            "customer_id,timestamp,amount\nc1,01/15/2020 01:00 pm,5\nc1,13/02/2020,5\n",
+            r"unparsable timestamp '13/02/2020' at row 2",
+        ),
         # Day-first after month-first would be read row by row in two different orders.
         (
             "customer_id,timestamp,amount\nc1,01/02/2020,5\nc1,13/02/2020,5\n",
@@ -193,3 +203,39 @@ def test_a_customers_table_of_other_ids_is_refused(tmp_path):
     with pytest.raises(ContractError, match=r"none of the 2 customers of .* is in .*'00001' in"):
         build_features(log, tmp_path / "repo", FeatureConfig(), customers=customers)
     assert not (tmp_path / "repo").exists()
+
+
+def test_common_formats_parse_to_the_right_instant():
+    rows = [
+        ("01/15/2020 11:30 pm", "2020-01-15 23:30"),
+        ("01/16/2020 09:00 am", "2020-01-16 09:00"),
+        ("01/17/2020 12:05 PM", "2020-01-17 12:05"),
+    ]
+    df = pd.DataFrame(
+        {"customer_id": ["a"] * 3, "timestamp": [r[0] for r in rows], "amount": [1.0] * 3}
+    )
+    got = validate_transactions(df)["timestamp"].tolist()
+    assert got == [pd.Timestamp(r[1], tz="UTC") for r in rows]
+    iso = ["2020-01-01 10:00:00.123+00:00", "2020-01-01T10:00:00.000Z", "2020-01-02"]
+    df = pd.DataFrame({"customer_id": ["a"] * 3, "timestamp": iso, "amount": [1.0] * 3})
+    assert validate_transactions(df)["timestamp"].tolist() == [
+        pd.Timestamp("2020-01-01 10:00:00", tz="UTC"),
+        pd.Timestamp("2020-01-01 10:00:00.123", tz="UTC"),
+        pd.Timestamp("2020-01-02", tz="UTC"),
+    ]
+
+
+def test_customers_may_name_attributes_after_activity_channels_but_not_features(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,signup_date,spend\nc1,2020-01-01,3\n")
+    assert load_customers(path)["spend"].tolist() == [3.0]  # its own feature view: no clash
+    path.write_text("customer_id,signup_date,frequency\nc1,2020-01-01,3\n")
+    with pytest.raises(ContractError, match="column 'frequency' clashes"):
+        load_customers(path)
+
+
+def test_a_numeric_attribute_with_na_tokens_is_refused(tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id,signup_date,age\nc1,2020-01-01,34\nc2,2020-01-01,NA\n")
+    with pytest.raises(ContractError, match=r"column 'age' holds numbers and 'NA' at row 2"):
+        load_customers(path)
