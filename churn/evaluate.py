@@ -29,8 +29,17 @@ log = logging.getLogger(__name__)
 
 MAX_CURVE_POINTS = 200
 # Input spec fields that must agree between the model and the training set; ``norm`` may
-# differ because the model carries its own normalisation.
-_SPEC_FIELDS = ("channels", "seq_len", "numeric_features", "categorical_features")
+# differ because the model carries its own normalisation. ``bin_days`` gives the sequence
+# steps their meaning and ``horizon_days`` the labels theirs: a weekly model scored on daily
+# bins, or against 30-day labels, would produce a number that means nothing.
+_SPEC_FIELDS = (
+    "channels",
+    "seq_len",
+    "bin_days",
+    "horizon_days",
+    "numeric_features",
+    "categorical_features",
+)
 
 
 def _load_model(model_dir: Path) -> tuple[torch.nn.Module, dict, float]:

@@ -252,6 +252,8 @@ def deploy_version(
     Returns:
         What was done: the target and version, plus the request's customer and prediction
         (``local``) or the InferenceService's namespace, name and storage URI (``kserve``).
+        ``kserve`` deploys only the current champion: a version another run has superseded
+        since it registered gets ``skipped`` instead, with the reason.
 
     Raises:
         ServingError: The target is unknown, TorchServe does not answer, or the cluster
@@ -271,6 +273,18 @@ def deploy_version(
     if target == "kserve":
         from churn.kserve_deploy import build_inference_service, deploy
 
+        # A slow run must not roll the service back: if a later run has promoted since this
+        # one registered, the service already serves (or is about to serve) the newer champion.
+        champion = registry.champion()
+        if champion is None or champion.version != version:
+            current = champion.version if champion else "none"
+            log.warning(
+                "%s %s is no longer the champion (%s is); the InferenceService is left as is",
+                registry_cfg.model_name,
+                version,
+                current,
+            )
+            return {"target": target, "version": version, "skipped": f"champion is {current}"}
         storage_uri = registry.storage_uri(version)
         isvc = build_inference_service(registry_cfg.model_name, storage_uri, serving_cfg)
         deploy(isvc, serving_cfg.namespace)

@@ -574,7 +574,11 @@ class S3Registry(Registry):
                 **condition,
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "409"):
+            # 412 PreconditionFailed: the condition is false. 409 ConditionalRequestConflict:
+            # AWS saw a concurrent conditional write and asks for a retry; both mean "not now".
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 409:
                 return False
             raise RegistryError(f"writing s3://{self.bucket}/{key} failed: {exc}") from exc
         except BotoCoreError as exc:

@@ -150,3 +150,36 @@ def test_missing_bucket_is_a_clear_error(s3_endpoint: str, registry: S3Registry)
 def test_a_uri_without_a_bucket_is_a_clear_error() -> None:
     with pytest.raises(RegistryError, match=r"S3 registry URI: 's3:///models' is not an S3 URI"):
         S3Registry("s3:///models", "churn")
+
+
+def test_a_pointer_moved_between_read_and_write_is_not_overwritten(
+    registry: S3Registry, models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for version in ("a", "b", "c"):
+        registry.publish(models[0], {"roc_auc": 0.8}, version=version)
+    registry.promote("a")
+    real_put = registry._s3.put_object
+    raced = []
+
+    def put_after_a_rival(**kwargs: object):
+        # Another run promotes c after this one read the pointer, just before it writes.
+        if str(kwargs["Key"]).endswith("champion.json") and not raced:
+            raced.append(True)
+            rival = json.loads(registry._read_pointer())
+            real_put(
+                Bucket=kwargs["Bucket"],
+                Key=kwargs["Key"],
+                Body=json.dumps({**rival, "version": "c"}).encode(),
+            )
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(registry._s3, "put_object", put_after_a_rival)
+    # The conditional write sees the ETag change, re-reads, and finds the judged champion gone.
+    with pytest.raises(RegistryError, match="champion of churn is now c, not a"):
+        registry.promote("b", expected_champion="a")
+    assert registry.champion().version == "c"
+    # Without an expectation it retries over the rival and records it as the previous one.
+    raced.clear()
+    registry.promote("b")
+    pointer = json.loads(registry._read_pointer())
+    assert (pointer["version"], pointer["previous"]) == ("b", "c")

@@ -155,13 +155,21 @@ def test_the_champion_is_rescored_on_the_candidates_test_rows(champion_registry)
 def test_a_champion_that_cannot_read_the_set_falls_back_to_its_record(
     champion_registry, make_training_set, tmp_path: Path
 ) -> None:
+    import json
+
     from churn.gate import RECORDED
 
     registry, _, _ = champion_registry
     other = make_training_set(tmp_path, seq_len=8)  # a sequence length the champion never saw
-    result = gate_decision(0.95, 0.5, registry, other)
-    assert (result["champion_auc"], result["champion_auc_basis"]) == (0.99, RECORDED)
-    assert result["promote"] is False
+    # Same shapes, but daily bins: the champion's weekly steps would be read as days.
+    daily = make_training_set(tmp_path, name="daily")
+    meta = json.loads((daily / "meta.json").read_text())
+    (daily / "meta.json").write_text(json.dumps({**meta, "bin_days": 1}))
+    for dataset in (other, daily):
+        result = gate_decision(0.95, 0.5, registry, dataset)
+        assert (result["champion_auc"], result["champion_auc_basis"]) == (0.99, RECORDED)
+        assert result["promote"] is False
+        assert "recorded at its own evaluation" in result["reason"]
 
 
 @pytest.mark.parametrize("recorded", [math.nan, "n/a"])

@@ -263,3 +263,24 @@ def test_deploy_without_a_cluster_is_a_clear_error(
     isvc = build_inference_service("churn", "s3://b/v1", ServingConfig())
     with pytest.raises(ServingError, match="Kubernetes configuration"):
         deploy(isvc, "churn")
+
+
+def test_a_superseded_version_is_not_deployed(
+    tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churn.config import RegistryConfig
+    from churn.pipeline_run import deploy_version
+    from churn.registry import open_registry
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cfg = RegistryConfig(uri=str(tmp_path / "registry"), model_name="churn")
+    registry = open_registry(cfg)
+    for i, version in enumerate(("a", "b")):
+        registry.publish(tiny_model(tmp_path / version, i), {"roc_auc": 0.8}, version=version)
+    registry.promote("b")  # a later run promoted b after this run registered a
+    result = deploy_version("kserve", "a", cfg, ServingConfig(), tmp_path)
+    assert result == {"target": "kserve", "version": "a", "skipped": "champion is b"}
+    # The champion itself goes on to the cluster (here: refused, a folder is no storageUri).
+    with pytest.raises(ServingError, match="KServe cannot fetch"):
+        deploy_version("kserve", "b", cfg, ServingConfig(), tmp_path)
