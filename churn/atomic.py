@@ -66,15 +66,27 @@ def staging_dir(dest: str | Path, marker: str | None = None) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     # mkdtemp's folder is owner-only; the output gets the umask's permissions like any other,
     # which readers in other containers (KServe, the next pipeline step) may need.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    # Linux reports it without changing it; os.umask() must set one to read it, which would
+    # briefly apply to files other threads create.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:

@@ -93,6 +93,8 @@ def fetch(uri: str, dest: str | Path, endpoint_url: str | None = None) -> Path:
         return folder
     except (ClientError, BotoCoreError, Boto3Error) as exc:
         raise ContractError(f"cannot read {uri}: {exc}") from exc
+    except OSError as exc:  # for example keys "x" and "x/y": a file where a folder must go
+        raise ContractError(f"cannot write {uri} into {dest}: {exc}") from exc
 
 
 def _object_size(s3, bucket: str, key: str) -> int | None:
