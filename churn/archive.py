@@ -64,7 +64,7 @@ def config_properties(
     model_version: str,
     model_store: str,
     addresses: Addresses = KSERVE_ADDRESSES,
-    protocol_version: str = "v1",
+    protocol_version: str | None = "v1",
     workers: int = 1,
 ) -> str:
     """Text of a TorchServe ``config.properties`` that loads one archive at start-up.
@@ -75,7 +75,9 @@ def config_properties(
             lists the model under it so TorchServe scales workers for exactly that version.
         model_store: Folder holding the archive as TorchServe sees it.
         addresses: Where TorchServe listens (:data:`KSERVE_ADDRESSES` for KServe).
-        protocol_version: ``"v1"`` or ``"v2"``; selects the KServe request envelope.
+        protocol_version: ``"v1"`` or ``"v2"``; selects the KServe request envelope. ``None``
+            sets no envelope: the handler reads the request body itself (local TorchServe,
+            where an envelope would answer a malformed body with a 503 instead of a 400).
         workers: Worker processes for the model (one per CPU core is plenty for this model).
 
     Returns:
@@ -84,7 +86,7 @@ def config_properties(
     Raises:
         ServingError: The protocol version is unknown or ``workers`` is below 1.
     """
-    if protocol_version not in ENVELOPES:
+    if protocol_version is not None and protocol_version not in ENVELOPES:
         raise ServingError(
             f"protocol_version must be one of {sorted(ENVELOPES)}, got {protocol_version!r}"
         )
@@ -120,13 +122,14 @@ def config_properties(
         "enable_envvars_config": "true",
         # Dependencies are baked into the image; installing per model would reach the network.
         "install_py_dep_per_model": "false",
-        "service_envelope": ENVELOPES[protocol_version],
         "number_of_netty_threads": 4,
         "job_queue_size": 100,
         "model_store": model_store,
         "load_models": "all",
         "model_snapshot": json.dumps(snapshot, separators=(",", ":")),
     }
+    if protocol_version is not None:
+        props["service_envelope"] = ENVELOPES[protocol_version]
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 

@@ -77,7 +77,8 @@ class LocalTorchServe:
         inference_port: Inference API port.
         management_port: Management API port.
         metrics_port: Prometheus metrics port.
-        protocol_version: ``"v1"`` or ``"v2"`` (KServe envelope).
+        protocol_version: ``"v1"`` or ``"v2"``: which endpoint :attr:`predict_url` names (the
+            handler reads either request shape itself).
         startup_timeout: Seconds to wait for a READY worker.
         workdir: Folder for config, logs and TorchServe's temporary files; a fresh temporary
             folder (removed on stop) when ``None``.
@@ -178,7 +179,8 @@ class LocalTorchServe:
                 archive_version(mar),
                 str(self.model_store),
                 addresses=self.addresses,
-                protocol_version=self.protocol_version,
+                # No envelope: the handler reads the body and answers malformed ones with 400.
+                protocol_version=None,
             )
         )
         cmd = [
