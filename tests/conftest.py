@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,3 +193,26 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture(scope="session")
+def check_stale_promotion() -> Callable[..., None]:
+    """The champion pointer's compare-and-swap contract, for any registry backend.
+
+    Both runs' gates saw no champion and run a promoted first: run b's promotion, judged
+    against a stale champion, is refused; judged against a, it goes through.
+    """
+
+    def check(registry, models: tuple[Path, Path]) -> None:
+        from churn.errors import RegistryError
+
+        registry.publish(models[0], {"roc_auc": 0.9}, version="a")
+        registry.publish(models[1], {"roc_auc": 0.75}, version="b")
+        registry.promote("a", expected_champion=None)
+        with pytest.raises(RegistryError, match="champion of churn is now a, not none"):
+            registry.promote("b", expected_champion=None)
+        assert registry.champion().version == "a"
+        assert registry.promote("b", expected_champion="a").version == "b"
+        assert json.loads(registry._read_pointer())["previous"] == "a"
+
+    return check

@@ -128,17 +128,9 @@ def test_a_losing_concurrent_publisher_changes_nothing(
 
 
 def test_a_promotion_judged_against_a_stale_champion_is_refused(
-    registry: S3Registry, models: tuple[Path, Path]
+    registry: S3Registry, models: tuple[Path, Path], check_stale_promotion
 ) -> None:
-    registry.publish(models[0], {"roc_auc": 0.9}, version="a")
-    registry.publish(models[1], {"roc_auc": 0.75}, version="b")
-    # Both runs' gates saw no champion; run a promotes first.
-    registry.promote("a", expected_champion=None)
-    with pytest.raises(RegistryError, match="champion of churn is now a, not none"):
-        registry.promote("b", expected_champion=None)
-    assert registry.champion().version == "a"
-    registry.promote("b", expected_champion="a")  # judged against a: allowed
-    assert registry.champion().version == "b"
+    check_stale_promotion(registry, models)
 
 
 def test_missing_bucket_is_a_clear_error(s3_endpoint: str, registry: S3Registry) -> None:

@@ -192,16 +192,9 @@ def test_open_registry_picks_the_backend_by_scheme(tmp_path: Path) -> None:
 
 
 def test_a_promotion_judged_against_a_stale_champion_is_refused(
-    registry: LocalRegistry, models: tuple[Path, Path]
+    registry: LocalRegistry, models: tuple[Path, Path], check_stale_promotion
 ) -> None:
-    registry.publish(models[0], {"roc_auc": 0.9}, version="a")
-    registry.publish(models[1], {"roc_auc": 0.75}, version="b")
-    registry.promote("a", expected_champion=None)
-    with pytest.raises(RegistryError, match="champion of churn is now a, not none"):
-        registry.promote("b", expected_champion=None)
-    assert registry.champion().version == "a"
-    assert registry.promote("b", expected_champion="a").version == "b"
-    assert json.loads((registry._base / "champion.json").read_text())["previous"] == "a"
+    check_stale_promotion(registry, models)
 
 
 def test_concurrent_promotions_serialise(tmp_path: Path, models: tuple[Path, Path]) -> None:
