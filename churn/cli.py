@@ -383,6 +383,32 @@ def registry_champion(
         typer.echo(f"  {key}: {value}")
 
 
+@registry_app.command("promote")
+def registry_promote(
+    version: str = typer.Argument(..., help="A complete version id (see `churn registry list`)."),
+    expect: str | None = typer.Option(
+        None,
+        "--expect",
+        help="Promote only if this version is still the champion ('none': no champion yet), "
+        "as the pipeline does after its gate.",
+    ),
+) -> None:
+    """Point the champion at a version by hand, for example after a refused promotion.
+
+    The pointer moves by compare-and-swap, so a promotion running at the same time is never
+    overwritten unseen. Deploy afterwards (the KServe overlay's storageUri, or `churn serve`).
+    """
+    from churn.registry import ANY, open_registry
+
+    registry = open_registry(settings().registry)
+    expected = ANY if expect is None else (None if expect == "none" else expect)
+    previous = registry.champion()
+    info = registry.promote(version, expected_champion=expected)
+    was = previous.version if previous else "none"
+    typer.echo(f"champion of {info.model_name}: {was} -> {info.version}")
+    typer.echo(f"storageUri: {info.storage_uri}")
+
+
 @app.command("serve")
 def serve_cmd(
     version: str | None = typer.Option(

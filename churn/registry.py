@@ -236,7 +236,8 @@ class Registry(ABC):
                 raise RegistryError(
                     f"the champion of {self.model_name} is now {current or 'none'}, not "
                     f"{expected_champion or 'none'} as when {version} was judged; {version} stays "
-                    "registered but is not promoted (compare the two, then promote by hand)"
+                    "registered but is not promoted (compare the two, then `churn registry "
+                    f"promote {version}` if it should serve)"
                 )
             pointer = {
                 "model_name": self.model_name,

@@ -1,4 +1,4 @@
-"""``churn registry list`` and ``churn registry champion`` read the configured registry."""
+"""``churn registry list``, ``champion`` and ``promote`` on the configured registry."""
 
 from __future__ import annotations
 
@@ -58,3 +58,20 @@ def test_list_and_champion(registry: LocalRegistry, tmp_path: Path, tiny_model) 
 def test_champion_before_any_promotion_is_an_error(registry: LocalRegistry) -> None:
     code, _, exc = invoke("registry", "champion")
     assert code != 0 and isinstance(exc, RegistryError) and "no champion" in str(exc)
+
+
+def test_promote_by_hand_with_and_without_an_expectation(
+    registry: LocalRegistry, tmp_path: Path, tiny_model
+) -> None:
+    model = tiny_model(tmp_path / "m", 0)
+    for version in ("v1", "v2"):
+        registry.publish(model, {"roc_auc": 0.8}, version=version)
+    code, out, _ = invoke("registry", "promote", "v1", "--expect", "none")
+    assert code == 0 and out.splitlines()[0] == "champion of churn: none -> v1"
+    code, _, exc = invoke("registry", "promote", "v2", "--expect", "none")
+    assert code != 0 and isinstance(exc, RegistryError) and "now v1, not none" in str(exc)
+    assert registry.champion().version == "v1"
+    code, out, _ = invoke("registry", "promote", "v2")
+    assert code == 0 and out.splitlines()[0] == "champion of churn: v1 -> v2"
+    code, _, exc = invoke("registry", "promote", "v9")
+    assert code != 0 and "cannot promote churn v9" in str(exc)
