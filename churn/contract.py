@@ -195,7 +195,7 @@ def _zone_error(value: str, row: int, path: Path, column: str) -> ContractError:
 
 
 def _first_zone_row(text: pd.Series, fmt: str) -> int:
-    # Only on the error path: each distinct value once, in order of first appearance.
+    # Only on the error path, so row by row is affordable.
     for row, value in enumerate(text, start=1):
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
@@ -215,7 +215,7 @@ _ZONE_NAME = re.compile(r"(?:\d|\b(?i:[ap]m))\s*(?!(?i:utc|gmt|[ap]m)$)[A-Za-z]{
 
 
 def _refuse_zone_names(text: pd.Series, path: Path, column: str) -> None:
-    named = text.str.strip().str.contains(_ZONE_NAME)
+    named = text.str.contains(_ZONE_NAME)
     if named.any():
         row = _first_row(named)
         raise _zone_error(text.iloc[row - 1], row, path, column)

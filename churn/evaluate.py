@@ -93,7 +93,7 @@ def _score(model: torch.nn.Module, split: Split) -> np.ndarray:
     return probs.numpy().astype(np.float64)
 
 
-def test_auc(model_dir: str | Path, dataset_dir: str | Path) -> float:
+def auc_on_test_split(model_dir: str | Path, dataset_dir: str | Path) -> float:
     """A model's ROC-AUC on a training set's test split (how the gate re-scores the champion).
 
     Args:

@@ -121,12 +121,12 @@ def _champion_auc(
     registry: Registry, champion: VersionInfo, dataset_dir: str | Path | None
 ) -> tuple[float | None, str | None]:
     if dataset_dir is not None:
-        from churn.evaluate import test_auc
+        from churn.evaluate import auc_on_test_split
 
         try:
             with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
                 folder = registry.download(champion.version, Path(tmp) / champion.version)
-                return test_auc(folder / "model", dataset_dir), RESCORED
+                return auc_on_test_split(folder / "model", dataset_dir), RESCORED
         except (ChurnError, ValueError) as exc:
             log.warning(
                 "cannot re-score champion %s on %s (%s); comparing with its recorded ROC-AUC",

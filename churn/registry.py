@@ -603,14 +603,7 @@ class S3Registry(Registry):
 
     def _swap_pointer(self, expected: bytes | None, data: bytes) -> bool:
         key = f"{self._base}/{CHAMPION_FILE}"
-        with self._errors("reading the champion pointer"):
-            try:
-                current = self._s3.get_object(Bucket=self.bucket, Key=key)
-                body, etag = current["Body"].read(), current["ETag"]
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-                    raise
-                body, etag = None, None
+        body, etag = self._get_with_etag(key)
         if body != expected:
             return False
         # S3's conditional write: If-Match the ETag just read, or If-None-Match when absent.
@@ -618,11 +611,16 @@ class S3Registry(Registry):
         return self._put_if(key, data, **condition)
 
     def _get_optional(self, key: str) -> bytes | None:
+        return self._get_with_etag(key)[0]
+
+    def _get_with_etag(self, key: str) -> tuple[bytes | None, str | None]:
+        """The object's bytes and ETag, or ``(None, None)`` when there is no such object."""
         try:
-            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            obj = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return obj["Body"].read(), obj["ETag"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
+                return None, None
             raise RegistryError(f"reading s3://{self.bucket}/{key} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise RegistryError(f"reading s3://{self.bucket}/{key} failed: {exc}") from exc

@@ -164,8 +164,7 @@ def train(
             dist.all_reduce(loss_sum)
         train_loss = loss_sum.item() / (len(shard) * world)
         seconds = time.perf_counter() - t0
-        # Full precision: bf16 logits collapse into ties that move the AUC picking the epoch.
-        logits = _predict_logits(model, val_t, rank, world, use_amp=False)
+        logits = _predict_logits(model, val_t, rank, world)
         if not np.isfinite(logits).all() or not math.isfinite(train_loss):
             raise ModelError(
                 f"training diverged at epoch {epoch} (non-finite loss or outputs); "
@@ -208,7 +207,7 @@ def train(
     model.load_state_dict(best_state)
 
     # The threshold is chosen on full-precision probabilities, as serving computes them.
-    val_logits = _predict_logits(model, val_t, rank, world, use_amp=False)
+    val_logits = _predict_logits(model, val_t, rank, world)
     val_prob = torch.sigmoid(torch.from_numpy(val_logits)).numpy()
     threshold = choose_threshold(val_split.y, val_prob, threshold_metric)
     val_metrics = binary_metrics(val_split.y, val_prob, threshold)
@@ -310,23 +309,20 @@ def train_epoch(
 
 
 def _predict_logits(
-    model: nn.Module,
-    tensors: tuple[torch.Tensor, ...],
-    rank: int,
-    world: int,
-    use_amp: bool,
+    model: nn.Module, tensors: tuple[torch.Tensor, ...], rank: int, world: int
 ) -> np.ndarray:
-    """Logits of every row; under DDP each rank scores a contiguous shard and all gather them."""
+    """Logits of every row; under DDP each rank scores a contiguous shard and all gather them.
+
+    Always in full precision, even where training runs under bf16 autocast: bf16 logits collapse
+    into ties that move the validation AUC picking the epoch, and serving computes in float32.
+    """
     seq, num, cat, _ = tensors
     n = len(seq)
     bounds = [n * r // world for r in range(world + 1)]
     lo, hi = bounds[rank], bounds[rank + 1]
     model.eval()
     parts = []
-    with (
-        torch.no_grad(),
-        torch.autocast(device_type=seq.device.type, dtype=torch.bfloat16, enabled=use_amp),
-    ):
+    with torch.no_grad():
         for start in range(lo, hi, _EVAL_BATCH):
             end = min(start + _EVAL_BATCH, hi)
             parts.append(model(seq[start:end], num[start:end], cat[start:end]).float())

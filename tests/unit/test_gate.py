@@ -140,11 +140,11 @@ def champion_registry(tmp_path_factory: pytest.TempPathFactory, make_training_se
 
 
 def test_the_champion_is_rescored_on_the_candidates_test_rows(champion_registry) -> None:
-    from churn.evaluate import test_auc
+    from churn.evaluate import auc_on_test_split
     from churn.gate import RESCORED
 
     registry, dataset, model_dir = champion_registry
-    on_these_rows = test_auc(model_dir, dataset)
+    on_these_rows = auc_on_test_split(model_dir, dataset)
     assert on_these_rows < 0.99  # what it recorded elsewhere would block any candidate
     result = gate_decision(0.995, 0.5, registry, dataset)
     assert result["champion_auc"] == on_these_rows
