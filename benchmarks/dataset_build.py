@@ -37,9 +37,9 @@ def _cutoffs(k: int) -> list[pd.Timestamp]:
 
 def prepare(root: Path, customers: int, k: int) -> None:
     """Writes the snapshot sources and applies the repository (not timed)."""
-    from churn.config import FeatureConfig
-    from churn.feature_store import FeatureRepo
-    from churn.sequences import CONTEXT_FEATURES, Snapshots
+    from churn.features.sequences import CONTEXT_FEATURES, Snapshots
+    from churn.features.store import FeatureRepo
+    from churn.settings import FeatureConfig
 
     rng = np.random.default_rng(0)
     cutoffs = _cutoffs(k)
@@ -84,7 +84,7 @@ def prepare(root: Path, customers: int, k: int) -> None:
 
 
 def run_feast(root: Path) -> dict:
-    from churn.feature_store import FeatureRepo
+    from churn.features.store import FeatureRepo
 
     entity = pd.read_parquet(root / "entity.parquet")
     repo = FeatureRepo(root / "repo")
@@ -100,7 +100,7 @@ def run_baseline(root: Path) -> dict:
     import duckdb
     import pyarrow as pa
 
-    from churn.feature_store import FeatureRepo, features_from_arrow
+    from churn.features.store import FeatureRepo, features_from_arrow
 
     repo = FeatureRepo(root / "repo")
     spec = repo.spec

@@ -9,7 +9,7 @@ evaluation — on the real CDNOW log and on a synthetic log, and prints one tabl
   test rows. They come from hidden state (whether a customer has churned already, its base
   rate, its fade onset), so no model that reads the log reaches it;
 * ``posterior`` (synthetic only): the AUC of the Bayes posterior of the label given only what
-  a model sees (``churn.synth_posterior``), the best any model can reach from the log;
+  a model sees (``churn.evaluation.posterior``), the best any model can reach from the log;
 * ``cnn / best baseline``, ``cnn / oracle`` and ``cnn / posterior`` ratios. Goals: >= 1.0 on
   CDNOW, >= 0.97 of the oracle on synthetic data.
 
@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn.cdnow import load_cdnow, write_table
-from churn.config import load_settings
-from churn.dataset import build_dataset
-from churn.evaluate import evaluate
-from churn.features import build_features
-from churn.metrics import roc_auc
-from churn.synth import generate, make_spec
-from churn.synth_posterior import posterior_probs
-from churn.train import train
-from churn.training_set import load_training_set
+from churn.data.cdnow import load_cdnow, write_table
+from churn.data.synth import generate, make_spec
+from churn.dataset.build import build_dataset
+from churn.dataset.training_set import load_training_set
+from churn.evaluation.evaluate import evaluate
+from churn.evaluation.posterior import posterior_probs
+from churn.features.build import build_features
+from churn.model.metrics import roc_auc
+from churn.model.train import train
+from churn.settings import load_settings
 
 BASELINES = ("hist_gradient_boosting", "logistic_regression")
 

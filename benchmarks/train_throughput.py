@@ -1,4 +1,4 @@
-"""Training throughput of ``churn.train`` against a bare loop on in-memory tensors.
+"""Training throughput of ``churn.model.train`` against a bare loop on in-memory tensors.
 
 The bare loop (forward, backward and optimizer step of the same model over batches that are
 already sliced and on the device) is the limit the training loop can reach; the ratio shows
@@ -10,7 +10,6 @@ Usage: ``python benchmarks/train_throughput.py [--rows 50000] [--rounds 4] [--st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import tempfile
 import time
@@ -20,10 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from churn.config import ModelConfig, TrainConfig
-from churn.model import build_model
-from churn.train import resolve_device, resolve_pos_weight, seed_everything, train, train_epoch
-from churn.training_set import Split, TrainingSet, normalisation_stats, save_training_set
+from churn.dataset.training_set import Split, TrainingSet, normalisation_stats, save_training_set
+from churn.model.network import build_model
+from churn.model.train import (
+    resolve_device,
+    resolve_pos_weight,
+    seed_everything,
+    train,
+    train_epoch,
+)
+from churn.settings import ModelConfig, TrainConfig
 
 CHANNELS = ["n_txn", "spend", "quantity"]
 NUMERIC = ["tenure_days", "recency_days", "frequency", "monetary"]
@@ -69,7 +74,7 @@ def synthetic_training_set(rows: int, seq_len: int, seed: int = 0) -> TrainingSe
 def measure(
     ts: TrainingSet, model_cfg: ModelConfig, train_cfg: TrainConfig, rounds: int, steps: int
 ) -> tuple[float, float]:
-    """Best samples/s of the bare loop and of ``churn.train.train_epoch``, measured in turns.
+    """Best samples/s of the bare loop and of ``churn.model.train.train_epoch``, measured in turns.
 
     Each round times ``steps`` batches of the bare loop, then ``steps`` batches of the training
     loop on a fresh random permutation; alternating keeps both exposed to the same background
@@ -85,7 +90,7 @@ def measure(
     use_amp = device.type == "cuda"
 
     seed_everything(train_cfg.seed)
-    bare_model = build_model(ts.input_spec, dataclasses.asdict(model_cfg)).to(device).train()
+    bare_model = build_model(ts.input_spec, model_cfg.model_dump()).to(device).train()
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=train_cfg.lr)
     bare_loss = nn.BCEWithLogitsLoss()
     batches = [tuple(t[i : i + bs] for t in tensors) for i in range(0, rows, bs)]
@@ -100,7 +105,7 @@ def measure(
             bare_opt.step()
 
     seed_everything(train_cfg.seed)
-    model = build_model(ts.input_spec, dataclasses.asdict(model_cfg)).to(device)
+    model = build_model(ts.input_spec, model_cfg.model_dump()).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
     )
@@ -160,7 +165,7 @@ def main() -> None:
     )
     bare, loop = measure(ts, model_cfg, train_cfg, args.rounds, args.steps)
     print(f"bare loop (limit):        {bare:9.0f} samples/s")
-    print(f"churn.train epoch loop:   {loop:9.0f} samples/s")
+    print(f"churn.model.train epoch loop:   {loop:9.0f} samples/s")
     print(f"ratio:                    {loop / bare:9.2f}   (goal >= 0.80)")
     with tempfile.TemporaryDirectory() as tmp:
         dataset = save_training_set(ts, Path(tmp) / "dataset")

@@ -1,7 +1,13 @@
-"""Churn prediction platform: the code every part shares.
+"""Churn prediction platform: the core package.
 
-Modules are flat and named after what they hold; ``docs/architecture.md`` shows how data flows
-between them.
+Subpackages follow the data flow, each one stage (``docs/architecture.md``)::
+
+    data -> features -> dataset -> model -> evaluation -> release
+
+``settings``, ``errors`` and ``io`` sit below every stage. A stage imports only earlier
+stages and those three; the core never imports the outer layers (``churn.cli``,
+``pipelines``, ``components``, ``serving``, ``monitoring``). ``tests/unit/test_layers.py``
+enforces both rules.
 """
 
 __version__ = "0.1.0"

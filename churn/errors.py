@@ -31,3 +31,7 @@ class RegistryError(ChurnError):
 
 class ServingError(ChurnError):
     """A model server could not be started, reached or deployed to."""
+
+
+class PipelineError(ChurnError):
+    """The pipeline cannot be compiled, submitted, scheduled or run as asked."""

@@ -13,7 +13,7 @@ def build_features(
     customers: str,
     cutoffs: str,
     horizon_days: int,
-    feature_config: dict,
+    features: dict,
     data_endpoint_url: str,
     feature_repo: Output[Dataset],
 ) -> None:
@@ -24,23 +24,24 @@ def build_features(
 
     Args:
         data: ``cdnow``, ``synth[:customers=N,days=D,seed=S]``, or a transaction log file or
-            folder, local or ``s3://`` (see ``churn.pipeline_run.resolve_data``).
+            folder, local or ``s3://`` (see ``churn.data.sources.resolve_data``).
         customers: Optional customers table; ``""`` for none (a data folder brings its own).
         cutoffs: Comma-separated training cutoff dates; ``""`` picks them automatically.
         horizon_days: Label horizon in days.
-        feature_config: ``FeatureConfig`` fields (bins, sequence length, cutoff schedule).
+        features: ``FeatureConfig`` fields (bins, sequence length, cutoff schedule).
         data_endpoint_url: S3 endpoint for ``s3://`` data of a non-AWS store; ``""`` for AWS.
         feature_repo: Output: the feature repository folder.
     """
     import logging
     import tempfile
 
-    from churn.config import FeatureConfig
-    from churn.features import build_features as build
-    from churn.pipeline_run import config_from_dict, parse_cutoff_list, resolve_data
+    from churn.data.cutoffs import parse_cutoff_list
+    from churn.data.sources import resolve_data
+    from churn.features.build import build_features as build
+    from churn.settings import FeatureConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = config_from_dict(FeatureConfig, {**feature_config, "horizon_days": horizon_days})
+    cfg = parse_section(FeatureConfig, {**features, "horizon_days": horizon_days}, "features")
     with tempfile.TemporaryDirectory(prefix="churn-data-") as tmp:
         source = resolve_data(
             data, tmp, cfg, customers=customers or None, endpoint_url=data_endpoint_url or None
@@ -76,7 +77,7 @@ def build_training_set(
     """
     import logging
 
-    from churn.dataset import build_dataset
+    from churn.dataset.build import build_dataset
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = build_dataset(feature_repo.path, training_set.path, horizon_days)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl.python_component import PythonComponent
 
-from churn.config import PipelineConfig
+from churn.settings import PipelineConfig
 from components import data, release, training
 
 

@@ -10,9 +10,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 def gate(
     candidate_auc: float,
     auc_threshold: float,
-    registry_uri: str,
-    registry_endpoint_url: str,
-    model_name: str,
+    registry: dict,
     evaluation: Input[Artifact],
     training_set: Input[Dataset],
     decision: Output[Artifact],
@@ -20,14 +18,13 @@ def gate(
     """Decides whether the candidate replaces the champion.
 
     The answer is a float (1.0 promote, 0.0 reject) so the pipeline's condition compares a
-    float with a float, the one comparison kfp.local evaluates (see NOTES).
+    float with a float: kfp.local cannot evaluate a comparison that mixes int and float.
 
     Args:
         candidate_auc: The candidate's test ROC-AUC.
         auc_threshold: Minimum ROC-AUC for promotion.
-        registry_uri: Registry folder or ``s3://bucket/prefix``.
-        registry_endpoint_url: S3 endpoint for non-AWS stores; ``""`` for AWS or a folder.
-        model_name: Name of the model in the registry.
+        registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
+            ``endpoint_url`` (non-AWS stores) and ``model_name``.
         evaluation: The candidate's evaluation folder; the decision records where it is.
         training_set: The candidate's training set: the champion is re-scored on its test
             split, so both ROC-AUCs come from the same rows.
@@ -41,23 +38,20 @@ def gate(
     import logging
     from pathlib import Path
 
-    from churn.config import RegistryConfig
-    from churn.gate import gate_decision
-    from churn.registry import open_registry
+    from churn.release.gate import gate_decision
+    from churn.release.registry import open_registry
+    from churn.settings import RegistryConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    registry = open_registry(
-        RegistryConfig(
-            uri=registry_uri, endpoint_url=registry_endpoint_url or None, model_name=model_name
-        )
-    )
+    registry_cfg = parse_section(RegistryConfig, registry, "registry")
+    store = open_registry(registry_cfg)
     result = {
-        **gate_decision(candidate_auc, auc_threshold, registry, training_set.path),
+        **gate_decision(candidate_auc, auc_threshold, store, training_set.path),
         "evaluation": evaluation.uri,
     }
     Path(decision.path).write_text(json.dumps(result, indent=2) + "\n")
     decision.metadata.update({k: v for k, v in result.items() if v is not None})
-    logging.getLogger("churn.gate").info(
+    logging.getLogger("churn.release.gate").info(
         "%s: %s", "PROMOTE" if result["promote"] else "REJECT", result["reason"]
     )
     return 1.0 if result["promote"] else 0.0
@@ -67,10 +61,8 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     decision: Input[Artifact],
-    registry_uri: str,
-    registry_endpoint_url: str,
-    model_name: str,
-    serving_config: dict,
+    registry: dict,
+    serving: dict,
     registration: Output[Artifact],
 ) -> str:
     """Publishes the model as a new immutable version and moves the champion pointer to it.
@@ -80,10 +72,9 @@ def register(
         evaluation: The evaluation folder; its ``metrics.json`` is published with the model.
         decision: The gate's decision; the pointer moves only if the champion it compared
             against is still the champion (another run may have promoted in between).
-        registry_uri: Registry folder or ``s3://bucket/prefix``.
-        registry_endpoint_url: S3 endpoint for non-AWS stores; ``""`` for AWS or a folder.
-        model_name: Name of the model in the registry.
-        serving_config: ``ServingConfig`` fields; ``protocol_version`` selects the request
+        registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
+            ``endpoint_url`` (non-AWS stores) and ``model_name``.
+        serving: ``ServingConfig`` fields; ``protocol_version`` selects the request
             envelope in the archive's TorchServe config.
         registration: Output: JSON with the version, its storage URI and ROC-AUC.
 
@@ -94,25 +85,21 @@ def register(
     import logging
     from pathlib import Path
 
-    from churn.config import RegistryConfig
-    from churn.registry import open_registry
+    from churn.release.registry import open_registry
+    from churn.settings import RegistryConfig, ServingConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    registry = open_registry(
-        RegistryConfig(
-            uri=registry_uri, endpoint_url=registry_endpoint_url or None, model_name=model_name
-        )
-    )
+    registry_cfg = parse_section(RegistryConfig, registry, "registry")
+    store = open_registry(registry_cfg)
     metrics = json.loads((Path(evaluation.path) / "metrics.json").read_text())
-    published = registry.publish(
-        model.path, metrics, protocol_version=serving_config.get("protocol_version", "v1")
-    )
+    serving_cfg = parse_section(ServingConfig, serving, "serving")
+    published = store.publish(model.path, metrics, protocol_version=serving_cfg.protocol_version)
     # The pointer moves only after publish() has written the version's _COMPLETE marker, and
     # only over the champion the gate judged against.
     judged = json.loads(Path(decision.path).read_text())
-    registry.promote(published.version, expected_champion=judged["champion_version"])
+    store.promote(published.version, expected_champion=judged["champion_version"])
     record = {
-        "model_name": model_name,
+        "model_name": registry_cfg.model_name,
         "version": published.version,
         "storage_uri": published.storage_uri,
         "roc_auc": metrics["roc_auc"],
@@ -126,10 +113,8 @@ def deploy(
     deploy_target: str,
     version: str,
     training_set: Input[Dataset],
-    registry_uri: str,
-    registry_endpoint_url: str,
-    model_name: str,
-    serving_config: dict,
+    registry: dict,
+    serving: dict,
     deployment: Output[Artifact],
 ) -> None:
     """Deploys the registered version: local TorchServe smoke test, KServe, or nothing.
@@ -139,27 +124,24 @@ def deploy(
             ``kserve`` (create or patch the InferenceService) or ``none``.
         version: The registered version id.
         training_set: Training set whose first test row is the local smoke-test request.
-        registry_uri: Registry folder or ``s3://bucket/prefix``.
-        registry_endpoint_url: S3 endpoint for non-AWS stores; ``""`` for AWS or a folder.
-        model_name: Name of the model in the registry.
-        serving_config: ``ServingConfig`` fields (namespace, service account, protocol).
+        registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
+            ``endpoint_url`` (non-AWS stores) and ``model_name``.
+        serving: ``ServingConfig`` fields (namespace, service account, protocol).
         deployment: Output: JSON describing what was deployed (and the local prediction).
     """
     import json
     import logging
     from pathlib import Path
 
-    from churn.config import RegistryConfig, ServingConfig
-    from churn.pipeline_run import config_from_dict, deploy_version
+    from churn.release.deploy import deploy_version
+    from churn.settings import RegistryConfig, ServingConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = deploy_version(
         deploy_target,
         version,
-        RegistryConfig(
-            uri=registry_uri, endpoint_url=registry_endpoint_url or None, model_name=model_name
-        ),
-        config_from_dict(ServingConfig, serving_config),
+        parse_section(RegistryConfig, registry, "registry"),
+        parse_section(ServingConfig, serving, "serving"),
         training_set.path,
     )
     Path(deployment.path).write_text(json.dumps(result, indent=2) + "\n")
@@ -181,11 +163,11 @@ def record_rejection(
     import logging
     from pathlib import Path
 
-    from churn.gate import rejection_record
+    from churn.release.gate import rejection_record
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report_uri = f"{evaluation.uri.rstrip('/')}/report.html"
     record = rejection_record(json.loads(Path(decision.path).read_text()), report_uri)
     Path(rejection.path).write_text(json.dumps(record, indent=2) + "\n")
     rejection.metadata.update({"reason": record["reason"]})
-    logging.getLogger("churn.gate").warning("model not promoted: %s", record["reason"])
+    logging.getLogger("churn.release.gate").warning("model not promoted: %s", record["reason"])

@@ -13,8 +13,8 @@ def train(
     training_set: Input[Dataset],
     epochs: int,
     threshold_metric: str,
-    model_config: dict,
-    train_config: dict,
+    model_settings: dict,
+    train_settings: dict,
     model: Output[Model],
 ) -> None:
     """Trains the churn CNN (on the GPU when the pod has one) and writes the model folder.
@@ -23,22 +23,21 @@ def train(
         training_set: The training set folder.
         epochs: Maximum number of epochs (overrides ``train_config``).
         threshold_metric: Metric the decision threshold maximises on validation.
-        model_config: ``ModelConfig`` fields.
-        train_config: ``TrainConfig`` fields.
+        model_settings: ``ModelConfig`` fields.
+        train_settings: ``TrainConfig`` fields.
         model: Output: the model folder (``model.pt`` + ``model.json``).
     """
     import logging
 
-    from churn.config import ModelConfig, TrainConfig
-    from churn.pipeline_run import config_from_dict
-    from churn.train import train as fit
+    from churn.model.train import train as fit
+    from churn.settings import ModelConfig, TrainConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = fit(
         training_set.path,
         model.path,
-        config_from_dict(ModelConfig, model_config),
-        config_from_dict(TrainConfig, {**train_config, "epochs": epochs}),
+        parse_section(ModelConfig, model_settings, "model"),
+        parse_section(TrainConfig, {**train_settings, "epochs": epochs}, "train"),
         threshold_metric,
     )
     model.metadata.update(
@@ -61,7 +60,7 @@ def evaluate(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
-) -> NamedTuple("EvaluateOutputs", [("roc_auc", float)]):
+) -> NamedTuple("EvaluateOutputs", [("roc_auc", float)]):  # type: ignore[valid-type]
     """Scores the model on the test split beside the baselines and writes the report.
 
     Args:
@@ -81,7 +80,7 @@ def evaluate(
     import shutil
     from pathlib import Path
 
-    from churn.evaluate import evaluate as score
+    from churn.evaluation.evaluate import evaluate as score
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = score(model.path, training_set.path, evaluation.path, threshold_metric)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from churn.training_set import (
+from churn.dataset.training_set import (
     FORMAT_VERSION,
     Split,
     TrainingSet,
@@ -145,7 +145,7 @@ def tiny_model() -> Callable[[Path, int], Path]:
     """Writes a small untrained model folder; different seeds give different bytes."""
     import torch
 
-    from churn.model import build_model, save_model
+    from churn.model.network import build_model, save_model
 
     def make(path: Path, seed: int) -> Path:
         torch.manual_seed(seed)

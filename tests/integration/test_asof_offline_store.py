@@ -10,7 +10,7 @@ import pytest
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32
 
-from churn.asof_offline_store import AsofRetrievalJob
+from churn.features.asof_offline_store import AsofRetrievalJob
 
 YAML = """project: asof_test
 provider: local
@@ -72,7 +72,7 @@ def test_asof_store_matches_feasts_duckdb_store(tmp_path, ttl_days):
     refs = ["view:seq", "view:score"]
     results = {}
     for name, store_type in (
-        ("asof", "churn.asof_offline_store.AsofDuckDBOfflineStore"),
+        ("asof", "churn.features.asof_offline_store.AsofDuckDBOfflineStore"),
         ("stock", "duckdb"),
     ):
         # A quote in the folder name must not end the SQL string literal of the file path.
@@ -102,7 +102,7 @@ def test_asof_store_matches_feasts_duckdb_store(tmp_path, ttl_days):
 def test_asof_job_persists_to_file_storage(tmp_path):
     from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
 
-    store = _store(tmp_path / "repo", "churn.asof_offline_store.AsofDuckDBOfflineStore", 0)
+    store = _store(tmp_path / "repo", "churn.features.asof_offline_store.AsofDuckDBOfflineStore", 0)
     entity_df = pd.DataFrame(
         {"customer_id": ["a", "b"], "event_timestamp": [pd.Timestamp("2021-01-20", tz="UTC")] * 2}
     )

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from churn.cli import app
-from churn.config import PROJECT_ROOT, FeatureConfig
-from churn.feature_store import FeatureRepo
-from churn.features import build_features, materialize
+from churn.features.build import build_features, materialize
+from churn.features.store import FeatureRepo
+from churn.settings import FeatureConfig
 
 CFG = FeatureConfig(bin_days=7, seq_len=8, horizon_days=30)
 CUTOFFS = ["2020-02-01", "2020-03-02", "2020-04-01"]
@@ -53,7 +53,7 @@ def repo(tmp_path_factory) -> FeatureRepo:
 
 def test_feast_cli_applies_the_checked_in_repo(tmp_path):
     work = tmp_path / "feature_repo"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", work, ignore=shutil.ignore_patterns("data"))
+    shutil.copytree(FeatureConfig().repo_template, work, ignore=shutil.ignore_patterns("data"))
     feast = Path(sys.executable).parent / "feast"
     result = subprocess.run(
         [str(feast), "apply"], cwd=work, capture_output=True, text=True, timeout=300
@@ -109,7 +109,7 @@ def test_cli_rejects_bad_input_without_leaving_output(tmp_path):
 
 
 def test_dataset_for_unbuilt_cutoff_is_refused(repo, tmp_path):
-    from churn.dataset import build_dataset
+    from churn.dataset.build import build_dataset
     from churn.errors import ContractError
 
     with pytest.raises(ContractError, match=r"cutoffs \['2020-03-15'\] have no feature snapshot"):

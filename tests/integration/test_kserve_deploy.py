@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from churn.config import load_settings
-from churn.kserve_deploy import build_inference_service, deploy
-from churn.registry import open_registry
+from churn.release.kserve_deploy import build_inference_service, deploy
+from churn.release.registry import open_registry
+from churn.settings import load_settings
 
 pytestmark = [
     pytest.mark.cluster,

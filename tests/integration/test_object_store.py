@@ -9,12 +9,12 @@ import boto3
 import pytest
 from boto3.exceptions import S3TransferFailedError
 
-import churn.object_store as object_store
-from churn.config import FeatureConfig
+import churn.io.object_store as object_store
+from churn.data.sources import resolve_data
+from churn.data.synth import generate, make_spec
 from churn.errors import ContractError
-from churn.object_store import fetch
-from churn.pipeline_run import resolve_data
-from churn.synth import generate, make_spec
+from churn.io.object_store import fetch
+from churn.settings import FeatureConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Real runs of the Kubeflow pipeline with kfp.local on a small synthetic log.
 
 kfp.local reports SUCCESS even when it skips a branch whose condition it cannot evaluate
-(see NOTES), so these tests check what each branch left behind: registry versions, the
-champion pointer and the task outputs, not just the run status.
+(it only logs a warning), so these tests check what each branch left behind: registry
+versions, the champion pointer and the task outputs, not just the run status.
 
 The first run trains and promotes; the later runs reuse its cached steps up to evaluation
 (kfp.local caching) and differ only in the gate's inputs. A run on a real cluster is at the
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from churn.config import FeatureConfig, ModelConfig, RegistryConfig, Settings, TrainConfig
-from churn.pipeline_run import format_summary, run_local, submit
-from churn.registry import Registry, open_registry
+from churn.release.registry import Registry, open_registry
+from churn.settings import FeatureConfig, ModelConfig, RegistryConfig, Settings, TrainConfig
+from pipelines.cluster import submit
+from pipelines.local import format_summary, run_local
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,11 @@ def registry(settings: Settings) -> Registry:
 @pytest.fixture(scope="module")
 def promoted_run(settings: Settings) -> dict:
     """A first run whose threshold any model passes, deployed to a local TorchServe."""
-    return run_local(settings, DATA, auc_threshold=0.0, deploy_target="local", enable_caching=True)
+    return run_local(
+        settings,
+        {"data": DATA, "auc_threshold": 0.0, "deploy_target": "local"},
+        enable_caching=True,
+    )
 
 
 def registry_state(registry: Registry) -> tuple[list[str], str | None]:
@@ -107,7 +112,7 @@ def test_a_candidate_below_the_threshold_is_not_registered(
     promoted_run: dict, registry: Registry, settings: Settings
 ) -> None:
     before = registry_state(registry)
-    summary = run_local(settings, DATA, auc_threshold=0.999, enable_caching=True)
+    summary = run_local(settings, {"data": DATA, "auc_threshold": 0.999}, enable_caching=True)
 
     assert not summary["promoted"]
     assert summary["version"] is None
@@ -138,7 +143,7 @@ def test_a_candidate_no_better_than_the_champion_on_the_same_rows_is_not_promote
     registry.promote(seeded.version)
     before = registry_state(registry)
 
-    summary = run_local(settings, DATA, auc_threshold=0.0, enable_caching=True)
+    summary = run_local(settings, {"data": DATA, "auc_threshold": 0.0}, enable_caching=True)
 
     assert not summary["promoted"]
     assert f"does not beat the champion's {summary['roc_auc']['cnn']:.4f}" in summary["reason"]

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.config import FeatureConfig
-from churn.dataset import build_dataset
-from churn.features import build_features
-from churn.training_set import load_training_set
+from churn.dataset.build import build_dataset
+from churn.dataset.training_set import load_training_set
+from churn.features.build import build_features
+from churn.settings import FeatureConfig
 
 CUTOFFS = ["2020-01-01", "2020-02-01", "2020-03-02"]
 TEST_CUTOFF = pd.Timestamp("2020-03-02", tz="UTC")
@@ -84,7 +84,7 @@ def test_every_split_uses_only_its_own_cutoffs(built):
 
 
 def test_normalisation_statistics_come_from_the_training_split_only(built, tmp_path):
-    from churn.training_set import normalisation_stats
+    from churn.dataset.training_set import normalisation_stats
 
     ts = built[True]
     assert ts.meta["norm"] == normalisation_stats(ts.splits["train"])

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from churn.config import RegistryConfig
 from churn.errors import RegistryError
-from churn.model import load_model
-from churn.registry import CLAIM_MARKER, COMPLETE_MARKER, S3Registry, open_registry
+from churn.model.network import load_model
+from churn.release.registry import CLAIM_MARKER, COMPLETE_MARKER, S3Registry, open_registry
+from churn.settings import RegistryConfig
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ import torch
 from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
 from ts.utils.util import PredictionException
 
-from churn.config import ModelConfig, TrainConfig
+from churn.dataset.training_set import load_training_set
 from churn.errors import ServingError
-from churn.model import load_model, predict_proba
-from churn.registry import LocalRegistry
-from churn.torchserve import LocalTorchServe
-from churn.train import train
-from churn.training_set import load_training_set
-from serving.handler import ChurnHandler
+from churn.model.network import load_model, predict_proba
+from churn.model.train import train
+from churn.release.registry import LocalRegistry
+from churn.release.torchserve import LocalTorchServe
+from churn.release.torchserve_handler import ChurnHandler
+from churn.settings import ModelConfig, TrainConfig
 
 pytestmark = pytest.mark.slow
 

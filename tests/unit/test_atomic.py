@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import churn.atomic as atomic
-from churn.atomic import check_replaceable, staging_dir
-from churn.config import ModelConfig, TrainConfig
+import churn.io.atomic as atomic
 from churn.errors import OutputError
-from churn.train import train
+from churn.io.atomic import check_replaceable, staging_dir
+from churn.model.train import train
+from churn.settings import ModelConfig, TrainConfig
 
 
 def test_a_folder_of_another_kind_is_never_replaced(tmp_path: Path) -> None:

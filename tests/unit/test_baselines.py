@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from churn.baselines import baseline_features, run_baselines
-from churn.metrics import choose_threshold, roc_auc
-from churn.training_set import Split, load_training_set
+from churn.dataset.training_set import Split, load_training_set
+from churn.evaluation.baselines import baseline_features, run_baselines
+from churn.model.metrics import choose_threshold, roc_auc
 
 META = {
     "channels": ["n_txn", "spend"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from churn.contract import load_customers, load_transactions, validate_transactions
+from churn.data.contract import load_customers, load_transactions, validate_transactions
 from churn.errors import ContractError
 
 
@@ -154,8 +154,8 @@ def test_validation_does_not_modify_its_input():
 
 
 def test_reserved_names_cover_the_derived_features():
-    from churn.contract import RESERVED_COLUMNS
-    from churn.sequences import CONTEXT_FEATURES
+    from churn.data.contract import RESERVED_COLUMNS
+    from churn.features.sequences import CONTEXT_FEATURES
 
     assert set(CONTEXT_FEATURES) <= RESERVED_COLUMNS
 
@@ -192,8 +192,8 @@ def test_floating_point_ids_are_refused(tmp_path):
 
 
 def test_a_customers_table_of_other_ids_is_refused(tmp_path):
-    from churn.config import FeatureConfig
-    from churn.features import build_features
+    from churn.features.build import build_features
+    from churn.settings import FeatureConfig
 
     log = _write(tmp_path, "customer_id,timestamp,amount\n00001,2020-01-01,5\n00002,2020-02-01,5\n")
     customers = tmp_path / "customers.parquet"

@@ -14,11 +14,11 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from churn import cli
-from churn.config import ModelConfig, TrainConfig
 from churn.errors import DatasetError, ModelError
-from churn.evaluate import evaluate, roc_curve_points
-from churn.report import PLOTS
-from churn.train import train
+from churn.evaluation.evaluate import evaluate, roc_curve_points
+from churn.evaluation.report import PLOTS
+from churn.model.train import train
+from churn.settings import ModelConfig, TrainConfig
 
 METRIC_KEYS = {
     "roc_auc",

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from churn.errors import RegistryError
-from churn.gate import decide, gate_decision, rejection_record
-from churn.registry import VersionInfo
+from churn.release.gate import decide, gate_decision, rejection_record
+from churn.release.registry import VersionInfo
 
 
 class StubRegistry:
-    """Just enough of ``churn.registry.Registry`` for the gate: a champion or none."""
+    """Just enough of ``churn.release.registry.Registry`` for the gate: a champion or none."""
 
     def __init__(self, champion: VersionInfo | None = None, error: Exception | None = None):
         self._champion = champion
@@ -126,9 +126,9 @@ def test_rejection_record_refuses_a_promotion() -> None:
 @pytest.fixture(scope="module")
 def champion_registry(tmp_path_factory: pytest.TempPathFactory, make_training_set):
     """A real local registry whose champion was trained on a planted set and recorded 0.99."""
-    from churn.config import ModelConfig, TrainConfig
-    from churn.registry import LocalRegistry
-    from churn.train import train
+    from churn.model.train import train
+    from churn.release.registry import LocalRegistry
+    from churn.settings import ModelConfig, TrainConfig
 
     root = tmp_path_factory.mktemp("gate")
     dataset = make_training_set(root, n=600)
@@ -140,8 +140,8 @@ def champion_registry(tmp_path_factory: pytest.TempPathFactory, make_training_se
 
 
 def test_the_champion_is_rescored_on_the_candidates_test_rows(champion_registry) -> None:
-    from churn.evaluate import auc_on_test_split
-    from churn.gate import RESCORED
+    from churn.evaluation.evaluate import auc_on_test_split
+    from churn.release.gate import RESCORED
 
     registry, dataset, model_dir = champion_registry
     on_these_rows = auc_on_test_split(model_dir, dataset)
@@ -157,7 +157,7 @@ def test_a_champion_that_cannot_read_the_set_falls_back_to_its_record(
 ) -> None:
     import json
 
-    from churn.gate import RECORDED
+    from churn.release.gate import RECORDED
 
     registry, _, _ = champion_registry
     other = make_training_set(tmp_path, seq_len=8)  # a sequence length the champion never saw

@@ -7,7 +7,7 @@ import pytest
 from sklearn import calibration
 from sklearn import metrics as skm
 
-from churn import metrics
+from churn.model import metrics
 
 
 def _cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -176,7 +176,7 @@ def test_auc_difference_with_a_single_positive_has_no_standard_error() -> None:
     import json
     import warnings
 
-    from churn.evaluate import _auc_comparison
+    from churn.evaluation.evaluate import _auc_comparison
 
     y = np.array([1, 0, 0, 0])
     with warnings.catch_warnings():

@@ -14,17 +14,11 @@ import yaml
 from typer.testing import CliRunner
 
 from churn.cli import app
-from churn.config import ModelConfig, PipelineConfig, Settings, TrainConfig
-from churn.pipeline_run import (
-    PipelineError,
-    check_arguments,
-    compile_pipeline,
-    config_from_dict,
-    kfp_cron,
-    parse_cutoff_list,
-    schedule,
-    submit,
-)
+from churn.data.cutoffs import parse_cutoff_list
+from churn.errors import PipelineError
+from churn.settings import ModelConfig, PipelineConfig, Settings, TrainConfig, parse_section
+from pipelines.arguments import RunArguments, check_arguments
+from pipelines.cluster import compile_pipeline, kfp_cron, schedule, submit
 
 CPU_IMAGE = "registry.example.com/churn:test"
 GPU_IMAGE = "registry.example.com/churn-gpu:test"
@@ -188,15 +182,19 @@ def test_parameter_defaults_come_from_the_settings(compiled: tuple[dict, dict]) 
     params = compiled[0]["root"]["inputDefinitions"]["parameters"]
     assert params["auc_threshold"]["parameterType"] == "NUMBER_DOUBLE"
     assert params["auc_threshold"]["defaultValue"] == 0.72
-    assert params["registry_uri"]["defaultValue"] == "s3://models/churn"
+    registry = params["registry"]["defaultValue"]
+    assert params["registry"]["parameterType"] == "STRUCT"
+    assert registry["uri"] == "s3://models/churn"
     # One S3 store for data and models unless a run says otherwise.
     assert params["data_endpoint_url"]["defaultValue"] == "http://minio.storage:9000"
-    assert params["registry_endpoint_url"]["defaultValue"] == "http://minio.storage:9000"
+    assert registry["endpoint_url"] == "http://minio.storage:9000"
     assert params["deploy_target"]["defaultValue"] == "kserve"
     assert params["cutoffs"]["defaultValue"] == ""
-    assert params["epochs"]["defaultValue"] == TrainConfig.epochs
-    assert params["model_config"]["defaultValue"]["dilations"] == ModelConfig().dilations
-    assert "epochs" not in params["train_config"]["defaultValue"]
+    assert params["epochs"]["defaultValue"] == TrainConfig().epochs
+    assert params["model"]["defaultValue"]["dilations"] == ModelConfig().dilations
+    assert "epochs" not in params["train"]["defaultValue"]
+    # One declaration: the compiled signature is RunArguments' fields.
+    assert set(params) == set(RunArguments.model_fields)
 
 
 def test_without_a_gpu_pool_train_gets_no_accelerator_or_placement(tmp_path: Path) -> None:
@@ -243,28 +241,34 @@ def test_kfp_cron_rejects_other_field_counts(cron: str) -> None:
         kfp_cron(cron)
 
 
-def test_config_from_dict_restores_integers_from_struct_doubles() -> None:
-    cfg = config_from_dict(ModelConfig, {"hidden": 16.0, "dilations": [1.0, 2.0], "dropout": 0.2})
+def test_struct_parameters_get_their_integers_back_from_protobuf_doubles() -> None:
+    cfg = parse_section(
+        ModelConfig, {"hidden": 16.0, "dilations": [1.0, 2.0], "dropout": 0.2}, "model"
+    )
     assert cfg.hidden == 16 and isinstance(cfg.hidden, int)
     assert cfg.dilations == [1, 2] and all(isinstance(d, int) for d in cfg.dilations)
     assert cfg.dropout == 0.2
-    assert cfg.kernel_size == ModelConfig.kernel_size
+    assert cfg.kernel_size == ModelConfig().kernel_size
 
 
-def test_config_from_dict_rejects_unknown_fields_and_fractional_integers() -> None:
-    with pytest.raises(PipelineError, match="no fields"):
-        config_from_dict(ModelConfig, {"width": 3})
-    with pytest.raises(PipelineError, match="hidden must be an integer"):
-        config_from_dict(ModelConfig, {"hidden": 16.5})
+def test_struct_parameters_refuse_unknown_fields_fractional_integers_and_bad_ranges() -> None:
+    with pytest.raises(ValueError, match=r"unknown configuration field model\.width"):
+        parse_section(ModelConfig, {"width": 3}, "model")
+    with pytest.raises(ValueError, match=r"configuration field model\.hidden: .*fractional"):
+        parse_section(ModelConfig, {"hidden": 16.5}, "model")
+    with pytest.raises(ValueError, match=r"configuration field model\.hidden: .*greater than"):
+        parse_section(ModelConfig, {"hidden": 0}, "model")
 
 
 @pytest.mark.parametrize(
     ("arguments", "match"),
     [
-        ({"deploy_target": "cloud"}, "deploy target"),
-        ({"auc_threshold": 1.2}, "AUC threshold"),
-        ({"epochs": 0}, "epochs"),
-        ({"horizon_days": 0}, "horizon_days"),
+        ({"deploy_target": "cloud"}, "argument deploy_target: Input should be 'kserve'"),
+        ({"auc_threshold": 1.2}, "argument auc_threshold: .*less than or equal to 1"),
+        ({"epochs": 0}, "argument epochs"),
+        ({"horizon_days": 0}, "argument horizon_days"),
+        ({"registry": {"model_name": "../x"}}, "argument registry.model_name"),
+        ({"epoch": 3}, "unknown argument epoch"),
     ],
 )
 def test_check_arguments_rejects_bad_values(arguments: dict, match: str) -> None:
@@ -338,7 +342,7 @@ def test_schedule_creates_a_non_overlapping_recurring_run(fake_client: type[Fake
 
 
 def test_bad_arguments_fail_before_the_cluster_is_contacted(fake_client: type[FakeClient]) -> None:
-    with pytest.raises(PipelineError, match="deploy target"):
+    with pytest.raises(PipelineError, match="deploy_target"):
         submit("http://kfp:8080", cluster_settings(), "churn", "r", {"deploy_target": "prod"})
     with pytest.raises(PipelineError, match="5 fields"):
         schedule("http://kfp:8080", "weekly", cluster_settings(), "churn", "weekly")
@@ -356,11 +360,13 @@ def test_a_folder_registry_is_refused_for_cluster_runs(fake_client: type[FakeCli
             cluster_settings(),
             "churn",
             "w",
-            {"registry_uri": "/tmp/models"},
+            {"registry": {"uri": "/tmp/models"}},
         )
     assert fake_client.calls == []
-    submit("http://kfp:8080", Settings(), "churn", "r", {"registry_uri": "s3://models/churn"})
-    assert fake_client.calls[-1][1]["arguments"] == {"registry_uri": "s3://models/churn"}
+    submit("http://kfp:8080", Settings(), "churn", "r", {"registry": {"uri": "s3://models/churn"}})
+    # A section travels whole: the fields the run did not name keep the settings' values.
+    sent = fake_client.calls[-1][1]["arguments"]
+    assert sent == {"registry": {"uri": "s3://models/churn", "model_name": "churn"}}
 
 
 def test_an_unreachable_cluster_is_a_clear_error() -> None:

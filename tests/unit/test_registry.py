@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from churn.config import RegistryConfig
 from churn.errors import RegistryError
-from churn.model import load_model
-from churn.registry import (
+from churn.model.network import load_model
+from churn.release.registry import (
     COMPLETE_MARKER,
     LocalRegistry,
     S3Registry,
     new_version_id,
     open_registry,
 )
+from churn.settings import RegistryConfig
 
 LAYOUT = {
     "model/model.pt",

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from churn.cli import app
 from churn.errors import RegistryError
-from churn.registry import LocalRegistry
+from churn.release.registry import LocalRegistry
 
 
 @pytest.fixture

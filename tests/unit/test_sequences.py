@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.activity import channel_names, daily_activity
-from churn.contract import validate_transactions
-from churn.cutoffs import default_cutoffs, parse_cutoffs, split_cutoffs
+from churn.data.contract import validate_transactions
+from churn.data.cutoffs import default_cutoffs, parse_cutoffs, split_cutoffs
+from churn.dataset.labels import label_cutoffs
 from churn.errors import ContractError
-from churn.labels import label_cutoffs
-from churn.sequences import build_snapshots
+from churn.features.activity import channel_names, daily_activity
+from churn.features.sequences import build_snapshots
 
 CUTOFF = pd.Timestamp("2020-03-01", tz="UTC")
 

@@ -13,12 +13,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from churn import synth
 from churn.cli import app
-from churn.config import FeatureConfig
-from churn.contract import load_customers, load_transactions, to_ns
+from churn.data import synth
+from churn.data.contract import load_customers, load_transactions, to_ns
+from churn.dataset.labels import label_cutoffs
 from churn.errors import ChurnError
-from churn.labels import label_cutoffs
+from churn.settings import FeatureConfig
 
 CUSTOMERS, DAYS, SEED = 2000, 400, 3
 FILES = ("transactions", "customers", "oracle", "latent")

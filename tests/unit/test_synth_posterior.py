@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from churn import synth, synth_posterior
+from churn.data import synth
 from churn.errors import ChurnError
-from churn.synth_posterior import posterior_probs
+from churn.evaluation import posterior as synth_posterior
+from churn.evaluation.posterior import posterior_probs
 
 CUSTOMERS, DAYS, SEED = 3000, 400, 11
 

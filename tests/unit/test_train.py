@@ -1,8 +1,7 @@
-"""Training of the CNN (churn.train) and the ``churn train`` command."""
+"""Training of the CNN (churn.model.train) and the ``churn train`` command."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,12 +12,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
-from churn.config import ModelConfig, TrainConfig
+from churn.dataset.training_set import load_training_set
 from churn.errors import DatasetError
-from churn.metrics import choose_threshold, roc_auc
-from churn.model import load_model, predict_proba
-from churn.train import resolve_pos_weight, train
-from churn.training_set import load_training_set
+from churn.model.metrics import choose_threshold, roc_auc
+from churn.model.network import load_model, predict_proba
+from churn.model.train import resolve_pos_weight, train
+from churn.settings import ModelConfig, TrainConfig
 
 TINY = ModelConfig(hidden=16, dilations=[1, 2, 4], embedding_dim=2, head_hidden=16)
 FAST = TrainConfig(epochs=8, batch_size=128, lr=5e-3, patience=3, device="cpu")
@@ -57,7 +56,7 @@ def test_learns_planted_pattern(planted_training_set: Path, tmp_path: Path) -> N
 
 def test_shuffled_labels_stay_near_chance(make_training_set, tmp_path: Path) -> None:
     dataset = make_training_set(tmp_path, shuffle_labels=True)
-    cfg = dataclasses.replace(FAST, epochs=5, patience=1)
+    cfg = FAST.model_copy(update=dict(epochs=5, patience=1))
     summary = train(dataset, tmp_path / "model", TINY, cfg)
     assert summary["best_val_auc"] < 0.65
 
@@ -67,7 +66,7 @@ def test_shuffled_labels_stay_near_chance(make_training_set, tmp_path: Path) -> 
     y, p = split_proba(model, dataset, "val")
     assert roc_auc(y, p) == pytest.approx(summary["best_val_auc"], abs=1e-3)
     # Patience 0 never stops early: every epoch runs, and the best one is still kept.
-    never = train(dataset, tmp_path / "all", TINY, dataclasses.replace(cfg, patience=0))
+    never = train(dataset, tmp_path / "all", TINY, cfg.model_copy(update=dict(patience=0)))
     assert never["epochs_run"] == cfg.epochs
     epochs = load_model(tmp_path / "all")[1]["history"]["epochs"]
     assert never["best_val_auc"] == max(h["val_auc"] for h in epochs)
@@ -75,7 +74,7 @@ def test_shuffled_labels_stay_near_chance(make_training_set, tmp_path: Path) -> 
 
 def test_same_seed_gives_identical_model(make_training_set, tmp_path: Path) -> None:
     dataset = make_training_set(tmp_path, n=1200)
-    cfg = dataclasses.replace(FAST, epochs=2)
+    cfg = FAST.model_copy(update=dict(epochs=2))
     first = train(dataset, tmp_path / "a", TINY, cfg)
     second = train(dataset, tmp_path / "b", TINY, cfg)
 
@@ -93,7 +92,7 @@ def test_threshold_comes_from_validation_only(make_training_set, tmp_path: Path)
     dataset = make_training_set(tmp_path, n=1200)
     # train() must never open the test split: without it training still works.
     (dataset / "test.npz").unlink()
-    summary = train(dataset, tmp_path / "model", TINY, dataclasses.replace(FAST, epochs=2))
+    summary = train(dataset, tmp_path / "model", TINY, FAST.model_copy(update=dict(epochs=2)))
 
     model, meta = load_model(tmp_path / "model")
     y, p = split_proba(model, dataset, "val")
@@ -103,7 +102,7 @@ def test_threshold_comes_from_validation_only(make_training_set, tmp_path: Path)
 
 def test_youden_threshold_is_stored(make_training_set, tmp_path: Path) -> None:
     dataset = make_training_set(tmp_path, n=1200)
-    cfg = dataclasses.replace(FAST, epochs=1, pos_weight="none")
+    cfg = FAST.model_copy(update=dict(epochs=1, pos_weight="none"))
     summary = train(dataset, tmp_path / "model", TINY, cfg, threshold_metric="youden")
     model, meta = load_model(tmp_path / "model")
     y, p = split_proba(model, dataset, "val")
@@ -211,18 +210,18 @@ def test_bad_settings_raise_value_error(make_training_set, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="threshold metric"):
         train(dataset, tmp_path / "model", TINY, FAST, threshold_metric="accuracy")
     with pytest.raises(ValueError, match="batch_size"):
-        train(dataset, tmp_path / "model", TINY, dataclasses.replace(FAST, batch_size=0))
+        train(dataset, tmp_path / "model", TINY, FAST.model_copy(update=dict(batch_size=0)))
     with pytest.raises(ValueError, match="pos_weight"):
-        train(dataset, tmp_path / "model", TINY, dataclasses.replace(FAST, pos_weight="lots"))
+        train(dataset, tmp_path / "model", TINY, FAST.model_copy(update=dict(pos_weight="lots")))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            train(dataset, tmp_path / "model", TINY, dataclasses.replace(FAST, device="cuda"))
+            train(dataset, tmp_path / "model", TINY, FAST.model_copy(update=dict(device="cuda")))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda_and_serves_on_cpu(planted_training_set: Path, tmp_path: Path) -> None:
-    cfg = dataclasses.replace(FAST, device="auto")
+    cfg = FAST.model_copy(update=dict(device="auto"))
     summary = train(planted_training_set, tmp_path / "model", TINY, cfg)
     assert summary["device"].startswith("cuda")
     assert summary["best_val_auc"] > 0.85
@@ -236,7 +235,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, dataset: str, out: str) -
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        cfg = dataclasses.replace(FAST, epochs=1)
+        cfg = FAST.model_copy(update=dict(epochs=1))
         summary = train(dataset, out, TINY, cfg)
         assert summary["world_size"] == world
     finally:

@@ -1,0 +1,77 @@
+"""Command-line options generated from the pipeline's run arguments.
+
+``churn run``, ``churn pipeline submit`` and ``churn pipeline schedule`` take the same
+options, generated from :class:`pipelines.arguments.RunArguments`: a field marked for the CLI
+becomes ``--field-name`` with the field's description as help. An option left out keeps the
+settings' value (the compiled default on a cluster).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from pipelines.arguments import cli_fields
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Sections are struct parameters; their most used field gets an option of its own.
+_SECTION_OPTIONS = {
+    "registry_uri": ("registry", "uri", "Registry: a folder or s3://bucket/prefix.")
+}
+
+
+def run_argument_options(func: F) -> F:
+    """Adds the run-argument options to a command; it receives them as ``overrides``.
+
+    Args:
+        func: A command whose last parameter is ``overrides: dict``.
+
+    Returns:
+        The command with one extra typer option per run argument.
+    """
+    fields = cli_fields()
+    extra = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--" + name.replace("_", "-"), help=info.description),
+            annotation=_optional(info.annotation),
+        )
+        for name, info in fields.items()
+    ] + [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--" + name.replace("_", "-"), help=help_text),
+            annotation=str | None,
+        )
+        for name, (_, _, help_text) in _SECTION_OPTIONS.items()
+    ]
+    own = [p for p in inspect.signature(func).parameters.values() if p.name != "overrides"]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        overrides: dict[str, Any] = {}
+        for name in fields:
+            value = kwargs.pop(name)
+            if value is not None:
+                overrides[name] = value
+        for name, (section, key, _) in _SECTION_OPTIONS.items():
+            value = kwargs.pop(name)
+            if value is not None:
+                overrides.setdefault(section, {})[key] = value
+        return func(overrides=overrides, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper  # type: ignore[return-value]
+
+
+def _optional(annotation: Any) -> Any:
+    # A Literal is offered as a plain string; the model refuses other values with its message.
+    base = annotation if annotation in (str, int, float) else str
+    return base | None

@@ -1,0 +1,84 @@
+"""`churn run` and `churn pipeline`: the training pipeline locally and on Kubeflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from churn.cli.common import settings
+from churn.cli.options import run_argument_options
+
+app = typer.Typer(help="Compile, submit and schedule the Kubeflow pipeline.", no_args_is_help=True)
+
+_Host = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080.")]
+_Experiment = Annotated[str, typer.Option("--experiment", help="Experiment (created if new).")]
+
+
+@app.command("compile")
+def pipeline_compile(
+    out: Path = typer.Option(Path("churn_pipeline.yaml"), "--out", help="Pipeline YAML to write."),
+) -> None:
+    """Compile the Kubeflow pipeline; images, GPU placement and defaults come from the settings."""
+    from pipelines.cluster import compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(out, settings())}")
+
+
+@app.command("submit")
+@run_argument_options
+def pipeline_submit(
+    host: _Host,
+    run_name: Annotated[str, typer.Option("--run-name", help="Name of the run.")],
+    experiment: _Experiment = "churn",
+    *,
+    overrides: dict[str, Any],
+) -> None:
+    """Start one run of the pipeline on a Kubeflow Pipelines cluster."""
+    from pipelines.cluster import submit
+
+    run_id = submit(host, settings(), experiment, run_name, overrides)
+    typer.echo(f"submitted run {run_name} ({run_id}) to {host}")
+
+
+@app.command("schedule")
+@run_argument_options
+def pipeline_schedule(
+    host: _Host,
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron", help='Cron, e.g. "0 3 * * 1" (Mondays 03:00); KFP\'s 6 fields also work.'
+        ),
+    ],
+    experiment: _Experiment = "churn",
+    name: Annotated[str, typer.Option("--name", help="Name of the recurring run.")] = (
+        "churn-retrain"
+    ),
+    *,
+    overrides: dict[str, Any],
+) -> None:
+    """Retrain on a schedule: a recurring run that never overlaps or catches up."""
+    from pipelines.cluster import schedule
+
+    job_id = schedule(host, cron, settings(), experiment, name, overrides)
+    typer.echo(f"scheduled {name} ({job_id}) on {host}: {cron}")
+
+
+@run_argument_options
+def run_cmd(
+    cache: bool = typer.Option(
+        False, "--cache", help="Reuse steps of earlier local runs with identical inputs."
+    ),
+    *,
+    overrides: dict[str, Any],
+) -> None:
+    """Run the whole Kubeflow pipeline on this machine (kfp.local), then print a summary.
+
+    Every option left out comes from the settings; --deploy-target defaults to local here.
+    """
+    from pipelines.local import format_summary, run_local
+
+    summary = run_local(settings(), overrides, enable_caching=cache)
+    typer.echo(format_summary(summary))

@@ -1,0 +1,83 @@
+"""`churn registry`: versions, the champion and promotion by hand."""
+
+from __future__ import annotations
+
+import typer
+
+from churn.cli.common import settings
+
+app = typer.Typer(help="Inspect the model registry and promote by hand.", no_args_is_help=True)
+
+
+@app.command("list")
+def registry_list(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per version."),
+) -> None:
+    """List every version, oldest first; * marks the champion, INCOMPLETE a failed publish."""
+    import dataclasses
+    import json
+
+    from churn.release.registry import open_registry
+
+    registry = open_registry(settings().registry)
+    champion = registry.champion()
+    for info in registry.list_versions():
+        is_champion = champion is not None and info.version == champion.version
+        if as_json:
+            typer.echo(json.dumps({**dataclasses.asdict(info), "champion": is_champion}))
+            continue
+        metrics = " ".join(
+            f"{k}={v:.4g}"
+            for k, v in sorted(info.metrics.items())
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        state = "complete" if info.complete else "INCOMPLETE"
+        typer.echo(f"{'*' if is_champion else ' '} {info.version}  {state}  {metrics}")
+
+
+@app.command("champion")
+def registry_champion(
+    as_json: bool = typer.Option(False, "--json", help="Print the version as JSON."),
+) -> None:
+    """Show the champion version and the storageUri KServe serves it from."""
+    import dataclasses
+    import json
+
+    from churn.errors import RegistryError
+    from churn.release.registry import open_registry
+
+    info = open_registry(settings().registry).champion()
+    if info is None:
+        raise RegistryError("no champion yet: promote a complete version first")
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(info)))
+        return
+    typer.echo(f"{info.model_name} {info.version}\nstorageUri: {info.storage_uri}")
+    for key, value in sorted(info.metrics.items()):
+        typer.echo(f"  {key}: {value}")
+
+
+@app.command("promote")
+def registry_promote(
+    version: str = typer.Argument(..., help="A complete version id (see `churn registry list`)."),
+    expect: str | None = typer.Option(
+        None,
+        "--expect",
+        help="Promote only if this version is still the champion ('none': no champion yet), "
+        "as the pipeline does after its gate.",
+    ),
+) -> None:
+    """Point the champion at a version by hand, for example after a refused promotion.
+
+    The pointer moves by compare-and-swap, so a promotion running at the same time is never
+    overwritten unseen. Deploy afterwards (the KServe overlay's storageUri, or `churn serve`).
+    """
+    from churn.release.registry import ANY, open_registry
+
+    registry = open_registry(settings().registry)
+    expected = ANY if expect is None else (None if expect == "none" else expect)
+    previous = registry.champion()
+    info = registry.promote(version, expected_champion=expected)
+    was = previous.version if previous else "none"
+    typer.echo(f"champion of {info.model_name}: {was} -> {info.version}")
+    typer.echo(f"storageUri: {info.storage_uri}")

@@ -1,0 +1,1 @@
+"""Stage 3, the training set: labels at cutoffs joined point-in-time through Feast."""

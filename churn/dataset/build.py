@@ -1,0 +1,160 @@
+"""Training set building: labels from the log, features from Feast, split by time.
+
+Entity rows are (customer, cutoff) pairs for every customer active in the lookback window
+before a cutoff with a full label window after it. Features come from Feast's point-in-time
+join, so each row sees only its cutoff's snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn.data.cutoffs import parse_cutoffs, split_cutoffs
+from churn.dataset.labels import label_cutoffs
+from churn.dataset.training_set import (
+    FORMAT_VERSION,
+    SPLITS,
+    Split,
+    TrainingSet,
+    normalisation_stats,
+    save_training_set,
+)
+from churn.errors import ContractError, DatasetError
+from churn.features.store import FeatureRepo, check_cutoffs_built
+from churn.io.atomic import check_replaceable
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "<unk>"
+
+
+def build_dataset(
+    repo_dir: str | Path,
+    out_dir: str | Path,
+    horizon_days: int,
+    cutoffs: list[str] | None = None,
+) -> dict:
+    """Builds a training set folder through Feast's ``get_historical_features``.
+
+    Args:
+        repo_dir: A feature repository built by :func:`churn.features.build.build_features`.
+        out_dir: Destination folder (replaced atomically).
+        horizon_days: Label horizon H in days.
+        cutoffs: Cutoffs to label at; ``None`` takes the ones the features were built for.
+
+    Returns:
+        A summary with rows, positives and negatives per split, and the folder path.
+
+    Raises:
+        ContractError: The horizon is below one day, a cutoff has no snapshot, or the cutoffs
+            cannot fill three splits.
+        DatasetError: A split has no labelled rows.
+        OutputError: ``out_dir`` cannot be written, or is a folder of another kind.
+    """
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
+        raise ContractError(f"the label horizon must be at least 1 day, got {horizon_days!r}")
+    check_replaceable(out_dir, "meta.json")
+    started = time.perf_counter()
+    repo = FeatureRepo(repo_dir)
+    spec = repo.spec
+    chosen = parse_cutoffs(cutoffs or spec["cutoffs"])
+    check_cutoffs_built(spec, chosen)
+    by_split = split_cutoffs(chosen, horizon_days)
+    used = sorted(c for cs in by_split.values() for c in cs)
+
+    tx = pd.read_parquet(repo.sources / "transactions.parquet")
+    labels = label_cutoffs(
+        tx,
+        used,
+        horizon_days=horizon_days,
+        lookback_days=int(spec["bin_days"]) * int(spec["seq_len"]),
+        observed_until=pd.Timestamp(spec["observed_until"]),
+    )
+    for name, split_cutoffs_ in by_split.items():
+        if not labels["cutoff"].isin(split_cutoffs_).any():
+            raise DatasetError(
+                f"the {name} split (cutoffs {[c.date().isoformat() for c in split_cutoffs_]}) "
+                f"has no labelled rows: the log must extend {horizon_days} days past a cutoff "
+                f"(it ends {spec['observed_until']}) and someone must be active before it"
+            )
+    log.info("labelled %d (customer, cutoff) rows; reading features from Feast", len(labels))
+    features = repo.historical_features(
+        pd.DataFrame({"customer_id": labels["customer_id"], "event_timestamp": labels["cutoff"]})
+    )
+    if not features.has_history.all():
+        # Labelled customers were active before the cutoff, so each must have a snapshot.
+        row = int(np.flatnonzero(~features.has_history)[0])
+        raise DatasetError(
+            f"Feast returned no snapshot for customer {labels['customer_id'].iloc[row]!r} at "
+            f"{labels['cutoff'].iloc[row]}; the feature repository is out of date: rebuild it"
+        )
+
+    numeric = np.concatenate([features.context, features.numeric], axis=1).astype(np.float32)
+    cutoff_ns = (
+        labels["cutoff"].to_numpy("datetime64[ns]").view("i8") if len(labels) else np.zeros(0)
+    )
+    masks = {name: np.isin(cutoff_ns, [c.value for c in cs]) for name, cs in by_split.items()}
+    vocabularies = {}
+    categorical = np.zeros((len(labels), features.categorical.shape[1]), dtype=np.int64)
+    for j, name in enumerate(spec["categorical_attributes"]):
+        train_values = features.categorical[masks["train"], j]
+        vocab = [UNKNOWN, *sorted(set(train_values.tolist()) - {""})]
+        index = {v: i for i, v in enumerate(vocab)}
+        categorical[:, j] = [index.get(v, 0) for v in features.categorical[:, j]]
+        vocabularies[name] = vocab
+
+    customer_ids = labels["customer_id"].to_numpy().astype(str)
+    y = labels["label"].to_numpy().astype(np.float32)
+    splits = {
+        name: Split(
+            seq=features.seq[mask],
+            num=numeric[mask],
+            cat=categorical[mask],
+            y=y[mask],
+            customer_id=customer_ids[mask],
+            cutoff=cutoff_ns[mask].astype(np.int64) // 10**9,
+        )
+        for name, mask in masks.items()
+    }
+    split_meta: dict[str, dict[str, Any]] = {
+        name: {
+            "cutoffs": [c.date().isoformat() for c in by_split[name]],
+            "rows": len(split),
+            "positives": split.positives,
+            "negatives": len(split) - split.positives,
+        }
+        for name, split in splits.items()
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "channels": spec["channels"],
+        "seq_len": int(spec["seq_len"]),
+        "bin_days": int(spec["bin_days"]),
+        "horizon_days": int(horizon_days),
+        "numeric_features": [*spec["context_features"], *spec["numeric_attributes"]],
+        "categorical_features": vocabularies,
+        "seq_transform": "log1p",
+        "num_transform": "signed_log1p",
+        "norm": normalisation_stats(splits["train"]),
+        "splits": split_meta,
+        "source": spec["source"],
+    }
+    save_training_set(TrainingSet(meta=meta, splits=splits), out_dir)
+    seconds = time.perf_counter() - started
+    for name in SPLITS:
+        s = split_meta[name]
+        log.info(
+            "%-5s %8d rows  %7d positives  %7d negatives  cutoffs %s",
+            name,
+            s["rows"],
+            s["positives"],
+            s["negatives"],
+            ", ".join(s["cutoffs"]),
+        )
+    return {"out": str(out_dir), "splits": split_meta, "seconds": round(seconds, 2)}

@@ -1,0 +1,1 @@
+"""Stage 2, features: daily activity, sequences at cutoffs, and the Feast repository."""

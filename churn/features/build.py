@@ -1,0 +1,180 @@
+"""Feature building: raw log, then daily activity, then snapshots, then a Feast repository."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from churn.data.contract import load_customers, load_transactions
+from churn.data.cutoffs import default_cutoffs, parse_cutoffs
+from churn.errors import ContractError
+from churn.features.activity import channel_names, daily_activity
+from churn.features.sequences import CONTEXT_FEATURES, build_snapshots
+from churn.features.store import FeatureRepo
+from churn.settings import FeatureConfig
+
+log = logging.getLogger(__name__)
+
+
+def observed_until_of(tx: pd.DataFrame, override: str | pd.Timestamp | None = None) -> pd.Timestamp:
+    """The last instant the log covers: an explicit value, else its latest timestamp."""
+    if override is not None:
+        try:
+            ts = pd.Timestamp(override)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"observed-until {override!r} is not a date or timestamp") from exc
+        if ts is pd.NaT:
+            raise ContractError(f"observed-until {override!r} is not a date or timestamp")
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return tx["timestamp"].max()
+
+
+def _check_ids_match(
+    tx: pd.DataFrame, profile: pd.DataFrame, transactions: object, customers: object
+) -> None:
+    """Refuses a customers table that names none of the log's customers.
+
+    Ids are compared as strings, so ``00001`` in a CSV log and the integer 1 in a Parquet table
+    are different customers; every customer would silently get "unknown" attributes.
+    """
+    in_log = pd.Index(tx["customer_id"].unique())
+    matched = in_log.isin(profile["customer_id"])
+    if not matched.any():
+        raise ContractError(
+            f"none of the {len(in_log)} customers of {transactions} is in {customers} (for "
+            f"example {in_log[0]!r} in the log, {profile['customer_id'].iloc[0]!r} in the "
+            "table): write the ids in the same form in both files"
+        )
+    if matched.mean() < 0.5:
+        log.warning(
+            "only %d of %d customers of %s are in %s; the others get unknown attributes",
+            int(matched.sum()),
+            len(in_log),
+            transactions,
+            customers,
+        )
+
+
+def build_features(
+    transactions: str | Path,
+    repo_dir: str | Path,
+    cfg: FeatureConfig,
+    customers: str | Path | None = None,
+    cutoffs: list[str] | None = None,
+    observed_until: str | None = None,
+) -> dict:
+    """Builds the Feast sources from a transaction log and applies the repository.
+
+    Snapshots are written at every cutoff a training set will ask for and at the latest time
+    (the midnight after the last event), which is what serving reads.
+
+    Args:
+        transactions: Transaction log (CSV or Parquet) following the data contract.
+        repo_dir: Working folder of the feature repository (created from the template).
+        cfg: Feature settings (bins, sequence length, horizon, cutoff schedule).
+        customers: Optional customers table.
+        cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule.
+        observed_until: End of the observation period; defaults to the last event.
+
+    Returns:
+        A summary: rows, customers, snapshots, channels, repository path.
+
+    Raises:
+        ContractError: The input breaks the data contract or the cutoffs are invalid.
+    """
+    started = time.perf_counter()
+    tx = load_transactions(transactions)
+    profile = load_customers(customers) if customers is not None else None
+    if profile is not None:
+        _check_ids_match(tx, profile, transactions, customers)
+    end = observed_until_of(tx, observed_until)
+    if cutoffs:
+        chosen = parse_cutoffs(cutoffs)
+    else:
+        chosen = default_cutoffs(end, cfg.horizon_days, cfg.cutoff_step_days, cfg.n_train_cutoffs)
+    first = tx["timestamp"].min()
+    early = [c.date().isoformat() for c in chosen if c <= first]
+    if early:
+        raise ContractError(
+            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
+            "they would have no history"
+        )
+    latest = end.ceil("D")
+    snapshot_times = sorted({*chosen, latest})
+    try:
+        channels = channel_names(tx, cfg.extra_channels)
+    except KeyError as exc:
+        raise ContractError(f"{transactions}: {exc.args[0]}") from exc
+    activity = daily_activity(tx, channels)
+    snapshots = build_snapshots(
+        activity, channels, snapshot_times, cfg.bin_days, cfg.seq_len, signup=profile
+    )
+    numeric_attrs: list[str] = []
+    categorical_attrs: list[str] = []
+    if profile is not None:
+        for column in profile.columns:
+            if column in ("customer_id", "signup_date"):
+                continue
+            kind = (
+                numeric_attrs
+                if pd.api.types.is_numeric_dtype(profile[column])
+                else categorical_attrs
+            )
+            kind.append(column)
+    spec = {
+        "channels": channels,
+        "context_features": list(CONTEXT_FEATURES),
+        "numeric_attributes": numeric_attrs,
+        "categorical_attributes": categorical_attrs,
+        "bin_days": cfg.bin_days,
+        "seq_len": cfg.seq_len,
+        "cutoffs": [c.isoformat() for c in chosen],
+        "snapshots": [c.isoformat() for c in snapshot_times],
+        "latest_snapshot": latest.isoformat(),
+        "observed_from": first.isoformat(),
+        "observed_until": end.isoformat(),
+        "source": str(transactions),
+    }
+    repo = FeatureRepo(repo_dir)
+    repo.init_from(cfg.repo_template)
+    repo.write_sources(snapshots, tx, profile, spec)
+    repo.apply()
+    summary = {
+        "repo": str(repo.path),
+        "transactions": len(tx),
+        "customers": int(tx["customer_id"].nunique()),
+        "channels": channels,
+        "cutoffs": [c.date().isoformat() for c in chosen],
+        "latest_snapshot": latest.isoformat(),
+        "snapshot_rows": len(snapshots),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    log.info(
+        "built features: %d transactions of %d customers -> %d snapshot rows at %d times in %.1fs",
+        summary["transactions"],
+        summary["customers"],
+        summary["snapshot_rows"],
+        len(snapshot_times),
+        summary["seconds"],
+    )
+    return summary
+
+
+def materialize(repo_dir: str | Path) -> dict:
+    """Loads the latest snapshot into the online store.
+
+    Args:
+        repo_dir: A built feature repository.
+
+    Returns:
+        The snapshot time and how many customers it holds.
+    """
+    repo = FeatureRepo(repo_dir)
+    latest = repo.materialize_latest()
+    rows = pd.read_parquet(repo.sources / "sequences.parquet", columns=["snapshot_ts"])
+    count = int(np.sum(rows["snapshot_ts"] == latest))
+    return {"snapshot": latest.isoformat(), "customers": count}

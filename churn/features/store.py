@@ -1,0 +1,310 @@
+"""The Feast side of the platform: writing sources, applying the repo, reading features.
+
+A feature repository is a copy of the checked-in ``feature_repo/`` template in a working
+folder, with its sources under ``data/sources/`` (written all at once, then renamed into place)
+and its registry and online store under ``data/``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from churn.errors import ChurnError, ContractError
+from churn.features.sequences import Snapshots
+from churn.io.atomic import staging_dir
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FILES = ("feature_store.yaml", "customer_features.py", ".feastignore")
+SEQUENCE_VIEW = "customer_sequences"
+PROFILE_VIEW = "customer_profile"
+
+
+class FeatureStoreError(ChurnError):
+    """The feature repository is missing, not built, or cannot serve a request."""
+
+
+@dataclass
+class Features:
+    """Features for a list of entity rows, in the order the rows were given.
+
+    Attributes:
+        seq: float32 [N, C, L]; all zeros for a customer without history at that time.
+        context: float32 [N, len(CONTEXT_FEATURES)]; zeros without history.
+        numeric: float32 [N, A] numeric attributes; zeros where unknown.
+        categorical: str [N, K] categorical attributes; ``""`` where unknown.
+        has_history: bool [N]; False where the store had no snapshot row.
+    """
+
+    seq: np.ndarray
+    context: np.ndarray
+    numeric: np.ndarray
+    categorical: np.ndarray
+    has_history: np.ndarray
+
+
+class FeatureRepo:
+    """A Feast repository in a working folder.
+
+    Args:
+        path: Folder of the repository (``feature_store.yaml`` lives there).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def sources(self) -> Path:
+        return self.path / "data" / "sources"
+
+    @property
+    def spec(self) -> dict:
+        """What the sources hold: channels, bins, cutoffs, attributes, time range."""
+        spec_path = self.sources / "spec.json"
+        if not spec_path.is_file():
+            raise FeatureStoreError(
+                f"{self.path} has no built features ({spec_path} is missing); "
+                "run `churn features build` first"
+            )
+        return json.loads(spec_path.read_text())
+
+    def init_from(self, template: Path) -> None:
+        """Copies the repository definition files from the checked-in template."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.resolve() == Path(template).resolve():
+            return
+        for name in TEMPLATE_FILES:
+            src = Path(template) / name
+            if not src.is_file():
+                raise FeatureStoreError(f"feature repo template {template} lacks {name}")
+            shutil.copy2(src, self.path / name)
+
+    def write_sources(
+        self,
+        snapshots: Snapshots,
+        transactions: pd.DataFrame,
+        customers: pd.DataFrame | None,
+        spec: dict,
+    ) -> None:
+        """Writes every source file into a temporary folder, then renames it into place.
+
+        Args:
+            snapshots: Sequence snapshot rows.
+            transactions: The validated log; labels are computed from it.
+            customers: The validated customers table, if any.
+            spec: Description of the sources (written as ``spec.json``).
+        """
+        with staging_dir(self.sources) as tmp:
+            pq.write_table(snapshots.to_arrow(), tmp / "sequences.parquet", row_group_size=65536)
+            transactions.to_parquet(tmp / "transactions.parquet", index=False)
+            if customers is not None:
+                profile = customers.copy()
+                for column in spec["numeric_attributes"]:
+                    profile[column] = profile[column].astype(np.float32)
+                profile.to_parquet(tmp / "customers.parquet", index=False)
+            (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
+
+    def definitions(self) -> list:
+        """Imports the repository's definitions file and returns its Feast objects."""
+        file = self.path / "customer_features.py"
+        # A unique module name, so two repositories in one process never share a cached module.
+        module_name = f"churn_feature_defs_{uuid.uuid4().hex}"
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        if spec is None or spec.loader is None:
+            raise FeatureStoreError(f"cannot import feature definitions from {file}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return list(module.objects)
+
+    def store(self):
+        """A ``feast.FeatureStore`` on this repository."""
+        from feast import FeatureStore
+
+        if not (self.path / "feature_store.yaml").is_file():
+            raise FeatureStoreError(
+                f"{self.path} is not a feature repository (no feature_store.yaml)"
+            )
+        return FeatureStore(repo_path=str(self.path))
+
+    def apply(self) -> None:
+        """Registers the entity and feature views (what ``feast apply`` does)."""
+        objects = self.definitions()
+        self.store().apply(objects)
+        log.info("applied %s: %s", self.path, ", ".join(o.name for o in objects))
+
+    def feature_refs(self) -> list[str]:
+        spec = self.spec
+        refs = [f"{SEQUENCE_VIEW}:seq_{c}" for c in spec["channels"]]
+        refs += [f"{SEQUENCE_VIEW}:{f}" for f in spec["context_features"]]
+        refs += [
+            f"{PROFILE_VIEW}:{f}"
+            for f in spec["numeric_attributes"] + spec["categorical_attributes"]
+        ]
+        return refs
+
+    def historical_features(self, entity_rows: pd.DataFrame) -> Features:
+        """Point-in-time-correct features for (customer, time) rows, through Feast.
+
+        Args:
+            entity_rows: Columns ``customer_id`` and ``event_timestamp`` (UTC). Each row gets
+                the latest snapshot at or before its time.
+
+        Returns:
+            Features in the order of ``entity_rows``; every row comes back.
+
+        Raises:
+            FeatureStoreError: The store returned a different set of rows, or a sequence of
+                the wrong length.
+        """
+        spec = self.spec
+        entity_df = pd.DataFrame(
+            {
+                "customer_id": entity_rows["customer_id"].astype(str).to_numpy(),
+                "event_timestamp": pd.to_datetime(
+                    entity_rows["event_timestamp"], utc=True
+                ).reset_index(drop=True),
+                "entity_row": np.arange(len(entity_rows), dtype=np.int64),
+            }
+        )
+        job = self.store().get_historical_features(
+            entity_df=entity_df, features=self.feature_refs()
+        )
+        table = job.to_arrow()
+        table = table.take(pc.sort_indices(table["entity_row"]))
+        rows = table["entity_row"].to_numpy()
+        if len(rows) != len(entity_df) or not np.array_equal(
+            rows, entity_df["entity_row"].to_numpy()
+        ):
+            raise FeatureStoreError(
+                f"the offline store returned {len(rows)} rows for {len(entity_df)} entity rows; "
+                "rows were dropped or duplicated"
+            )
+        return features_from_arrow(table, spec)
+
+    def materialize_latest(self) -> pd.Timestamp:
+        """Loads the latest snapshot into the online store.
+
+        Returns:
+            The snapshot time that was loaded.
+        """
+        spec = self.spec
+        latest = pd.Timestamp(spec["latest_snapshot"])
+        store = self.store()
+        # materialize(start, end) rather than materialize_incremental: the first incremental
+        # run starts at now - ttl and silently writes nothing for old data.
+        views = [SEQUENCE_VIEW]
+        store.materialize(
+            start_date=latest.to_pydatetime(),
+            end_date=(latest + pd.Timedelta(seconds=1)).to_pydatetime(),
+            feature_views=views,
+        )
+        if spec["numeric_attributes"] or spec["categorical_attributes"]:
+            store.materialize(
+                start_date=pd.Timestamp("1970-01-01", tz="UTC").to_pydatetime(),
+                end_date=(latest + pd.Timedelta(seconds=1)).to_pydatetime(),
+                feature_views=[PROFILE_VIEW],
+            )
+        log.info("materialized snapshot %s into the online store", latest)
+        return latest
+
+    def online_features(self, customer_ids: list[str]) -> Features:
+        """Features of the latest materialized snapshot, from the online store.
+
+        Args:
+            customer_ids: Customers to look up.
+
+        Returns:
+            Features in the order given; unknown customers get zeros and ``has_history=False``.
+        """
+        spec = self.spec
+        response = self.store().get_online_features(
+            features=self.feature_refs(),
+            entity_rows=[{"customer_id": str(c)} for c in customer_ids],
+        )
+        table = pa.table(response.to_dict())
+        return features_from_arrow(table, spec)
+
+
+def features_from_arrow(table: pa.Table, spec: dict) -> Features:
+    """Turns a retrieval result (one column per feature) into arrays; null rows become zeros."""
+    n = table.num_rows
+    seq_len = int(spec["seq_len"])
+    channels = spec["channels"]
+    seq = np.zeros((n, len(channels), seq_len), dtype=np.float32)
+    has_history = np.zeros(n, dtype=bool)
+    for c, name in enumerate(channels):
+        column = table[f"seq_{name}"].combine_chunks()
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        if (lengths[valid] != seq_len).any():
+            raise FeatureStoreError(
+                f"feature seq_{name} holds sequences of length "
+                f"{sorted(set(lengths[valid].tolist()))}, expected {seq_len}: the store was "
+                "built with other settings; rebuild it"
+            )
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        seq[valid, c, :] = flat.reshape(-1, seq_len)
+        has_history |= valid
+    context = (
+        np.stack([_float_column(table, f) for f in spec["context_features"]], axis=1)
+        if spec["context_features"]
+        else np.zeros((n, 0), dtype=np.float32)
+    )
+    numeric = (
+        np.stack([_float_column(table, f) for f in spec["numeric_attributes"]], axis=1)
+        if spec["numeric_attributes"]
+        else np.zeros((n, 0), dtype=np.float32)
+    )
+    categorical = (
+        np.stack(
+            [
+                np.asarray(table[f].fill_null("").to_pylist(), dtype=object).astype(str)
+                for f in spec["categorical_attributes"]
+            ],
+            axis=1,
+        )
+        if spec["categorical_attributes"]
+        else np.zeros((n, 0), dtype=str)
+    )
+    return Features(
+        seq=seq, context=context, numeric=numeric, categorical=categorical, has_history=has_history
+    )
+
+
+def _float_column(table: pa.Table, name: str) -> np.ndarray:
+    values = table[name].combine_chunks().cast(pa.float32()).fill_null(0.0)
+    out = values.to_numpy(zero_copy_only=False).astype(np.float32)
+    # DuckDB returns NaN (not null) where no row matched the entity.
+    return np.nan_to_num(out, nan=0.0)
+
+
+def check_cutoffs_built(spec: dict, cutoffs: list[pd.Timestamp]) -> None:
+    """Raises unless every cutoff has its own snapshot (a stale one would misalign the bins).
+
+    Args:
+        spec: The repository's spec.
+        cutoffs: Cutoffs a training set asks for.
+
+    Raises:
+        ContractError: Some cutoffs have no snapshot; the message lists them.
+    """
+    built = {pd.Timestamp(c) for c in spec["snapshots"]}
+    missing = [c.date().isoformat() for c in cutoffs if c not in built]
+    if missing:
+        raise ContractError(
+            f"cutoffs {missing} have no feature snapshot; snapshots exist at "
+            f"{sorted(pd.Timestamp(c).date().isoformat() for c in built)}. Run "
+            "`churn features build --cutoffs ...` with these cutoffs first"
+        )

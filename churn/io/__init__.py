@@ -1,0 +1,1 @@
+"""Storage primitives every stage uses: atomic outputs and S3 transfers."""

@@ -1,0 +1,1 @@
+"""Stage 4, the model: the temporal CNN, its training loop and the metrics it uses."""

@@ -1,0 +1,1 @@
+"""Stage 6, release: the gate, the archive, the registry and deployment."""

@@ -1,0 +1,142 @@
+"""Deploying a registered version: a local TorchServe smoke test, KServe, or nothing."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from churn.errors import ServingError
+from churn.settings import RegistryConfig, ServingConfig
+
+log = logging.getLogger(__name__)
+
+DEPLOY_TARGETS = ("local", "kserve", "none")
+
+
+def sample_instance(dataset_dir: str | Path, split: str = "test", row: int = 0) -> tuple[str, dict]:
+    """A real serving request built from one row of a training set.
+
+    Args:
+        dataset_dir: Training set folder.
+        split: Split to take the row from.
+        row: Row index.
+
+    Returns:
+        The row's customer id and the instance (``sequence``, ``numeric``, ``categorical``
+        with raw values, as ``churn/release/torchserve_handler.py`` expects).
+    """
+    from churn.dataset.training_set import load_training_set
+
+    ts = load_training_set(dataset_dir, splits=(split,))
+    part, meta = ts.splits[split], ts.meta
+    instance = {
+        "sequence": {name: part.seq[row, c].tolist() for c, name in enumerate(meta["channels"])},
+        "numeric": {
+            name: float(part.num[row, j]) for j, name in enumerate(meta["numeric_features"])
+        },
+        "categorical": {
+            name: vocab[int(part.cat[row, k])]
+            for k, (name, vocab) in enumerate(meta["categorical_features"].items())
+        },
+    }
+    return str(part.customer_id[row]), instance
+
+
+def deploy_version(
+    target: str,
+    version: str,
+    registry_cfg: RegistryConfig,
+    serving_cfg: ServingConfig,
+    dataset_dir: str | Path,
+) -> dict:
+    """Deploys a registered version.
+
+    ``local`` downloads the version (checksums verified), serves its archive with TorchServe
+    on free loopback ports, sends one real request from the training set's test split and
+    stops; ``kserve`` creates or patches the InferenceService on the version's storage URI;
+    ``none`` does nothing.
+
+    Args:
+        target: ``local``, ``kserve`` or ``none``.
+        version: The version id.
+        registry_cfg: Registry settings.
+        serving_cfg: Namespace, service account and protocol for KServe.
+        dataset_dir: Training set folder the smoke-test request comes from.
+
+    Returns:
+        What was done: the target and version, plus the request's customer and prediction
+        (``local``) or the InferenceService's namespace, name and storage URI (``kserve``).
+        ``kserve`` deploys only the current champion: a version another run has superseded
+        since it registered gets ``skipped`` instead, with the reason.
+
+    Raises:
+        ServingError: The target is unknown, TorchServe does not answer, or the cluster
+            refuses the InferenceService.
+    """
+    if target not in DEPLOY_TARGETS:
+        raise ServingError(f"deploy target must be one of {DEPLOY_TARGETS}, got {target!r}")
+    if target == "none":
+        log.info(
+            "deploy target is 'none': %s %s stays undeployed", registry_cfg.model_name, version
+        )
+        return {"target": target, "version": version}
+
+    from churn.release.registry import open_registry
+
+    registry = open_registry(registry_cfg)
+    if target == "kserve":
+        from churn.release.kserve_deploy import build_inference_service, deploy
+
+        # A slow run must not roll the service back: if a later run has promoted since this
+        # one registered, the service already serves (or is about to serve) the newer champion.
+        champion = registry.champion()
+        if champion is None or champion.version != version:
+            current = champion.version if champion else "none"
+            log.warning(
+                "%s %s is no longer the champion (%s is); the InferenceService is left as is",
+                registry_cfg.model_name,
+                version,
+                current,
+            )
+            return {"target": target, "version": version, "skipped": f"champion is {current}"}
+        storage_uri = registry.storage_uri(version)
+        isvc = build_inference_service(registry_cfg.model_name, storage_uri, serving_cfg)
+        deploy(isvc, serving_cfg.namespace)
+        log.info(
+            "InferenceService %s/%s now serves %s",
+            serving_cfg.namespace,
+            registry_cfg.model_name,
+            storage_uri,
+        )
+        return {
+            "target": target,
+            "version": version,
+            "namespace": serving_cfg.namespace,
+            "name": registry_cfg.model_name,
+            "storage_uri": storage_uri,
+        }
+
+    from churn.release.torchserve import LocalTorchServe
+
+    customer_id, instance = sample_instance(dataset_dir)
+    with tempfile.TemporaryDirectory(prefix="churn-deploy-") as tmp:
+        registry.download(version, tmp)
+        # Free ports rather than the configured ones: a served model may already hold them.
+        with LocalTorchServe(
+            Path(tmp) / "model-store", registry_cfg.model_name, host=serving_cfg.host
+        ) as server:
+            prediction = server.predict([instance])[0]
+    log.info(
+        "local TorchServe answered for customer %s: churn probability %.4f (%s %s)",
+        customer_id,
+        prediction["churn_probability"],
+        registry_cfg.model_name,
+        version,
+    )
+    return {
+        "target": target,
+        "version": version,
+        "customer_id": customer_id,
+        "prediction": prediction,
+    }

@@ -1,0 +1,412 @@
+"""Model registry: immutable published versions and a champion pointer, on a folder or S3.
+
+Layout under the registry URI (``docs/architecture.md``)::
+
+    <model_name>/versions/<version>/model/...                 the model folder
+    <model_name>/versions/<version>/metrics.json
+    <model_name>/versions/<version>/config/config.properties  TorchServe config for KServe
+    <model_name>/versions/<version>/model-store/<model_name>.mar
+    <model_name>/versions/<version>/_COMPLETE                 written last
+    <model_name>/champion.json                                the pointer, moved by promote()
+
+A version counts only once its ``_COMPLETE`` marker exists; the marker lists every file with
+its size and SHA-256, so :meth:`Registry.download` can check what it fetched. A publish that
+fails part-way leaves no marker, so the version can be neither promoted nor served. Versions
+are never overwritten. Version ids are ``YYYYMMDDTHHMMSSZ-<8 hex of the model's SHA-256>``:
+they sort by publication time and differ for different models published in the same second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+
+from churn.errors import RegistryError, ServingError
+from churn.release.archive import write_serving_layout
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "_COMPLETE"
+# S3 only: written with If-None-Match before any upload, so a version id has one publisher.
+CLAIM_MARKER = "_CLAIM"
+CHAMPION_FILE = "champion.json"
+# promote()'s default: move the pointer whatever it holds.
+ANY = object()
+_SWAP_ATTEMPTS = 5
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+_MODEL_FILES = ("model.pt", "model.json")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a model in the registry.
+
+    Attributes:
+        model_name: The model's name.
+        version: The version id.
+        storage_uri: Where the version's files are (what KServe's ``storageUri`` gets).
+        complete: Whether the ``_COMPLETE`` marker exists (only complete versions count).
+        metrics: The evaluation metrics published with it (empty when incomplete).
+    """
+
+    model_name: str
+    version: str
+    storage_uri: str
+    complete: bool
+    metrics: dict = field(default_factory=dict)
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """SHA-256 over a model folder's file names and bytes, in name order.
+
+    Args:
+        model_dir: The model folder.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    root = Path(model_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def new_version_id(model_dir: str | Path, now: datetime | None = None) -> str:
+    """A sortable, unique version id: UTC time and a short hash of the model.
+
+    Args:
+        model_dir: The model folder.
+        now: Publication time (defaults to now, UTC).
+
+    Returns:
+        For example ``20260101T120000Z-1a2b3c4d``.
+    """
+    now = now or datetime.now(UTC)
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{model_digest(model_dir)[:8]}"
+
+
+class Registry(ABC):
+    """Immutable model versions plus a champion pointer.
+
+    Subclasses store bytes; this class owns the protocol: what a version holds, that the
+    marker is written last, that only complete versions are promoted or downloaded.
+
+    Args:
+        model_name: Name of the model (a folder level in the layout and the name clients call).
+    """
+
+    def __init__(self, model_name: str) -> None:
+        if not _VERSION_RE.fullmatch(model_name):
+            raise RegistryError(f"model name {model_name!r} must match {_VERSION_RE.pattern}")
+        self.model_name = model_name
+
+    def publish(
+        self,
+        model_dir: str | Path,
+        metrics: dict,
+        version: str | None = None,
+        *,
+        protocol_version: str = "v1",
+    ) -> VersionInfo:
+        """Writes a new immutable version: model, metrics, TorchServe archive and config.
+
+        Files go first and the ``_COMPLETE`` marker last; if anything fails the version stays
+        without a marker (S3) or is not created at all (folder), and the champion is untouched.
+
+        Args:
+            model_dir: Model folder with ``model.pt`` and ``model.json``.
+            metrics: JSON-serialisable evaluation metrics (numpy scalars are accepted).
+            version: Version id; a new one from :func:`new_version_id` when ``None``.
+            protocol_version: KServe protocol the archive's config selects (``v1``/``v2``).
+
+        Returns:
+            The published version.
+
+        Raises:
+            RegistryError: The model folder is incomplete, the metrics are not JSON, the version
+                id is malformed or already used, or the storage fails.
+        """
+        model_dir = Path(model_dir)
+        missing = [name for name in _MODEL_FILES if not (model_dir / name).is_file()]
+        if missing:
+            raise RegistryError(f"{model_dir} is not a model folder: {missing} missing")
+        try:
+            metrics_text = json.dumps(metrics, indent=2, sort_keys=True, default=_json_scalar)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"metrics must be JSON-serialisable: {exc}") from exc
+        version = version or new_version_id(model_dir)
+        self._check_version(version)
+        if self._version_exists(version):
+            raise RegistryError(
+                f"version {version} of {self.model_name} already exists; versions are immutable"
+            )
+        with tempfile.TemporaryDirectory(prefix="churn-publish-") as tmp:
+            stage = Path(tmp)
+            shutil.copytree(model_dir, stage / "model")
+            (stage / "metrics.json").write_text(metrics_text + "\n")
+            try:
+                # From the staged copy, so the archive matches model/ byte for byte.
+                write_serving_layout(
+                    stage / "model", stage, self.model_name, version, protocol_version
+                )
+            except ServingError as exc:
+                raise RegistryError(f"cannot build the serving files: {exc}") from exc
+            files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+            marker = {
+                "model_name": self.model_name,
+                "version": version,
+                "completed_at": utc_now(),
+                "files": {
+                    rel: {"size": (stage / rel).stat().st_size, "sha256": _file_sha256(stage / rel)}
+                    for rel in files
+                },
+            }
+            handle = self._begin(version)
+            done = 0
+            try:
+                for rel in files:
+                    self._put_file(handle, rel, stage / rel)
+                    done += 1
+                self._commit(handle, version, json.dumps(marker, indent=2).encode())
+            except (OSError, Boto3Error, BotoCoreError, ClientError) as exc:
+                self._abort(handle)
+                raise RegistryError(
+                    f"publishing {self.model_name} {version} failed after {done} of {len(files)} "
+                    f"files; the version has no {COMPLETE_MARKER} marker and cannot be "
+                    f"promoted: {exc}"
+                ) from exc
+            except BaseException:
+                self._abort(handle)
+                raise
+        log.info("published %s %s at %s", self.model_name, version, self.storage_uri(version))
+        return VersionInfo(
+            self.model_name, version, self.storage_uri(version), True, json.loads(metrics_text)
+        )
+
+    def promote(self, version: str, expected_champion: str | object | None = ANY) -> VersionInfo:
+        """Moves the champion pointer to a complete version, in one compare-and-swap write.
+
+        The pointer is replaced only if it still holds what was read just before, so two
+        concurrent promotions cannot both win on stale information.
+
+        Args:
+            version: The version id.
+            expected_champion: The champion the caller's decision was based on (``None``: no
+                champion yet). If another promotion moved the pointer since, nothing changes
+                and an error says so. :data:`ANY` (the default) promotes over whatever is there.
+
+        Returns:
+            The new champion.
+
+        Raises:
+            RegistryError: The version does not exist or is incomplete, the champion is no
+                longer ``expected_champion``, or the write fails.
+        """
+        self._check_version(version)
+        if self._read_marker(version) is None:
+            raise RegistryError(
+                f"cannot promote {self.model_name} {version}: it does not exist or has no "
+                f"{COMPLETE_MARKER} marker (an interrupted publish)"
+            )
+        for _ in range(_SWAP_ATTEMPTS):
+            raw = self._read_pointer()
+            current = self._pointer_version(raw)
+            if expected_champion is not ANY and current != expected_champion:
+                raise RegistryError(
+                    f"the champion of {self.model_name} is now {current or 'none'}, not "
+                    f"{expected_champion or 'none'} as when {version} was judged; {version} stays "
+                    "registered but is not promoted (compare the two, then `churn registry "
+                    f"promote {version}` if it should serve)"
+                )
+            pointer = {
+                "model_name": self.model_name,
+                "version": version,
+                "storage_uri": self.storage_uri(version),
+                "promoted_at": utc_now(),
+                "previous": current,
+            }
+            if self._swap_pointer(raw, json.dumps(pointer, indent=2).encode()):
+                log.info("champion of %s is now %s", self.model_name, version)
+                return self._info(version, complete=True)
+        raise RegistryError(
+            f"the champion pointer of {self.model_name} kept changing during {_SWAP_ATTEMPTS} "
+            "attempts; try again"
+        )
+
+    def champion(self) -> VersionInfo | None:
+        """The version the champion pointer names, or ``None`` before the first promotion.
+
+        Raises:
+            RegistryError: The pointer is unreadable or names a version that is not complete.
+        """
+        version = self._pointer_version(self._read_pointer())
+        if version is None:
+            return None
+        if self._read_marker(version) is None:
+            raise RegistryError(
+                f"{CHAMPION_FILE} of {self.model_name} names {version}, which is not complete"
+            )
+        return self._info(version, complete=True)
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Every version, complete or not, oldest first."""
+        return [
+            self._info(version, complete)
+            for version, complete in sorted(self._version_states().items())
+        ]
+
+    def download(self, version: str, dest: str | Path) -> Path:
+        """Copies a complete version's files into ``dest`` and checks their SHA-256.
+
+        Args:
+            version: The version id.
+            dest: Folder to fill (created if missing).
+
+        Returns:
+            ``dest``.
+
+        Raises:
+            RegistryError: The version is missing or incomplete, or a file differs from what
+                the marker lists.
+        """
+        self._check_version(version)
+        marker = self._read_marker(version)
+        if marker is None:
+            raise RegistryError(f"{self.model_name} {version} does not exist or is incomplete")
+        dest = Path(dest)
+        for rel, expected in marker["files"].items():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._get_file(version, rel, target)
+            if _file_sha256(target) != expected["sha256"]:
+                raise RegistryError(f"{rel} of {self.model_name} {version} fails its checksum")
+        return dest
+
+    @abstractmethod
+    def storage_uri(self, version: str) -> str:
+        """Where a version's files are: an ``s3://`` URI or an absolute folder path."""
+
+    def _info(self, version: str, complete: bool) -> VersionInfo:
+        metrics = (
+            self._json(version, "metrics.json", self._read_file(version, "metrics.json"))
+            if complete
+            else {}
+        )
+        return VersionInfo(self.model_name, version, self.storage_uri(version), complete, metrics)
+
+    def _read_marker(self, version: str) -> dict | None:
+        raw = self._read_optional(version, COMPLETE_MARKER)
+        return None if raw is None else self._json(version, COMPLETE_MARKER, raw)
+
+    def _json(self, version: str, rel: str, raw: bytes | str) -> dict:
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{rel} of {self.model_name} {version} is not valid JSON ({exc}): the version "
+                "is damaged; publish the model again under a new version"
+            ) from exc
+        if not isinstance(value, dict):
+            raise RegistryError(f"{rel} of {self.model_name} {version} is not a JSON object")
+        return value
+
+    def _pointer_version(self, raw: bytes | None) -> str | None:
+        if raw is None:
+            return None
+        try:
+            return str(json.loads(raw)["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"{CHAMPION_FILE} of {self.model_name} is malformed: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _check_version(version: str) -> None:
+        if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+            raise RegistryError(f"version id {version!r} must match {_VERSION_RE.pattern}")
+
+    @abstractmethod
+    def _version_exists(self, version: str) -> bool:
+        """Whether anything at all is stored under the version."""
+
+    @abstractmethod
+    def _version_states(self) -> dict[str, bool]:
+        """Version id to completeness, for every version with stored files."""
+
+    @abstractmethod
+    def _begin(self, version: str) -> object:
+        """Prepares a publish and returns what :meth:`_put_file` writes to."""
+
+    @abstractmethod
+    def _put_file(self, handle: object, rel: str, src: Path) -> None:
+        """Stores one file of a version being published."""
+
+    @abstractmethod
+    def _commit(self, handle: object, version: str, marker: bytes) -> None:
+        """Writes the marker last, making the version complete."""
+
+    @abstractmethod
+    def _abort(self, handle: object) -> None:
+        """Cleans up after a failed publish where the backend can."""
+
+    @abstractmethod
+    def _read_optional(self, version: str, rel: str) -> bytes | None:
+        """A version's file, or ``None`` when absent."""
+
+    def _read_file(self, version: str, rel: str) -> bytes:
+        raw = self._read_optional(version, rel)
+        if raw is None:
+            raise RegistryError(f"{rel} of {self.model_name} {version} is missing")
+        return raw
+
+    @abstractmethod
+    def _get_file(self, version: str, rel: str, target: Path) -> None:
+        """Copies a version's file to a local path."""
+
+    @abstractmethod
+    def _read_pointer(self) -> bytes | None:
+        """The champion pointer's bytes, or ``None`` when absent."""
+
+    @abstractmethod
+    def _swap_pointer(self, expected: bytes | None, data: bytes) -> bool:
+        """Writes the pointer if it still holds ``expected`` (``None``: absent); else False."""
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_scalar(value: object) -> object:
+    # numpy scalars (from metrics code) know how to become Python numbers.
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

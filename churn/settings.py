@@ -1,0 +1,359 @@
+"""Typed settings for every step, in one place (pydantic-settings).
+
+Defaults make ``make run`` work on one machine. Values are read, later ones winning, from:
+
+1. the defaults below;
+2. a YAML file (``churn --config FILE`` or ``CHURN_CONFIG``) whose nested mapping mirrors
+   :class:`Settings`;
+3. environment variables ``CHURN_<SECTION>__<FIELD>``, for example ``CHURN_TRAIN__EPOCHS=3``
+   or ``CHURN_REGISTRY__URI=s3://bucket/models``.
+
+Every range check lives in the models, so the CLI, the YAML file, the environment and the
+pipeline's struct parameters (:func:`parse_section`) all refuse the same values with the same
+one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "CHURN_"
+PositiveInt = Annotated[int, Field(ge=1)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Lists read from the environment as "1,2,4" (pydantic-settings would expect JSON).
+IntList = Annotated[list[int], NoDecode]
+StrList = Annotated[list[str] | None, NoDecode]
+
+
+def _template_folder() -> Path:
+    # feature_repo/ ships in the wheel as a namespace package of data files (pyproject), and is
+    # the checkout's own folder in an editable install: users run `feast apply` there.
+    spec = importlib.util.find_spec("feature_repo")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the feature_repo template is not installed with the churn package")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class Section(BaseModel):
+    """A settings section: unknown fields are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any, info: Any) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, str) and "list" in str(annotation):
+            text = value.strip()
+            if text.lower() in ("", "none", "null") and "None" in str(annotation):
+                return None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+
+class FeatureConfig(Section):
+    """How the raw log becomes sequences and labels.
+
+    Attributes:
+        bin_days: Width of one sequence step in days (1 = daily, 7 = weekly).
+        seq_len: Number of bins L in each sequence (the lookback is ``bin_days * seq_len``).
+        horizon_days: Label horizon H: churned means no transaction in (t, t + H]. At least 1:
+            a negative horizon would put the test cutoff into training.
+        cutoff_step_days: Spacing of the automatically chosen training cutoffs.
+        n_train_cutoffs: How many training cutoffs the automatic schedule produces.
+        extra_channels: Extra numeric event columns aggregated as channels; ``None`` takes
+            every extra numeric column the log has.
+        repo_template: The Feast repository that each feature build copies.
+    """
+
+    bin_days: PositiveInt = 7
+    seq_len: PositiveInt = 52
+    horizon_days: PositiveInt = 90
+    cutoff_step_days: PositiveInt = 30
+    n_train_cutoffs: PositiveInt = 6
+    extra_channels: StrList = None
+    repo_template: Path = Field(default_factory=_template_folder)
+
+
+class ModelConfig(Section):
+    """Architecture of the temporal CNN (see ``churn.model.network``)."""
+
+    windows: IntList = Field(default_factory=lambda: [1, 4, 13, 26, 52])
+    stem_stride: PositiveInt = 2
+    hidden: PositiveInt = 16
+    kernel_size: PositiveInt = 3
+    dilations: IntList = Field(default_factory=lambda: [1, 2, 4, 8])
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    embedding_dim: PositiveInt = 4
+    head_hidden: PositiveInt = 32
+
+
+class TrainConfig(Section):
+    """Optimisation settings.
+
+    Attributes:
+        epochs: Maximum number of epochs.
+        batch_size: Samples per optimisation step (per process under DDP).
+        lr: Peak learning rate of AdamW under a one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        patience: Epochs without a better validation ROC-AUC before stopping; 0 never stops
+            early (every epoch runs, the best one is kept).
+        seed: Seed for weights, shuffling and dropout.
+        pos_weight: ``"auto"`` weighs positives by negatives/positives in the training split;
+            a number sets it; ``"none"`` disables it.
+        device: ``"auto"`` picks CUDA when present, else CPU.
+        num_threads: CPU threads; 0 takes half the usable cores (see ``churn.model.train``).
+    """
+
+    epochs: PositiveInt = 12
+    batch_size: PositiveInt = 1024
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    patience: int = Field(2, ge=0)
+    seed: int = 0
+    pos_weight: str = "auto"
+    device: str = "auto"
+    num_threads: int = Field(0, ge=0)
+
+
+class EvalConfig(Section):
+    """Evaluation and the promotion gate.
+
+    Attributes:
+        threshold_metric: Metric maximised on the validation split to pick the decision
+            threshold.
+        auc_threshold: Minimum test ROC-AUC for promotion.
+    """
+
+    threshold_metric: Literal["f1", "youden"] = "f1"
+    auc_threshold: float = Field(0.70, ge=0.0, le=1.0)
+
+
+class RegistryConfig(Section):
+    """Where promoted models live.
+
+    Attributes:
+        uri: A local folder (``/path`` or ``file:///path``) or ``s3://bucket/prefix``.
+        endpoint_url: S3 endpoint for non-AWS stores (MinIO, moto); credentials come from the
+            standard AWS environment or a mounted Secret, never from configuration.
+        model_name: Name clients call the model by (the key in TorchServe's model snapshot).
+    """
+
+    uri: str = Field(".churn/registry", min_length=1)
+    endpoint_url: str | None = None
+    model_name: str = Field("churn", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+    @field_validator("endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # KFP parameters and env variables carry "no endpoint" as "" or "none".
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
+
+class ServingConfig(Section):
+    """Local TorchServe and the KServe deployment."""
+
+    host: str = "127.0.0.1"
+    inference_port: Port = 8080
+    management_port: Port = 8081
+    metrics_port: Port = 8082
+    namespace: str = "churn"
+    service_account: str = "churn-models"
+    protocol_version: Literal["v1", "v2"] = "v1"
+
+
+class PipelineConfig(Section):
+    """Kubeflow settings: images, GPU placement and resources.
+
+    Attributes:
+        s3_secret_name: Secret with ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for S3 data
+            and the registry (``""`` when the pipeline's ServiceAccount has an IAM role
+            instead); the same Secret KServe reads.
+    """
+
+    image: str = "ghcr.io/churn-platform/churn:0.1.0"
+    gpu_image: str = "ghcr.io/churn-platform/churn-gpu:0.1.0"
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_count: int = Field(1, ge=0)
+    gpu_node_selector_key: str = "cloud.google.com/gke-nodepool"
+    gpu_node_selector_value: str = "gpu-pool"
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    cpu_request: str = "1"
+    memory_request: str = "2Gi"
+    train_cpu_request: str = "4"
+    train_memory_request: str = "16Gi"
+    train_retries: int = Field(2, ge=0)
+    s3_secret_name: str = "churn-s3"
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform.
+
+    Constructing ``Settings()`` gives the defaults only; :func:`load_settings` adds the YAML
+    file and the environment.
+
+    Attributes:
+        home: Working folder for data, feature repo copies, datasets and runs.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        # Other CHURN_* variables (CHURN_CONFIG, CHURN_TEST_CLUSTER...) belong to other tools;
+        # a typo inside a known section is still an error (the sections forbid extras).
+        extra="ignore",
+        validate_assignment=True,
+    )
+
+    home: Path = Path(".churn")
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Plain construction reads nothing from outside: load_settings() names its sources.
+        return (init_settings,)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = dict(environ)
+        super().__init__(Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__")
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def describe_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first bad field of a validation error.
+
+    Args:
+        exc: The error pydantic raised.
+        prefix: Dotted path of the section that was validated, for example ``"features."``.
+
+    Returns:
+        For example ``configuration field train.epochs: Input should be a valid integer
+        (got 'many')``.
+    """
+    error = exc.errors()[0]
+    field = prefix + ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown configuration field {field}"
+    return f"configuration field {field}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Builds settings from defaults, then an optional YAML file, then the environment.
+
+    Args:
+        path: Optional YAML file whose nested mapping mirrors :class:`Settings`.
+        env: Environment to read ``CHURN_*`` overrides from (defaults to ``os.environ``).
+
+    Returns:
+        The resolved settings.
+
+    Raises:
+        ValueError: The file is missing or not a mapping, or a field is unknown or out of
+            range; the message names it.
+    """
+    import os
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"configuration file {path} does not exist")
+        try:
+            values = YamlConfigSettingsSource(Settings, yaml_file=path)()
+        except Exception as exc:  # yaml's errors carry the line and column
+            raise ValueError(f"configuration file {path}: {exc}") from exc
+    try:
+        from_env = _MappingEnvSource(os.environ if env is None else env)()
+    except Exception as exc:  # pydantic_settings.SettingsError on undecodable values
+        raise ValueError(f"configuration from the environment: {exc}") from exc
+    for key, value in from_env.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ValueError(describe_error(exc)) from exc
+
+
+S = TypeVar("S", bound=Section)
+
+
+def parse_section(cls: type[S], values: Mapping[str, Any], name: str) -> S:
+    """Validates one section from a mapping, as pipeline struct parameters arrive.
+
+    Struct parameters travel as protobuf values, whose numbers are doubles: ``32`` arrives as
+    ``32.0``. pydantic turns an integral float into an int and refuses ``32.5``.
+
+    Args:
+        cls: The section's model, for example :class:`FeatureConfig`.
+        values: Field values; missing fields keep their defaults.
+        name: The section's name in messages (``features``, ``train``...).
+
+    Returns:
+        The validated section.
+
+    Raises:
+        ValueError: A field is unknown or out of range; the message names it.
+    """
+    try:
+        return cls.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ValueError(describe_error(exc, f"{name}.")) from exc
+
+
+def section_values(section: Section, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A section as a JSON-able mapping for a pipeline struct parameter.
+
+    Paths and unset (``None``) fields are left out: they keep their defaults in the pod.
+
+    Args:
+        section: The section.
+        drop: Fields to leave out (those that have their own pipeline parameter).
+
+    Returns:
+        The field values.
+    """
+    return {
+        key: value
+        for key, value in section.model_dump(mode="json").items()
+        if key not in drop and value is not None and not isinstance(getattr(section, key), Path)
+    }

@@ -1,0 +1,193 @@
+"""The training pipeline on a Kubeflow Pipelines cluster: compile, submit, schedule."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from churn.errors import PipelineError
+from churn.io.object_store import is_s3_uri
+from churn.settings import Settings
+from pipelines.arguments import RunArguments
+
+log = logging.getLogger(__name__)
+
+
+def cluster_arguments(overrides: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Checks a cluster run's arguments before Kubeflow is contacted.
+
+    Args:
+        overrides: Run arguments that override the compiled defaults (field names of
+            :class:`pipelines.arguments.RunArguments`; a section as a partial mapping).
+        settings: Settings the pipeline is compiled with.
+
+    Returns:
+        The overrides as KFP parameter values (a section whole, merged over its defaults).
+
+    Raises:
+        PipelineError: An argument is unknown or out of range, or the registry is a folder:
+            each pod has its own disk, so a version registered there would vanish with the
+            pod and KServe could never fetch it.
+    """
+    arguments = RunArguments.from_settings(settings, **overrides)
+    if not is_s3_uri(arguments.registry.uri):
+        raise PipelineError(
+            f"the registry {arguments.registry.uri!r} is a folder, which pods on a cluster do "
+            "not share: pass --registry-uri s3://bucket/prefix (or set CHURN_REGISTRY__URI)"
+        )
+    parameters = arguments.parameters()
+    return {name: parameters[name] for name in overrides}
+
+
+def compile_pipeline(out: str | Path, settings: Settings) -> Path:
+    """Compiles the pipeline, with images and GPU placement from ``settings``, to YAML.
+
+    Args:
+        out: Destination ``.yaml`` file.
+        settings: Settings whose values become the images, resources and parameter defaults.
+
+    Returns:
+        The written file.
+    """
+    from kfp import compiler
+
+    from pipelines.training_pipeline import build_pipeline
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not settings.registry.uri.startswith("s3://"):
+        log.warning(
+            "the registry %r is a local folder: on a cluster pass registry_uri=s3://... "
+            "(or set CHURN_REGISTRY__URI before compiling) so every pod and KServe reach it",
+            settings.registry.uri,
+        )
+    compiler.Compiler().compile(build_pipeline(settings), str(out))
+    log.info("compiled the pipeline to %s", out)
+    return out
+
+
+def _client(host: str):
+    import kfp
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return kfp.Client(host=host)
+    except (ApiException, HTTPError, OSError) as exc:
+        raise PipelineError(f"cannot reach Kubeflow Pipelines at {host}: {exc}") from exc
+
+
+def submit(
+    host: str,
+    settings: Settings,
+    experiment: str,
+    run_name: str,
+    arguments: dict[str, Any] | None = None,
+) -> str:
+    """Compiles the pipeline and starts one run on a Kubeflow Pipelines cluster.
+
+    Args:
+        host: KFP API endpoint, for example ``http://localhost:8080``.
+        settings: Settings the pipeline is compiled with.
+        experiment: Experiment name (created when missing).
+        run_name: Name of the run.
+        arguments: Pipeline arguments that override the compiled defaults.
+
+    Returns:
+        The run id.
+
+    Raises:
+        PipelineError: An argument is out of range, the registry is not in S3, or the
+            cluster refuses the run.
+    """
+    from kfp_server_api.exceptions import ApiException
+
+    arguments = cluster_arguments(arguments or {}, settings)
+    client = _client(host)
+    with tempfile.TemporaryDirectory(prefix="churn-pipeline-") as tmp:
+        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
+        try:
+            result = client.create_run_from_pipeline_package(
+                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
+            )
+        except ApiException as exc:
+            raise PipelineError(f"Kubeflow Pipelines refused the run: {exc}") from exc
+    log.info(
+        "submitted run %s (%s) to %s in experiment %s", run_name, result.run_id, host, experiment
+    )
+    return result.run_id
+
+
+def kfp_cron(cron: str) -> str:
+    """KFP's six-field cron (seconds first) from a five-field or six-field expression.
+
+    Args:
+        cron: ``"0 3 * * 1"`` (minute hour day month weekday) or a six-field expression.
+
+    Returns:
+        For example ``"0 0 3 * * 1"``.
+
+    Raises:
+        PipelineError: The expression has neither five nor six fields.
+    """
+    fields = cron.split()
+    if len(fields) == 5:
+        return " ".join(["0", *fields])
+    if len(fields) == 6:
+        return " ".join(fields)
+    raise PipelineError(
+        f"cron {cron!r} must have 5 fields (minute hour day month weekday) or 6 (seconds first)"
+    )
+
+
+def schedule(
+    host: str,
+    cron: str,
+    settings: Settings,
+    experiment: str,
+    job_name: str,
+    arguments: dict[str, Any] | None = None,
+) -> str:
+    """Compiles the pipeline and creates a recurring run on a Kubeflow Pipelines cluster.
+
+    Runs do not overlap (at most one at a time) and missed slots are not caught up, so a
+    cluster that was down does not start a burst of retrainings.
+
+    Args:
+        host: KFP API endpoint.
+        cron: Five-field cron, for example ``"0 3 * * 1"`` (Mondays at 03:00), or KFP's six.
+        settings: Settings the pipeline is compiled with.
+        experiment: Experiment name (created when missing).
+        job_name: Name of the recurring run.
+        arguments: Pipeline arguments that override the compiled defaults.
+
+    Returns:
+        The recurring run's id.
+
+    Raises:
+        PipelineError: The cron or an argument is invalid, or the cluster refuses the job.
+    """
+    from kfp_server_api.exceptions import ApiException
+
+    arguments = cluster_arguments(arguments or {}, settings)
+    expression = kfp_cron(cron)
+    client = _client(host)
+    with tempfile.TemporaryDirectory(prefix="churn-pipeline-") as tmp:
+        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
+        try:
+            experiment_id = client.create_experiment(experiment).experiment_id
+            job = client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=job_name,
+                cron_expression=expression,
+                max_concurrency=1,
+                no_catchup=True,
+                params=arguments,
+                pipeline_package_path=str(package),
+            )
+        except ApiException as exc:
+            raise PipelineError(f"Kubeflow Pipelines refused the recurring run: {exc}") from exc
+    log.info("scheduled %s (%s) on %s at %r", job_name, job.recurring_run_id, host, expression)
+    return job.recurring_run_id

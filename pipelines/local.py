@@ -1,0 +1,192 @@
+"""The training pipeline on this machine with ``kfp.local``, and the summary of a run.
+
+Local runs use the host's Python (``SubprocessRunner(use_venv=False)``), so they execute the
+same component code and the same gate condition as a cluster, offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from churn.errors import ContractError, PipelineError
+from churn.io.object_store import is_s3_uri
+from churn.settings import Settings
+from pipelines.arguments import RunArguments
+
+log = logging.getLogger(__name__)
+
+
+def run_local(
+    settings: Settings,
+    overrides: dict[str, Any] | None = None,
+    *,
+    enable_caching: bool = False,
+) -> dict:
+    """Runs the whole pipeline on this machine with ``kfp.local`` and summarises it.
+
+    Artifacts land under ``<settings.home>/pipeline_root/<pipeline>-<timestamp>/``; the
+    registry is ``settings.registry.uri`` (a local folder by default). GPU placement and images
+    are ignored locally; training uses CUDA if this machine has it.
+
+    Args:
+        settings: Settings; they give every argument that ``overrides`` leaves out.
+        overrides: Run arguments (fields of :class:`pipelines.arguments.RunArguments`);
+            ``deploy_target`` defaults to ``local`` (a TorchServe smoke test) here.
+        enable_caching: Reuse outputs of earlier local runs whose inputs were identical
+            (the gate and the steps after it always run).
+
+    Returns:
+        See :func:`summarize_run`.
+
+    Raises:
+        PipelineError: An argument is invalid or a task failed (the message names it).
+        ContractError: ``data`` names nothing usable.
+    """
+    from kfp import local
+
+    from pipelines.training_pipeline import PIPELINE_NAME, build_pipeline
+
+    args = RunArguments.from_settings(settings, **{"deploy_target": "local", **(overrides or {})})
+    # Component processes may run elsewhere than this process's working folder.
+    args.data = _local_data(args.data)
+    args.customers = _absolute_uri(args.customers) if args.customers else ""
+    args.registry.uri = _absolute_uri(args.registry.uri)
+    root = (settings.home / "pipeline_root").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.glob(f"{PIPELINE_NAME}-*"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        enable_caching=enable_caching,
+    )
+    pipeline = build_pipeline(settings)
+    log.info("running %s locally on %s; artifacts under %s", PIPELINE_NAME, args.data, root)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # Images, accelerators and resource requests only matter on a cluster; kfp.local
+        # says so for every task, which would bury the run's own log.
+        for category in (RuntimeWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"kfp\.local")
+        try:
+            pipeline(**args.parameters())
+        except RuntimeError as exc:
+            raise PipelineError(f"the local pipeline run failed: {exc}") from exc
+    seconds = time.perf_counter() - started
+    runs = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
+    if len(runs) != 1:
+        raise PipelineError(
+            f"expected one new run folder under {root}, found {[p.name for p in runs]}"
+        )
+    return summarize_run(runs[0], seconds)
+
+
+def _local_data(data: str) -> str:
+    if data in ("cdnow", "synth") or data.startswith("synth:") or is_s3_uri(data):
+        return data
+    path = Path(data)
+    if not path.exists():
+        raise ContractError(
+            f"data {data!r} is neither 'cdnow', 'synth[:customers=N,days=D,seed=S]', an "
+            "s3:// URI nor an existing file or folder"
+        )
+    return _absolute_uri(data)
+
+
+def _absolute_uri(uri: str) -> str:
+    if "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
+def _artifact(run_dir: Path, name: str) -> Path | None:
+    # Tasks inside a condition branch may sit one folder deeper; output names are unique.
+    found = sorted(run_dir.rglob(name))
+    return found[0] if found else None
+
+
+def _json(path: Path | None) -> dict | None:
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+def summarize_run(run_dir: str | Path, seconds: float) -> dict:
+    """What a local run produced, read back from its artifacts.
+
+    Args:
+        run_dir: The run's folder under the pipeline root.
+        seconds: Wall time of the run.
+
+    Returns:
+        ``run_dir``, ``seconds``; ``roc_auc`` (``cnn`` and each baseline, test split);
+        ``promoted`` and ``reason`` (the gate); ``version`` and ``version_uri`` (``None``
+        unless promoted); ``report`` (the HTML report) and ``evaluation`` (folder with
+        ``metrics.json`` and plots); ``rejection`` (record path, or ``None``); ``deployment``
+        (what the deploy step did, or ``None``).
+
+    Raises:
+        PipelineError: The run has no gate decision or no evaluation (it did not get there).
+    """
+    run_dir = Path(run_dir)
+    decision = _json(_artifact(run_dir, "decision"))
+    if decision is None:
+        raise PipelineError(f"{run_dir} holds no gate decision: the run did not reach the gate")
+    # The decision names the evaluation, which may be a cached output of an earlier run.
+    evaluation = Path(decision["evaluation"])
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    registration = _json(_artifact(run_dir, "registration"))
+    rejection = _artifact(run_dir, "rejection")
+    return {
+        "run_dir": str(run_dir),
+        "seconds": round(seconds, 1),
+        "roc_auc": {
+            "cnn": metrics["roc_auc"],
+            **{name: b["roc_auc"] for name, b in metrics["baselines"].items()},
+        },
+        "promoted": bool(decision["promote"]),
+        "reason": decision["reason"],
+        "version": registration["version"] if registration else None,
+        "version_uri": registration["storage_uri"] if registration else None,
+        "report": str(evaluation / "report.html"),
+        "evaluation": str(evaluation),
+        "rejection": str(rejection) if rejection is not None else None,
+        "deployment": _json(_artifact(run_dir, "deployment")),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines for the end of ``churn run``.
+
+    Args:
+        summary: What :func:`run_local` returned.
+
+    Returns:
+        The text.
+    """
+    minutes, secs = divmod(round(summary["seconds"]), 60)
+    auc = summary["roc_auc"]
+    baselines = ", ".join(
+        f"{name.replace('_', ' ')} {value:.4f}" for name, value in auc.items() if name != "cnn"
+    )
+    lines = [
+        f"pipeline finished in {minutes}m{secs:02d}s: {summary['run_dir']}",
+        f"test ROC-AUC: CNN {auc['cnn']:.4f} (baselines: {baselines})",
+        f"gate: {'PROMOTED' if summary['promoted'] else 'NOT PROMOTED'}: {summary['reason']}",
+    ]
+    if summary["version"]:
+        lines.append(f"registry: champion is now {summary['version']} at {summary['version_uri']}")
+    if summary["rejection"]:
+        lines.append(f"rejection record: {summary['rejection']}")
+    deployment = summary["deployment"] or {}
+    if deployment.get("prediction"):
+        lines.append(
+            f"local TorchServe smoke test: customer {deployment['customer_id']} -> churn "
+            f"probability {deployment['prediction']['churn_probability']:.4f}"
+        )
+    elif deployment.get("target") == "kserve":
+        lines.append(f"KServe: {deployment['namespace']}/{deployment['name']} updated")
+    lines.append(f"report: {summary['report']}")
+    return "\n".join(lines)
