@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-cluster test-gpu lint format bench compile clean
+.PHONY: help install run test test-fast test-cluster test-gpu lint layers typecheck format bench compile clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,15 +27,24 @@ run: $(STAMP) ## Run the whole training pipeline locally with kfp.local on CDNOW
 test: $(STAMP) ## Run the tests that can run on this machine (cluster and GPU tests skip)
 	$(BIN)/python -m pytest
 
+test-fast: $(STAMP) ## Inner loop: the tests not marked slow (CI runs them all)
+	$(BIN)/python -m pytest -m "not slow and not cluster and not gpu"
+
 test-cluster: $(STAMP) ## Run the tests that need a Kubeflow + KServe cluster (see README)
 	CHURN_TEST_CLUSTER=1 $(BIN)/python -m pytest -m cluster
 
 test-gpu: $(STAMP) ## Run the tests that need a CUDA GPU
 	$(BIN)/python -m pytest -m gpu
 
-lint: $(STAMP) ## Lint and check formatting with ruff
+lint: $(STAMP) layers ## Lint and check formatting with ruff, and the layer contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+layers: $(STAMP) ## Check that imports follow the layers and stages (docs/architecture.md)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
+
+typecheck: $(STAMP) ## Type-check the packages with mypy (configured in pyproject.toml)
+	$(BIN)/mypy
 
 format: $(STAMP) ## Fix lint and formatting where ruff can
 	$(BIN)/ruff check --fix .

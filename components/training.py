@@ -39,6 +39,7 @@ def train(
         parse_section(ModelConfig, model_settings, "model"),
         parse_section(TrainConfig, {**train_settings, "epochs": epochs}, "train"),
         threshold_metric,
+        dataset_uri=training_set.uri,
     )
     model.metadata.update(
         {

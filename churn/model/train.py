@@ -40,6 +40,7 @@ def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     threshold_metric: str = "f1",
+    dataset_uri: str | None = None,
 ) -> dict:
     """Trains the CNN on a training set folder and writes a model folder.
 
@@ -69,6 +70,9 @@ def train(
         train_cfg: Optimisation settings.
         threshold_metric: ``"f1"`` picks the threshold with the highest F1 on validation;
             ``"youden"`` the one with the highest TPR - FPR.
+        dataset_uri: Where later readers (the drift monitor, an audit) find the training set,
+            recorded in ``model.json``: the artifact's ``s3://`` URI in a pipeline, not the
+            pod-local path. Defaults to the folder's absolute path.
 
     Returns:
         A summary: ``model_dir``, ``device``, ``world_size``, ``epochs_run``, ``best_epoch``,
@@ -243,7 +247,7 @@ def train(
                 "world_size": world,
             },
             "training": {
-                "dataset": str(dataset_dir),
+                "dataset": dataset_uri or str(Path(dataset_dir).resolve()),
                 "pos_weight": pos_weight,
                 "config": train_cfg.model_dump(),
             },

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-import sysconfig
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -169,7 +169,11 @@ def build_archive(
         shutil.copyfile(MODEL_FILE, src / "model.py")
         shutil.copyfile(HANDLER_FILE, src / "handler.py")
         cmd = [
-            str(Path(sysconfig.get_path("scripts")) / "torch-model-archiver"),
+            # The module rather than the console script: a venv whose dependencies come from
+            # elsewhere (a layered image, a system site) may not have the script on its path.
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
             "--force",
             "--model-name",
             model_name,

@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import sysconfig
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +26,8 @@ from churn.release.archive import Addresses, archive_version, config_properties
 
 log = logging.getLogger(__name__)
 
-_TORCHSERVE = str(Path(sysconfig.get_path("scripts")) / "torchserve")
+# The module rather than the console script, which a venv layered over another may lack.
+_TORCHSERVE = [sys.executable, "-m", "ts.model_server"]
 _LOOPBACK = "127.0.0.1"
 _POLL_SECONDS = 0.25
 _LOG_TAIL_CHARS = 3000
@@ -184,7 +185,7 @@ class LocalTorchServe:
             )
         )
         cmd = [
-            _TORCHSERVE,
+            *_TORCHSERVE,
             "--start",
             "--foreground",
             "--ncs",
@@ -219,7 +220,7 @@ class LocalTorchServe:
         proc, self._proc = self._proc, None
         if proc.poll() is None:
             subprocess.run(
-                [_TORCHSERVE, "--stop"],
+                [*_TORCHSERVE, "--stop"],
                 cwd=self.workdir,
                 env=self._env(),
                 capture_output=True,

@@ -30,8 +30,11 @@ def test_champion_deploys_and_becomes_ready() -> None:
 
     cfg = load_settings()
     champion = open_registry(cfg.registry).champion()
-    if champion is None:
-        pytest.skip(f"no champion in the registry {cfg.registry.uri}")
+    # Only reached with CHURN_TEST_CLUSTER=1: a cluster run that tested nothing must not pass.
+    assert champion is not None, (
+        f"no champion in the registry {cfg.registry.uri}: run the pipeline first "
+        "(churn pipeline submit ... --registry-uri s3://...)"
+    )
     isvc = build_inference_service(NAME, champion.storage_uri, cfg.serving)
     namespace = cfg.serving.namespace
     client = KServeClient()
