@@ -40,6 +40,8 @@ INFERENCE_PORT = 8080
 # The labels KServe puts on every predictor pod (pkg/controller/v1beta1/inferenceservice/
 # components/predictor.go): InferenceServicePodLabelKey and KServiceComponentLabel.
 PREDICTOR_POD_LABELS = {"serving.kserve.io/inferenceservice": "churn", "component": "predictor"}
+CLIENT_LABEL = {"churn.io/client": "true"}
+GATEWAY_LABEL = {"churn.io/ingress-gateway": "true"}
 BASE_KINDS = {"Namespace", "ServiceAccount", "Role", "RoleBinding", "LimitRange", "NetworkPolicy"}
 KINDS = {"local": BASE_KINDS, "production": BASE_KINDS}
 # TorchServe in the kserve-torchserve image runs from /home/model-server: logs under logs/
@@ -115,6 +117,22 @@ def containers(predictor: dict) -> list[dict]:
         *predictor.get("containers", []),
         *predictor.get("initContainers", []),
     ]
+
+
+def predictor_labels(docs: list[dict]) -> dict[str, str]:
+    """The labels a predictor pod carries: the InferenceService's own plus KServe's."""
+    isvc = only(docs, "InferenceService")
+    return {**isvc["metadata"].get("labels", {}), **PREDICTOR_POD_LABELS}
+
+
+def selects(policy: dict, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    assert "matchExpressions" not in selector, policy["metadata"]["name"]
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def applying_policies(docs: list[dict], labels: dict[str, str]) -> list[dict]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d, labels)]
 
 
 def test_every_overlay_renders_and_is_tested() -> None:
@@ -327,17 +345,82 @@ def test_ephemeral_storage_is_bounded(overlay: list[dict]) -> None:
     assert parse_quantity(item["default"]["ephemeral-storage"]) > 0
 
 
-def test_network_policy_admits_only_the_inference_port(overlay: list[dict]) -> None:
-    policy = only(overlay, "NetworkPolicy")["spec"]
+def test_namespace_denies_all_traffic_by_default(overlay: list[dict]) -> None:
+    deny = [
+        d
+        for d in overlay
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"] == {}
+        and sorted(d["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+        and not d["spec"].get("ingress")
+        and not d["spec"].get("egress")
+    ]
+    assert [d["metadata"]["namespace"] for d in deny] == ["churn"]
+
+
+def test_inference_port_admits_only_labelled_callers(overlay: list[dict]) -> None:
     isvc = only(overlay, "InferenceService")
-    assert policy["podSelector"]["matchLabels"] == {
-        "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]
-    }
-    assert policy["policyTypes"] == ["Ingress"]
-    ports = [port for rule in policy["ingress"] for port in rule["ports"]]
-    assert ports == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
+    pod = predictor_labels(overlay)
+    policies = [d for d in overlay if d["kind"] == "NetworkPolicy"]
+    admitting = [p for p in policies if p["spec"].get("ingress")]
+    # Only the predictor's own policy admits anything, and only to predictor pods.
+    assert [p["metadata"]["name"] for p in admitting] == ["churn-predictor-ingress"]
+    (policy,) = admitting
+    assert policy["spec"]["podSelector"] == {"matchLabels": PREDICTOR_POD_LABELS}
+    assert selects(policy, pod)
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
+    # A rule without `from` (or with an empty selector) admits every pod in every namespace.
+    caller = {"matchLabels": CLIENT_LABEL}
+    assert rule["from"] == [
+        {"namespaceSelector": caller, "podSelector": caller},
+        {"namespaceSelector": {"matchLabels": GATEWAY_LABEL}},
+    ]
     # The policy can only hold in Standard mode; Knative would route through its queue-proxy.
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_egress_allows_only_dns_and_object_storage(overlay: list[dict]) -> None:
+    pod = predictor_labels(overlay)
+    rules = [
+        (policy, rule)
+        for policy in applying_policies(overlay, pod)
+        for rule in policy["spec"].get("egress", [])
+    ]
+    ports = set()
+    for _, rule in rules:
+        # A rule without `to` reaches everywhere, one without `ports` every port.
+        assert rule.get("to") and rule.get("ports"), rule
+        ports |= {(p["protocol"], p["port"]) for p in rule["ports"]}
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 8333), ("TCP", 9000)}
+
+    def rule_for(*wanted: tuple[str, int]) -> tuple[dict, dict]:
+        (found,) = [
+            (p, r)
+            for p, r in rules
+            if {(port["protocol"], port["port"]) for port in r["ports"]} == set(wanted)
+        ]
+        return found
+
+    dns_policy, dns = rule_for(("UDP", 53), ("TCP", 53))
+    assert dns_policy["spec"]["podSelector"] == {}  # every pod of the namespace resolves names
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    _, https = rule_for(("TCP", 443))
+    (ipv4,) = [peer["ipBlock"] for peer in https["to"] if peer["ipBlock"]["cidr"] == "0.0.0.0/0"]
+    assert "169.254.0.0/16" in ipv4["except"]  # no cloud metadata endpoint
+    _, store = rule_for(("TCP", 8333), ("TCP", 9000))
+    (peer,) = store["to"]
+    assert set(peer) == {"namespaceSelector"} and peer["namespaceSelector"]["matchLabels"]
+    # Any predictor of the namespace fetches its model the same way (the cluster test deploys
+    # churn-cluster-test here), but only churn's predictor is reachable.
+    other = {**PREDICTOR_POD_LABELS, "serving.kserve.io/inferenceservice": "churn-cluster-test"}
+    egress_only = [p for p in applying_policies(overlay, pod) if not p["spec"].get("ingress")]
+    assert applying_policies(overlay, other) == egress_only
 
 
 def test_overlays_size_the_predictor() -> None:
