@@ -34,7 +34,7 @@ from churn.kserve_deploy import (
 
 MANIFESTS = PROJECT_ROOT / "manifests"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inferenceservice-v1beta1.schema.json.gz"
-OVERLAYS = ["local", "production"]
+OVERLAYS = ["local", "production", "multi-user"]
 K8S_VERSION = "1.32.0"
 INFERENCE_PORT = 8080
 # The labels KServe puts on every predictor pod (pkg/controller/v1beta1/inferenceservice/
@@ -43,7 +43,18 @@ PREDICTOR_POD_LABELS = {"serving.kserve.io/inferenceservice": "churn", "componen
 CLIENT_LABEL = {"churn.io/client": "true"}
 GATEWAY_LABEL = {"churn.io/ingress-gateway": "true"}
 BASE_KINDS = {"Namespace", "ServiceAccount", "Role", "RoleBinding", "LimitRange", "NetworkPolicy"}
-KINDS = {"local": BASE_KINDS, "production": BASE_KINDS}
+KINDS = {"local": BASE_KINDS, "production": BASE_KINDS, "multi-user": BASE_KINDS}
+# Who may deploy: a service account of the churn pipeline's own, never KFP's shared
+# kubeflow/pipeline-runner (which every pipeline in the cluster runs as).
+DEPLOYER = {
+    "local": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
+    "production": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
+    "multi-user": {
+        "kind": "ServiceAccount",
+        "name": "default-editor",
+        "namespace": "kubeflow-user-example-com",
+    },
+}
 # TorchServe in the kserve-torchserve image runs from /home/model-server: logs under logs/
 # (LOG_LOCATION, METRICS_LOCATION), temporary files (the unpacked .mar, pid file, worker
 # sockets) in java.io.tmpdir, which the launcher takes from TEMP.
@@ -157,9 +168,12 @@ def test_builtin_kinds_validate_strictly(overlay_name: str, overlay: list[dict])
     assert kinds == KINDS[overlay_name]
 
 
-def test_pipeline_may_deploy_the_inference_service_and_nothing_more(overlay: list[dict]) -> None:
+def test_pipeline_may_deploy_the_inference_service_and_nothing_more(
+    overlay_name: str, overlay: list[dict]
+) -> None:
     # churn.kserve_deploy.deploy creates the InferenceService, or patches it when it exists.
-    role, binding = only(overlay, "Role"), only(overlay, "RoleBinding")
+    role = named(overlay, "Role", "churn-deployer")
+    binding = named(overlay, "RoleBinding", "churn-deployer")
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "churn"
     assert role["rules"] == [
         {
@@ -173,9 +187,47 @@ def test_pipeline_may_deploy_the_inference_service_and_nothing_more(overlay: lis
         "kind": "Role",
         "name": role["metadata"]["name"],
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}
+    assert binding["subjects"] == [DEPLOYER[overlay_name]]
+    subjects = [s for doc in overlay for s in doc.get("subjects", [])]
+    assert all(s["name"] != "pipeline-runner" for s in subjects), subjects
+
+
+def test_standalone_kfp_gets_a_dedicated_pipeline_account(
+    overlay_name: str, overlay: list[dict]
+) -> None:
+    accounts = [d for d in overlay if d["kind"] == "ServiceAccount"]
+    runner_bindings = [
+        d
+        for d in overlay
+        if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == "kubeflow"
     ]
+    if DEPLOYER[overlay_name]["name"] == "default-editor":
+        # Multi-user: the profile's own account; nothing of ours in the kubeflow namespace.
+        assert [a["metadata"]["name"] for a in accounts] == ["churn-models"]
+        assert runner_bindings == []
+        return
+    account = named(overlay, "ServiceAccount", "churn-pipeline")
+    assert account["metadata"]["namespace"] == "kubeflow"
+    # The deploy step calls the Kubernetes API with this account's token.
+    assert account.get("automountServiceAccountToken", True) is True
+    (runner,) = runner_bindings
+    # A run's pods need what KFP grants its own runner account in the kubeflow namespace.
+    assert runner["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "pipeline-runner",
+    }
+    assert runner["subjects"] == [DEPLOYER[overlay_name]]
+
+
+def test_every_object_names_its_namespace(overlay_name: str, overlay: list[dict]) -> None:
+    # No kustomize `namespace:` (the pipeline's account lives elsewhere): an object without
+    # one would land in whatever namespace kubectl's context names.
+    pipeline_namespace = DEPLOYER[overlay_name]["namespace"]
+    for doc in overlay:
+        if doc["kind"] == "Namespace":
+            continue
+        assert doc["metadata"].get("namespace") in ("churn", pipeline_namespace), doc["metadata"]
 
 
 def test_inference_service_fits_the_crd(
@@ -430,7 +482,7 @@ def test_overlays_size_the_predictor() -> None:
             "predictor"
         ]
         sizes[name] = (predictor["minReplicas"], predictor["model"]["resources"]["limits"]["cpu"])
-    assert sizes == {"local": (1, "500m"), "production": (2, "2")}
+    assert sizes == {"local": (1, "500m"), "production": (2, "2"), "multi-user": (2, "2")}
 
 
 def without_manifest_hardening(isvc: dict) -> dict:
