@@ -43,7 +43,11 @@ PREDICTOR_POD_LABELS = {"serving.kserve.io/inferenceservice": "churn", "componen
 CLIENT_LABEL = {"churn.io/client": "true"}
 GATEWAY_LABEL = {"churn.io/ingress-gateway": "true"}
 BASE_KINDS = {"Namespace", "ServiceAccount", "Role", "RoleBinding", "LimitRange", "NetworkPolicy"}
-KINDS = {"local": BASE_KINDS, "production": BASE_KINDS, "multi-user": BASE_KINDS}
+KINDS = {
+    "local": BASE_KINDS,
+    "production": BASE_KINDS | {"PodDisruptionBudget"},
+    "multi-user": BASE_KINDS | {"PodDisruptionBudget"},
+}
 # Who may deploy: a service account of the churn pipeline's own, never KFP's shared
 # kubeflow/pipeline-runner (which every pipeline in the cluster runs as).
 DEPLOYER = {
@@ -395,6 +399,22 @@ def test_ephemeral_storage_is_bounded(overlay: list[dict]) -> None:
     assert item["type"] == "Container"
     assert parse_quantity(item["defaultRequest"]["ephemeral-storage"]) > 0
     assert parse_quantity(item["default"]["ephemeral-storage"]) > 0
+
+
+def test_production_limits_voluntary_disruption_to_one_predictor(
+    overlay_name: str, overlay: list[dict]
+) -> None:
+    budgets = [d for d in overlay if d["kind"] == "PodDisruptionBudget"]
+    if "PodDisruptionBudget" not in KINDS[overlay_name]:
+        assert budgets == []  # one replica: a budget could only block node drains
+        return
+    (budget,) = budgets
+    spec = budget["spec"]
+    assert budget["metadata"]["namespace"] == "churn"
+    assert spec["selector"] == {"matchLabels": PREDICTOR_POD_LABELS}
+    assert spec["selector"]["matchLabels"].items() <= predictor_labels(overlay).items()
+    assert spec.get("maxUnavailable") == 1 or spec.get("minAvailable") == 1
+    assert only(overlay, "InferenceService")["spec"]["predictor"]["minReplicas"] >= 2
 
 
 def test_namespace_denies_all_traffic_by_default(overlay: list[dict]) -> None:
