@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes.utils import parse_quantity
 
 from churn.errors import ServingError
 from churn.release.archive import KSERVE_ADDRESSES, config_properties
@@ -33,9 +35,36 @@ from churn.settings import ServingConfig
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = PROJECT_ROOT / "manifests"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inferenceservice-v1beta1.schema.json.gz"
-OVERLAYS = ["local", "production"]
+OVERLAYS = ["local", "production", "multi-user"]
 K8S_VERSION = "1.32.0"
 INFERENCE_PORT = 8080
+# The labels KServe puts on every predictor pod (pkg/controller/v1beta1/inferenceservice/
+# components/predictor.go): InferenceServicePodLabelKey and KServiceComponentLabel.
+PREDICTOR_POD_LABELS = {"serving.kserve.io/inferenceservice": "churn", "component": "predictor"}
+CLIENT_LABEL = {"churn.io/client": "true"}
+GATEWAY_LABEL = {"churn.io/ingress-gateway": "true"}
+BASE_KINDS = {"Namespace", "ServiceAccount", "Role", "RoleBinding", "LimitRange", "NetworkPolicy"}
+KINDS = {
+    "local": BASE_KINDS,
+    "production": BASE_KINDS | {"PodDisruptionBudget"},
+    "multi-user": BASE_KINDS | {"PodDisruptionBudget"},
+}
+# Who may deploy: a service account of the churn pipeline's own, never KFP's shared
+# kubeflow/pipeline-runner (which every pipeline in the cluster runs as).
+DEPLOYER = {
+    "local": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
+    "production": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
+    "multi-user": {
+        "kind": "ServiceAccount",
+        "name": "default-editor",
+        "namespace": "kubeflow-user-example-com",
+    },
+}
+# TorchServe in the kserve-torchserve image runs from /home/model-server: logs under logs/
+# (LOG_LOCATION, METRICS_LOCATION), temporary files (the unpacked .mar, pid file, worker
+# sockets) in java.io.tmpdir, which the launcher takes from TEMP.
+TORCHSERVE_WRITES = {"/tmp", "/home/model-server/logs"}
+TORCHSERVE_WRITE_ENV = ("TEMP", "LOG_LOCATION", "METRICS_LOCATION")
 
 
 def render(path: Path) -> list[dict]:
@@ -72,12 +101,22 @@ def isvc_validator() -> jsonschema.Draft7Validator:
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
-def overlay(request: pytest.FixtureRequest) -> list[dict]:
-    return render(MANIFESTS / "overlays" / request.param)
+def overlay_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def overlay(overlay_name: str) -> list[dict]:
+    return render(MANIFESTS / "overlays" / overlay_name)
 
 
 def only(docs: list[dict], kind: str) -> dict:
     (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def named(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
     return doc
 
 
@@ -87,19 +126,59 @@ def errors(validator: jsonschema.Draft7Validator, doc: dict) -> list[str]:
     ]
 
 
-def test_builtin_kinds_validate_strictly(overlay: list[dict]) -> None:
+def containers(predictor: dict) -> list[dict]:
+    """Every container the predictor spec names: the model, extra containers, init containers."""
+    return [
+        predictor["model"],
+        *predictor.get("containers", []),
+        *predictor.get("initContainers", []),
+    ]
+
+
+def predictor_labels(docs: list[dict]) -> dict[str, str]:
+    """The labels a predictor pod carries: the InferenceService's own plus KServe's."""
+    isvc = only(docs, "InferenceService")
+    return {**isvc["metadata"].get("labels", {}), **PREDICTOR_POD_LABELS}
+
+
+def selects(policy: dict, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    assert "matchExpressions" not in selector, policy["metadata"]["name"]
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def applying_policies(docs: list[dict], labels: dict[str, str]) -> list[dict]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy" and selects(d, labels)]
+
+
+def test_every_overlay_renders_and_is_tested() -> None:
+    on_disk = sorted(
+        path.name
+        for path in (MANIFESTS / "overlays").iterdir()
+        if (path / "kustomization.yaml").is_file()
+    )
+    assert on_disk == sorted(OVERLAYS)
+    for name in on_disk:
+        docs = render(MANIFESTS / "overlays" / name)
+        assert {doc["kind"] for doc in docs} == KINDS[name] | {"InferenceService"}
+
+
+def test_builtin_kinds_validate_strictly(overlay_name: str, overlay: list[dict]) -> None:
     kinds = set()
     for doc in overlay:
         if doc["apiVersion"].startswith("serving.kserve.io/"):
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         kinds.add(doc["kind"])
-    assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"}
+    assert kinds == KINDS[overlay_name]
 
 
-def test_pipeline_may_deploy_the_inference_service_and_nothing_more(overlay: list[dict]) -> None:
+def test_pipeline_may_deploy_the_inference_service_and_nothing_more(
+    overlay_name: str, overlay: list[dict]
+) -> None:
     # churn.release.kserve_deploy.deploy creates the InferenceService, or patches it when it exists.
-    role, binding = only(overlay, "Role"), only(overlay, "RoleBinding")
+    role = named(overlay, "Role", "churn-deployer")
+    binding = named(overlay, "RoleBinding", "churn-deployer")
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "churn"
     assert role["rules"] == [
         {
@@ -113,9 +192,47 @@ def test_pipeline_may_deploy_the_inference_service_and_nothing_more(overlay: lis
         "kind": "Role",
         "name": role["metadata"]["name"],
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}
+    assert binding["subjects"] == [DEPLOYER[overlay_name]]
+    subjects = [s for doc in overlay for s in doc.get("subjects", [])]
+    assert all(s["name"] != "pipeline-runner" for s in subjects), subjects
+
+
+def test_standalone_kfp_gets_a_dedicated_pipeline_account(
+    overlay_name: str, overlay: list[dict]
+) -> None:
+    accounts = [d for d in overlay if d["kind"] == "ServiceAccount"]
+    runner_bindings = [
+        d
+        for d in overlay
+        if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == "kubeflow"
     ]
+    if DEPLOYER[overlay_name]["name"] == "default-editor":
+        # Multi-user: the profile's own account; nothing of ours in the kubeflow namespace.
+        assert [a["metadata"]["name"] for a in accounts] == ["churn-models"]
+        assert runner_bindings == []
+        return
+    account = named(overlay, "ServiceAccount", "churn-pipeline")
+    assert account["metadata"]["namespace"] == "kubeflow"
+    # The deploy step calls the Kubernetes API with this account's token.
+    assert account.get("automountServiceAccountToken", True) is True
+    (runner,) = runner_bindings
+    # A run's pods need what KFP grants its own runner account in the kubeflow namespace.
+    assert runner["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "pipeline-runner",
+    }
+    assert runner["subjects"] == [DEPLOYER[overlay_name]]
+
+
+def test_every_object_names_its_namespace(overlay_name: str, overlay: list[dict]) -> None:
+    # No kustomize `namespace:` (the pipeline's account lives elsewhere): an object without
+    # one would land in whatever namespace kubectl's context names.
+    pipeline_namespace = DEPLOYER[overlay_name]["namespace"]
+    for doc in overlay:
+        if doc["kind"] == "Namespace":
+            continue
+        assert doc["metadata"].get("namespace") in ("churn", pipeline_namespace), doc["metadata"]
 
 
 def test_inference_service_fits_the_crd(
@@ -128,6 +245,44 @@ def test_inference_service_fits_the_crd(
     typo = copy.deepcopy(isvc)
     typo["spec"]["predictor"]["model"]["storageURI"] = model.pop("storageUri")
     assert any("storageURI" in e for e in errors(isvc_validator, typo))
+    # The predictor is a PodSpec extension: its volumes and security context are schema-checked
+    # field by field, not passed through as unknown fields.
+    typo = copy.deepcopy(isvc)
+    empty_dir = typo["spec"]["predictor"]["volumes"][0]["emptyDir"]
+    empty_dir["sizelimit"] = empty_dir.pop("sizeLimit")
+    typo["spec"]["predictor"]["model"]["securityContext"]["readOnlyRootFileSystem"] = True
+    found = errors(isvc_validator, typo)
+    assert any("sizelimit" in e for e in found)
+    assert any("readOnlyRootFileSystem" in e for e in found)
+
+
+def predictor_pod(isvc: dict) -> dict:
+    """The pod parts of the predictor as a v1 Pod, the model container without KServe's fields."""
+    predictor = isvc["spec"]["predictor"]
+    model = {
+        key: value
+        for key, value in predictor["model"].items()
+        if key not in ("modelFormat", "runtime", "protocolVersion", "storageUri")
+    }
+    spec = {
+        key: predictor[key]
+        for key in ("serviceAccountName", "securityContext", "volumes")
+        if key in predictor
+    }
+    # The image comes from the ClusterServingRuntime; any value does for the schema.
+    spec["containers"] = [{**model, "image": "kserve-torchserve:replace"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "churn-predictor"},
+        "spec": spec,
+    }
+
+
+def test_predictor_pod_parts_validate_as_a_pod(overlay: list[dict]) -> None:
+    kubernetes_validate.validate(
+        predictor_pod(only(overlay, "InferenceService")), K8S_VERSION, strict=True
+    )
 
 
 def test_the_schema_check_catches_wrong_types(isvc_validator: jsonschema.Draft7Validator) -> None:
@@ -138,41 +293,207 @@ def test_the_schema_check_catches_wrong_types(isvc_validator: jsonschema.Draft7V
     ]
 
 
-def test_no_secret_holds_credentials(overlay: list[dict]) -> None:
-    for doc in overlay:
-        if doc["kind"] == "Secret":
-            assert not doc.get("data") and not doc.get("stringData"), doc["metadata"]["name"]
-    account = only(overlay, "ServiceAccount")
+CREDENTIAL_NAME = re.compile(r"(?i)secret|password|passwd|token|access_?key|api_?key|credential")
+CREDENTIAL_TEXT = [
+    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"(?i)(aws_secret_access_key|password)\s*[=:]\s*\S"),
+]
+
+
+def literal_secrets(docs: list[dict]) -> list[str]:
+    """Where a rendered object holds a credential itself instead of referring to a Secret."""
+    found = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            name = node.get("name")
+            if isinstance(name, str) and "value" in node and CREDENTIAL_NAME.search(name):
+                found.append(f"{path}: {name} has a literal value")
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(node, str) and any(p.search(node) for p in CREDENTIAL_TEXT):
+            found.append(f"{path}: looks like a credential")
+
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Secret" and (doc.get("data") or doc.get("stringData")):
+            found.append(f"{where}: a Secret with data")
+        walk(doc, where)
+    return found
+
+
+def test_no_literal_secrets_in_any_rendered_object(overlay: list[dict]) -> None:
+    assert literal_secrets(overlay) == []
+    account = named(overlay, "ServiceAccount", "churn-models")
     assert account["secrets"] == [{"name": "churn-s3"}]
+    assert account["automountServiceAccountToken"] is False
     isvc = only(overlay, "InferenceService")
     assert isvc["spec"]["predictor"]["serviceAccountName"] == account["metadata"]["name"]
+    # The scan is not vacuous: planted credentials are found.
+    planted = copy.deepcopy(overlay)
+    model = only(planted, "InferenceService")["spec"]["predictor"]["model"]
+    model.setdefault("env", []).append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"})
+    model["args"] = ["--key=AKIAABCDEFGHIJKLMNOP"]
+    planted.append({"kind": "Secret", "metadata": {"name": "s3"}, "stringData": {"k": "v"}})
+    assert len(literal_secrets(planted)) == 3
+
+
+def test_namespace_enforces_restricted_pod_security(overlay: list[dict]) -> None:
+    labels = only(overlay, "Namespace")["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
 
 
 def test_every_container_runs_as_non_root(overlay: list[dict]) -> None:
     predictor = only(overlay, "InferenceService")["spec"]["predictor"]
     pod = predictor["securityContext"]
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
-    containers = [predictor["model"], *predictor.get("containers", [])]
-    for container in containers:
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in containers(predictor):
         ctx = container["securityContext"]
         assert ctx.get("runAsNonRoot", pod["runAsNonRoot"]) is True
         assert ctx.get("runAsUser", pod["runAsUser"]) != 0
+        assert ctx.get("seccompProfile", pod["seccompProfile"]) == {"type": "RuntimeDefault"}
         assert ctx["allowPrivilegeEscalation"] is False
-        assert ctx["capabilities"]["drop"] == ["ALL"]
-        assert container["resources"]["limits"] == container["resources"]["requests"]
+        assert ctx.get("privileged", False) is False
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        resources = container["resources"]
+        # Guaranteed QoS: CPU and memory requested at their limits.
+        for name in ("cpu", "memory"):
+            assert resources["limits"][name] == resources["requests"][name]
 
 
-def test_network_policy_admits_only_the_inference_port(overlay: list[dict]) -> None:
-    policy = only(overlay, "NetworkPolicy")["spec"]
+def test_every_container_has_a_read_only_root_and_bounded_scratch(overlay: list[dict]) -> None:
+    predictor = only(overlay, "InferenceService")["spec"]["predictor"]
+    volumes = {volume["name"]: volume for volume in predictor["volumes"]}
+    for volume in volumes.values():
+        assert parse_quantity(volume["emptyDir"]["sizeLimit"]) > 0, volume["name"]
+    for container in containers(predictor):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        for mount in container.get("volumeMounts", []):
+            assert "emptyDir" in volumes[mount["name"]], mount
+    model = predictor["model"]
+    mounts = {mount["mountPath"] for mount in model["volumeMounts"]}
+    assert mounts >= TORCHSERVE_WRITES
+    env = {var["name"]: var["value"] for var in model["env"]}
+    for name in TORCHSERVE_WRITE_ENV:
+        assert any(env[name] == m or env[name].startswith(m + "/") for m in mounts), name
+
+
+def test_ephemeral_storage_is_bounded(overlay: list[dict]) -> None:
+    predictor = only(overlay, "InferenceService")["spec"]["predictor"]
+    limit = 0
+    for container in containers(predictor):
+        resources = container["resources"]
+        assert parse_quantity(resources["requests"]["ephemeral-storage"]) > 0
+        limit += parse_quantity(resources["limits"]["ephemeral-storage"])
+    # The pod's limit (the sum of its containers') also covers its emptyDirs: they must fit,
+    # or filling them evicts the pod.
+    scratch = sum(parse_quantity(v["emptyDir"]["sizeLimit"]) for v in predictor["volumes"])
+    assert scratch < limit
+    # Containers KServe injects (the storage initializer) get defaults from the namespace.
+    (item,) = only(overlay, "LimitRange")["spec"]["limits"]
+    assert item["type"] == "Container"
+    assert parse_quantity(item["defaultRequest"]["ephemeral-storage"]) > 0
+    assert parse_quantity(item["default"]["ephemeral-storage"]) > 0
+
+
+def test_production_limits_voluntary_disruption_to_one_predictor(
+    overlay_name: str, overlay: list[dict]
+) -> None:
+    budgets = [d for d in overlay if d["kind"] == "PodDisruptionBudget"]
+    if "PodDisruptionBudget" not in KINDS[overlay_name]:
+        assert budgets == []  # one replica: a budget could only block node drains
+        return
+    (budget,) = budgets
+    spec = budget["spec"]
+    assert budget["metadata"]["namespace"] == "churn"
+    assert spec["selector"] == {"matchLabels": PREDICTOR_POD_LABELS}
+    assert spec["selector"]["matchLabels"].items() <= predictor_labels(overlay).items()
+    assert spec.get("maxUnavailable") == 1 or spec.get("minAvailable") == 1
+    assert only(overlay, "InferenceService")["spec"]["predictor"]["minReplicas"] >= 2
+
+
+def test_namespace_denies_all_traffic_by_default(overlay: list[dict]) -> None:
+    deny = [
+        d
+        for d in overlay
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"] == {}
+        and sorted(d["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+        and not d["spec"].get("ingress")
+        and not d["spec"].get("egress")
+    ]
+    assert [d["metadata"]["namespace"] for d in deny] == ["churn"]
+
+
+def test_inference_port_admits_only_labelled_callers(overlay: list[dict]) -> None:
     isvc = only(overlay, "InferenceService")
-    assert policy["podSelector"]["matchLabels"] == {
-        "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]
-    }
-    assert policy["policyTypes"] == ["Ingress"]
-    ports = [port for rule in policy["ingress"] for port in rule["ports"]]
-    assert ports == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
+    pod = predictor_labels(overlay)
+    policies = [d for d in overlay if d["kind"] == "NetworkPolicy"]
+    admitting = [p for p in policies if p["spec"].get("ingress")]
+    # Only the predictor's own policy admits anything, and only to predictor pods.
+    assert [p["metadata"]["name"] for p in admitting] == ["churn-predictor-ingress"]
+    (policy,) = admitting
+    assert policy["spec"]["podSelector"] == {"matchLabels": PREDICTOR_POD_LABELS}
+    assert selects(policy, pod)
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
+    # A rule without `from` (or with an empty selector) admits every pod in every namespace.
+    caller = {"matchLabels": CLIENT_LABEL}
+    assert rule["from"] == [
+        {"namespaceSelector": caller, "podSelector": caller},
+        {"namespaceSelector": {"matchLabels": GATEWAY_LABEL}},
+    ]
     # The policy can only hold in Standard mode; Knative would route through its queue-proxy.
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_egress_allows_only_dns_and_object_storage(overlay: list[dict]) -> None:
+    pod = predictor_labels(overlay)
+    rules = [
+        (policy, rule)
+        for policy in applying_policies(overlay, pod)
+        for rule in policy["spec"].get("egress", [])
+    ]
+    ports = set()
+    for _, rule in rules:
+        # A rule without `to` reaches everywhere, one without `ports` every port.
+        assert rule.get("to") and rule.get("ports"), rule
+        ports |= {(p["protocol"], p["port"]) for p in rule["ports"]}
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 8333), ("TCP", 9000)}
+
+    def rule_for(*wanted: tuple[str, int]) -> tuple[dict, dict]:
+        (found,) = [
+            (p, r)
+            for p, r in rules
+            if {(port["protocol"], port["port"]) for port in r["ports"]} == set(wanted)
+        ]
+        return found
+
+    dns_policy, dns = rule_for(("UDP", 53), ("TCP", 53))
+    assert dns_policy["spec"]["podSelector"] == {}  # every pod of the namespace resolves names
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    _, https = rule_for(("TCP", 443))
+    (ipv4,) = [peer["ipBlock"] for peer in https["to"] if peer["ipBlock"]["cidr"] == "0.0.0.0/0"]
+    assert "169.254.0.0/16" in ipv4["except"]  # no cloud metadata endpoint
+    _, store = rule_for(("TCP", 8333), ("TCP", 9000))
+    (peer,) = store["to"]
+    assert set(peer) == {"namespaceSelector"} and peer["namespaceSelector"]["matchLabels"]
+    # Any predictor of the namespace fetches its model the same way (the cluster test deploys
+    # churn-cluster-test here), but only churn's predictor is reachable.
+    other = {**PREDICTOR_POD_LABELS, "serving.kserve.io/inferenceservice": "churn-cluster-test"}
+    egress_only = [p for p in applying_policies(overlay, pod) if not p["spec"].get("ingress")]
+    assert applying_policies(overlay, other) == egress_only
 
 
 def test_overlays_size_the_predictor() -> None:
@@ -182,7 +503,24 @@ def test_overlays_size_the_predictor() -> None:
             "predictor"
         ]
         sizes[name] = (predictor["minReplicas"], predictor["model"]["resources"]["limits"]["cpu"])
-    assert sizes == {"local": (1, "500m"), "production": (2, "2")}
+    assert sizes == {"local": (1, "500m"), "production": (2, "2"), "multi-user": (2, "2")}
+
+
+def without_manifest_hardening(isvc: dict) -> dict:
+    """The InferenceService less what only the manifests set, not the builder (yet).
+
+    churn.release.kserve_deploy.build_inference_service lives outside manifests/; until it sets these
+    fields too, an InferenceService that deploy() creates (when none exists) runs without
+    them, so apply an overlay before the first release (manifests/README.md).
+    """
+    out = copy.deepcopy(isvc)
+    predictor = out["spec"]["predictor"]
+    model = predictor["model"]
+    del predictor["volumes"], model["volumeMounts"], model["env"]
+    del model["securityContext"]["readOnlyRootFilesystem"]
+    for part in ("requests", "limits"):
+        del model["resources"][part]["ephemeral-storage"]
+    return out
 
 
 def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Validator) -> None:
@@ -193,8 +531,25 @@ def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Vali
             "churn", storage_uri, ServingConfig(), Resources(cpu="1", memory="2Gi")
         )
     )
-    assert built == base
+    assert built == without_manifest_hardening(base)
     assert errors(isvc_validator, built) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="churn.release.kserve_deploy.build_inference_service does not set the read-only root, "
+    "TorchServe's emptyDirs and ephemeral-storage yet; when it does, drop this mark and "
+    "without_manifest_hardening",
+)
+def test_builder_sets_the_manifest_hardening() -> None:
+    base = only(render(MANIFESTS / "base"), "InferenceService")
+    storage_uri = base["spec"]["predictor"]["model"]["storageUri"]
+    built = to_manifest(
+        build_inference_service(
+            "churn", storage_uri, ServingConfig(), Resources(cpu="1", memory="2Gi")
+        )
+    )
+    assert built == base
 
 
 def merge_patch(target: object, patch: object) -> object:
@@ -237,13 +592,13 @@ def test_builder_sets_protocol_and_refuses_what_kserve_cannot_serve(
         build_inference_service(
             "churn", "/home/me/.churn/registry/churn/versions/v1", ServingConfig()
         )
-    # The settings refuse it first; the builder still guards a hand-built object.
-    with pytest.raises(ValueError, match="protocol_version"):
-        ServingConfig(protocol_version="grpc")
     with pytest.raises(ServingError, match="protocol_version"):
         build_inference_service(
             "churn", "s3://b/v1", ServingConfig.model_construct(protocol_version="grpc")
         )
+    # The settings refuse it first; the builder still guards a hand-built object.
+    with pytest.raises(ValueError, match="protocol_version"):
+        ServingConfig(protocol_version="grpc")
 
 
 def test_kserve_config_keeps_management_inside_the_pod() -> None:
