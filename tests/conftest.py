@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -178,41 +177,46 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket on :func:`s3_endpoint`, with fake credentials in the environment.
+def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake AWS credentials in the environment, and nothing from a real profile.
 
     The code under test only reads credentials from the environment, as it does on a cluster.
     """
-    import boto3
-
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, aws_test_credentials: None) -> str:
+    """A fresh bucket on :func:`s3_endpoint`, with fake credentials in the environment."""
+    import boto3
+
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return bucket
 
 
-@pytest.fixture(scope="session")
-def check_stale_promotion() -> Callable[..., None]:
-    """The champion pointer's compare-and-swap contract, for any registry backend.
+@pytest.fixture
+def interrupt_publish(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Factory: ``interrupt_publish(registry, after=3, error=None)``, for any registry backend.
 
-    Both runs' gates saw no champion and run a promoted first: run b's promotion, judged
-    against a stale champion, is refused; judged against a, it goes through.
+    Makes the registry's per-file store fail once ``after`` files of a publish are stored, as a
+    full disk would (``error`` defaults to ``OSError(ENOSPC)``); the files before it land.
     """
 
-    def check(registry, models: tuple[Path, Path]) -> None:
-        from churn.errors import RegistryError
+    def interrupt(registry, after: int = 3, error: BaseException | None = None) -> None:
+        real = registry._put_file
+        done: list[str] = []
 
-        registry.publish(models[0], {"roc_auc": 0.9}, version="a")
-        registry.publish(models[1], {"roc_auc": 0.75}, version="b")
-        registry.promote("a", expected_champion=None)
-        with pytest.raises(RegistryError, match="champion of churn is now a, not none"):
-            registry.promote("b", expected_champion=None)
-        assert registry.champion().version == "a"
-        assert registry.promote("b", expected_champion="a").version == "b"
-        assert json.loads(registry._read_pointer())["previous"] == "a"
+        def flaky(handle: object, rel: str, src: Path) -> None:
+            if len(done) >= after:
+                raise error or OSError(28, "No space left on device")
+            real(handle, rel, src)
+            done.append(rel)
 
-    return check
+        monkeypatch.setattr(registry, "_put_file", flaky)
+
+    return interrupt

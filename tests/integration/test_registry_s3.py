@@ -1,21 +1,28 @@
-"""The S3 registry against a real S3 HTTP endpoint (moto's server on 127.0.0.1).
+"""The S3 registry's own mechanics against a real S3 HTTP endpoint (moto's server on 127.0.0.1).
 
-Same contract as ``tests/unit/test_registry.py``: versions are immutable, the champion pointer
-moves only to complete versions, and an upload that fails part-way leaves the old champion and
-a version without its ``_COMPLETE`` marker that cannot be promoted.
+The contract every backend keeps (layout, immutability, promotion, checksums) runs on S3 and on
+the folder in ``tests/integration/test_registry_contract.py``; this file holds what only S3
+does: the ``_CLAIM`` marker written with ``If-None-Match``, partial uploads left without a
+marker, conditional writes on the champion pointer and their 409 retries, and S3's own errors.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from churn.errors import RegistryError
-from churn.model.network import load_model
-from churn.release.registry import CLAIM_MARKER, COMPLETE_MARKER, S3Registry, open_registry
+from churn.release.registry import (
+    CHAMPION_FILE,
+    CLAIM_MARKER,
+    COMPLETE_MARKER,
+    S3Registry,
+    open_registry,
+)
 from churn.settings import RegistryConfig
 
 
@@ -39,48 +46,7 @@ def keys(registry: S3Registry, version: str) -> set[str]:
     return {obj["Key"][len(prefix) :] for obj in resp.get("Contents", [])}
 
 
-def test_publish_uploads_the_layout_and_downloads_intact(
-    registry: S3Registry, models: tuple[Path, Path], tmp_path: Path
-) -> None:
-    info = registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
-    assert info.storage_uri == f"s3://{registry.bucket}/team/churn/versions/v1"
-    assert keys(registry, "v1") == {
-        "model/model.pt",
-        "model/model.json",
-        "metrics.json",
-        "config/config.properties",
-        "model-store/churn.mar",
-        CLAIM_MARKER,
-        COMPLETE_MARKER,
-    }
-    dest = registry.download("v1", tmp_path / "dl")
-    _, meta = load_model(dest / "model")
-    assert meta["threshold"] == 0.5
-    assert "model_store=/mnt/models/model-store" in (dest / "config/config.properties").read_text()
-
-
-def test_versions_are_immutable(registry: S3Registry, models: tuple[Path, Path]) -> None:
-    registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
-    with pytest.raises(RegistryError, match="immutable"):
-        registry.publish(models[1], {"roc_auc": 0.9}, version="v1")
-    assert registry.list_versions()[0].metrics == {"roc_auc": 0.8}
-
-
-def test_champion_moves_only_on_promote(registry: S3Registry, models: tuple[Path, Path]) -> None:
-    assert registry.champion() is None
-    registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
-    assert registry.champion() is None
-    registry.promote("v1")
-    registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
-    assert registry.champion().version == "v1"
-    registry.promote("v2")
-    champion = registry.champion()
-    assert (champion.version, champion.metrics) == ("v2", {"roc_auc": 0.9})
-    raw = registry._s3.get_object(Bucket=registry.bucket, Key="team/churn/champion.json")
-    assert json.loads(raw["Body"].read())["previous"] == "v1"
-
-
-def test_interrupted_upload_keeps_the_old_champion(
+def test_an_interrupted_upload_leaves_an_incomplete_version_whose_id_stays_taken(
     registry: S3Registry, models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
@@ -127,12 +93,6 @@ def test_a_losing_concurrent_publisher_changes_nothing(
     assert (dest / "model" / "model.pt").read_bytes() == (models[0] / "model.pt").read_bytes()
 
 
-def test_a_promotion_judged_against_a_stale_champion_is_refused(
-    registry: S3Registry, models: tuple[Path, Path], check_stale_promotion
-) -> None:
-    check_stale_promotion(registry, models)
-
-
 def test_missing_bucket_is_a_clear_error(s3_endpoint: str, registry: S3Registry) -> None:
     missing = open_registry(RegistryConfig(uri="s3://no-such-bucket", endpoint_url=s3_endpoint))
     with pytest.raises(RegistryError, match="no-such-bucket"):
@@ -175,3 +135,63 @@ def test_a_pointer_moved_between_read_and_write_is_not_overwritten(
     registry.promote("b")
     pointer = json.loads(registry._read_pointer())
     assert (pointer["version"], pointer["previous"]) == ("b", "c")
+
+
+def conflict(key: str) -> ClientError:
+    """What AWS answers a conditional write that raced another one: 409, try again."""
+    return ClientError(
+        {
+            "Error": {"Code": "ConditionalRequestConflict", "Message": "retry", "Key": key},
+            "ResponseMetadata": {"HTTPStatusCode": 409},
+        },
+        "PutObject",
+    )
+
+
+def test_a_conditional_write_conflict_on_the_pointer_is_retried(
+    registry: S3Registry, models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    registry.publish(models[1], {"roc_auc": 0.9}, version="v2")
+    real_put = registry._s3.put_object
+    conflicts: list[dict] = []
+    budget = [2]
+
+    def put_conflicting(**kwargs: object):
+        if str(kwargs["Key"]).endswith(CHAMPION_FILE) and len(conflicts) < budget[0]:
+            conflicts.append(kwargs)
+            raise conflict(str(kwargs["Key"]))
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(registry._s3, "put_object", put_conflicting)
+    assert registry.promote("v1", expected_champion=None).version == "v1"
+    # Two 409s, each on a conditional create of the pointer, then the third attempt wins.
+    assert [c.get("IfNoneMatch") for c in conflicts] == ["*", "*"]
+    assert registry.champion().version == "v1"
+    # A conflict on every attempt gives up with a clear error and leaves the pointer alone.
+    conflicts.clear()
+    budget[0] = 100
+    with pytest.raises(RegistryError, match="kept changing during 5 attempts"):
+        registry.promote("v2", expected_champion="v1")
+    assert len(conflicts) == 5 and all("IfMatch" in c for c in conflicts)
+    assert registry.champion().version == "v1"
+
+
+def test_an_unreachable_endpoint_is_a_clear_error(
+    models: tuple[Path, Path], aws_test_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retries with back-off: fail at once
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    registry = open_registry(RegistryConfig(uri="s3://models/team", endpoint_url=endpoint))
+    refused = r"s3://models/team/churn\S* failed: Could not connect to the endpoint URL"
+    with pytest.raises(RegistryError, match=rf"listing versions in {refused}"):
+        registry.list_versions()
+    with pytest.raises(RegistryError, match=rf"reading {refused}"):
+        registry.champion()
+    with pytest.raises(RegistryError, match=rf"checking v1 in {refused}"):
+        registry.publish(models[0], {"roc_auc": 0.8}, version="v1")
+    with pytest.raises(RegistryError, match=rf"reading {refused}"):
+        registry.promote("v1")
