@@ -182,6 +182,10 @@ class PipelineConfig(Section):
     """Kubeflow settings: images, GPU placement and resources.
 
     Attributes:
+        service_account: ServiceAccount the cluster runs' pods use: the dedicated
+            ``churn-pipeline`` (``manifests/base/pipeline-rbac.yaml``) may repoint the churn
+            InferenceService, which KFP's shared ``pipeline-runner`` may not. ``""`` leaves
+            KFP's default (multi-user Kubeflow: the profile's ``default-editor``).
         s3_secret_name: Secret with ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for S3 data
             and the registry (``""`` when the pipeline's ServiceAccount has an IAM role
             instead); the same Secret KServe reads.
@@ -199,6 +203,7 @@ class PipelineConfig(Section):
     train_cpu_request: str = "4"
     train_memory_request: str = "16Gi"
     train_retries: int = Field(2, ge=0)
+    service_account: str = "churn-pipeline"
     s3_secret_name: str = "churn-s3"
 
 

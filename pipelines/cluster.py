@@ -110,7 +110,11 @@ def submit(
         package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
         try:
             result = client.create_run_from_pipeline_package(
-                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
+                str(package),
+                arguments=arguments,
+                run_name=run_name,
+                experiment_name=experiment,
+                service_account=settings.pipeline.service_account or None,
             )
         except ApiException as exc:
             raise PipelineError(f"Kubeflow Pipelines refused the run: {exc}") from exc
@@ -186,6 +190,7 @@ def schedule(
                 no_catchup=True,
                 params=arguments,
                 pipeline_package_path=str(package),
+                service_account=settings.pipeline.service_account or None,
             )
         except ApiException as exc:
             raise PipelineError(f"Kubeflow Pipelines refused the recurring run: {exc}") from exc

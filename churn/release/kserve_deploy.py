@@ -22,11 +22,15 @@ from kserve import (
 from kubernetes.client import (
     ApiClient,
     V1Capabilities,
+    V1EmptyDirVolumeSource,
+    V1EnvVar,
     V1ObjectMeta,
     V1PodSecurityContext,
     V1ResourceRequirements,
     V1SeccompProfile,
     V1SecurityContext,
+    V1Volume,
+    V1VolumeMount,
 )
 from kubernetes.config import ConfigException
 
@@ -40,6 +44,15 @@ DEPLOYMENT_MODE = "Standard"
 CONTAINER_NAME = "kserve-container"
 # The serving image's user (the kserve-torchserve runtime sets the same id).
 RUN_AS_USER = 1000
+# The root filesystem is read-only: TorchServe writes only to these emptyDirs (java.io.tmpdir
+# holds the unpacked .mar, its pid file and the workers' sockets; logs roll at 100 MB each).
+SCRATCH = {"tmp": "/tmp", "torchserve-logs": "/home/model-server/logs"}
+SCRATCH_SIZE = "1Gi"
+SCRATCH_ENV = {
+    "TEMP": "/tmp",
+    "LOG_LOCATION": "/home/model-server/logs",
+    "METRICS_LOCATION": "/home/model-server/logs",
+}
 _REMOTE_SCHEMES = ("s3://", "gs://", "https://", "pvc://", "hf://", "oci://")
 
 
@@ -50,12 +63,15 @@ class Resources:
     Attributes:
         cpu: CPU request and limit (equal, so the pod gets the Guaranteed QoS class).
         memory: Memory request and limit.
+        ephemeral_storage: Local disk request and limit (scratch, logs, the model).
         min_replicas: Fewest replicas.
         max_replicas: Most replicas.
     """
 
     cpu: str = "1"
     memory: str = "2Gi"
+    # Both scratch emptyDirs, the container's own log and the downloaded model fit in this.
+    ephemeral_storage: str = "3Gi"
     min_replicas: int = 1
     max_replicas: int = 3
 
@@ -91,12 +107,17 @@ def build_inference_service(
             f"protocol_version must be 'v1' or 'v2', got {serving.protocol_version!r}"
         )
     resources = resources or Resources()
-    limits = {"cpu": resources.cpu, "memory": resources.memory}
+    limits = {
+        "cpu": resources.cpu,
+        "memory": resources.memory,
+        "ephemeral-storage": resources.ephemeral_storage,
+    }
     container_security = V1SecurityContext(
         run_as_non_root=True,
         run_as_user=RUN_AS_USER,
         allow_privilege_escalation=False,
         privileged=False,
+        read_only_root_filesystem=True,
         capabilities=V1Capabilities(drop=["ALL"]),
         seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
     )
@@ -123,6 +144,10 @@ def build_inference_service(
                 min_replicas=resources.min_replicas,
                 max_replicas=resources.max_replicas,
                 security_context=pod_security,
+                volumes=[
+                    V1Volume(name=name, empty_dir=V1EmptyDirVolumeSource(size_limit=SCRATCH_SIZE))
+                    for name in SCRATCH
+                ],
                 model=V1beta1ModelSpec(
                     name=CONTAINER_NAME,
                     model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
@@ -131,6 +156,11 @@ def build_inference_service(
                     storage_uri=storage_uri,
                     resources=V1ResourceRequirements(requests=limits, limits=dict(limits)),
                     security_context=container_security,
+                    # Merged by name with the runtime's env, so TS_SERVICE_ENVELOPE stays.
+                    env=[V1EnvVar(name=k, value=v) for k, v in SCRATCH_ENV.items()],
+                    volume_mounts=[
+                        V1VolumeMount(name=name, mount_path=path) for name, path in SCRATCH.items()
+                    ],
                 ),
             )
         ),

@@ -506,23 +506,6 @@ def test_overlays_size_the_predictor() -> None:
     assert sizes == {"local": (1, "500m"), "production": (2, "2"), "multi-user": (2, "2")}
 
 
-def without_manifest_hardening(isvc: dict) -> dict:
-    """The InferenceService less what only the manifests set, not the builder (yet).
-
-    churn.release.kserve_deploy.build_inference_service lives outside manifests/; until it sets these
-    fields too, an InferenceService that deploy() creates (when none exists) runs without
-    them, so apply an overlay before the first release (manifests/README.md).
-    """
-    out = copy.deepcopy(isvc)
-    predictor = out["spec"]["predictor"]
-    model = predictor["model"]
-    del predictor["volumes"], model["volumeMounts"], model["env"]
-    del model["securityContext"]["readOnlyRootFilesystem"]
-    for part in ("requests", "limits"):
-        del model["resources"][part]["ephemeral-storage"]
-    return out
-
-
 def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Validator) -> None:
     base = only(render(MANIFESTS / "base"), "InferenceService")
     storage_uri = base["spec"]["predictor"]["model"]["storageUri"]
@@ -531,25 +514,9 @@ def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Vali
             "churn", storage_uri, ServingConfig(), Resources(cpu="1", memory="2Gi")
         )
     )
-    assert built == without_manifest_hardening(base)
-    assert errors(isvc_validator, built) == []
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="churn.release.kserve_deploy.build_inference_service does not set the read-only root, "
-    "TorchServe's emptyDirs and ephemeral-storage yet; when it does, drop this mark and "
-    "without_manifest_hardening",
-)
-def test_builder_sets_the_manifest_hardening() -> None:
-    base = only(render(MANIFESTS / "base"), "InferenceService")
-    storage_uri = base["spec"]["predictor"]["model"]["storageUri"]
-    built = to_manifest(
-        build_inference_service(
-            "churn", storage_uri, ServingConfig(), Resources(cpu="1", memory="2Gi")
-        )
-    )
+    # Also the hardening: an InferenceService that deploy() creates runs as locked down.
     assert built == base
+    assert errors(isvc_validator, built) == []
 
 
 def merge_patch(target: object, patch: object) -> object:

@@ -327,7 +327,13 @@ def test_submit_creates_one_run_with_the_arguments(fake_client: type[FakeClient]
     assert fake_client.calls[0] == ("init", {"host": "http://kfp:8080"})
     kind, kwargs = fake_client.calls[1]
     assert kind == "run"
-    assert kwargs == {"arguments": {"epochs": 3}, "run_name": "nightly", "experiment_name": "churn"}
+    assert kwargs == {
+        "arguments": {"epochs": 3},
+        "run_name": "nightly",
+        "experiment_name": "churn",
+        # The dedicated account that may deploy, not KFP's shared pipeline-runner.
+        "service_account": "churn-pipeline",
+    }
 
 
 def test_schedule_creates_a_non_overlapping_recurring_run(fake_client: type[FakeClient]) -> None:
@@ -339,6 +345,7 @@ def test_schedule_creates_a_non_overlapping_recurring_run(fake_client: type[Fake
     assert kwargs["job_name"] == "weekly"
     assert kwargs["cron_expression"] == "0 0 3 * * 1"
     assert kwargs["max_concurrency"] == 1 and kwargs["no_catchup"] is True
+    assert kwargs["service_account"] == "churn-pipeline"
 
 
 def test_bad_arguments_fail_before_the_cluster_is_contacted(fake_client: type[FakeClient]) -> None:
