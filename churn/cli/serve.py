@@ -1,4 +1,4 @@
-"""`churn serve`: the champion on TorchServe on this machine."""
+"""`churn serve`: the champion on TorchServe on this machine; `--status` and `--stop` for it."""
 
 from __future__ import annotations
 
@@ -13,12 +13,41 @@ def serve_cmd(
     version: str | None = typer.Option(
         None, "--version", help="Registry version to serve (default: the champion)."
     ),
+    stop: bool = typer.Option(
+        False,
+        "--stop",
+        help="Stop the server recorded under CHURN_HOME, also one whose churn serve was killed.",
+    ),
+    status: bool = typer.Option(
+        False,
+        "--status",
+        help="Say whether a server runs, what it serves, where, and its pids; exit 1 if none.",
+    ),
 ) -> None:
-    """Serve the champion with TorchServe on this machine until Ctrl-C.
+    """Serve the champion with TorchServe on this machine until Ctrl-C, SIGTERM or --stop.
 
     Addresses and protocol come from the serving settings (127.0.0.1:8080 by default);
-    the management API always stays on 127.0.0.1.
+    the management API always stays on 127.0.0.1. The running server is recorded in
+    CHURN_HOME/serve/torchserve.json, and TorchServe stops when this command ends, however it
+    ends (kill -9 included).
     """
+    from churn.errors import ServingError
+    from churn.release.serve_record import record_path
+
+    if stop and status:
+        raise ServingError("--stop and --status exclude each other")
+    if (stop or status) and version is not None:
+        raise ServingError("--version starts a server; it does not go with --stop or --status")
+    record = record_path(settings().home)
+    if stop:
+        _stop(record)
+    elif status:
+        _status(record)
+    else:
+        _serve(version, record)
+
+
+def _serve(version: str | None, record: Path) -> None:
     import signal
     import tempfile
     import time
@@ -31,8 +60,8 @@ def serve_cmd(
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # `kill` and container runtimes send SIGTERM: stop TorchServe as cleanly as on Ctrl-C
-    # instead of leaving it running in its own process group.
+    # `kill`, `churn serve --stop` and container runtimes send SIGTERM: stop TorchServe as
+    # cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, interrupt)
     cfg = settings()
     registry = open_registry(cfg.registry)
@@ -52,11 +81,13 @@ def serve_cmd(
             metrics_port=cfg.serving.metrics_port,
             protocol_version=cfg.serving.protocol_version,
             workdir=Path(tmp) / "torchserve",
+            record=record,
         )
         with server:
             typer.echo(
                 f"serving {cfg.registry.model_name} {version}: POST {server.predict_url}, "
-                f"metrics {server.addresses.metrics}/metrics; Ctrl-C stops"
+                f"metrics {server.addresses.metrics}/metrics; Ctrl-C or `churn serve --stop` "
+                "stops"
             )
             try:
                 while server.running:
@@ -64,3 +95,46 @@ def serve_cmd(
             except KeyboardInterrupt:
                 return
             raise ServingError(f"TorchServe stopped unexpectedly\n{server.log_tail()}")
+
+
+def _stop(record: Path) -> None:
+    from churn.release.serve_record import stop_recorded
+
+    stopped = stop_recorded(record)
+    if stopped is None:
+        typer.echo(f"no churn serve is running (none is recorded in {record})")
+    else:
+        typer.echo(
+            f"stopped {stopped.model_name} {stopped.version} on {stopped.inference} "
+            f"(churn serve pid {stopped.owner_pid})"
+        )
+
+
+def _status(record: Path) -> None:
+    from churn.release.serve_record import group_members, owner_alive, read_record
+
+    found = read_record(record)
+    members = group_members(found) if found is not None else []
+    owner = found is not None and owner_alive(found)
+    if found is None or not (owner or members):
+        typer.echo("not running")
+        raise typer.Exit(code=1)
+    state = (
+        "running"
+        if owner
+        else f"running without its churn serve (pid {found.owner_pid} is gone): "
+        "`churn serve --stop` stops it"
+    )
+    lines = [
+        state,
+        f"model       {found.model_name} {found.version}",
+        f"predict     POST {found.predict_url}",
+        f"management  {found.management}",
+        f"metrics     {found.metrics}/metrics",
+        f"pid         {found.owner_pid} (churn serve); TorchServe process group {found.group}, "
+        f"pids {members}",
+        f"since       {found.started_at}",
+        f"logs        {found.workdir}/logs",
+        f"record      {record}",
+    ]
+    typer.echo("\n".join(lines))

@@ -34,6 +34,11 @@ _RESERVED_META_KEYS = ("format_version", "architecture", "input_spec", "threshol
 
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# churn.features.sequences.CONTEXT_FEATURES, which this module may not import (it ships alone in
+# the model archive): days, counts and spend from the log, never negative. The customer
+# attributes beside them in ``numeric_features`` may be (a balance, a score), and the contract
+# forbids attributes of these names.
+NON_NEGATIVE_FEATURES = frozenset({"tenure_days", "recency_days", "frequency", "monetary"})
 
 
 class ModelFormatError(ValueError):
@@ -348,6 +353,13 @@ def encode_instances(
     "categorical": {feature: "value"}}``. A categorical value outside the vocabulary, or a
     missing one, maps to index 0 (unknown). Extra keys are ignored.
 
+    Negative values are refused where training never sees them: in every sequence channel
+    (counts of transactions and sums of amounts and extra columns, which the data contract
+    requires to be non-negative) and in the context features of :data:`NON_NEGATIVE_FEATURES`
+    (tenure and recency in days, frequency, monetary). The model would clamp a negative
+    sequence value to 0 and score a request that means something else. Numeric customer
+    attributes may be negative, as the contract allows them to be in the customers table.
+
     Args:
         instances: The request's instances.
         input_spec: The model's input spec (``meta["input_spec"]`` from :func:`load_model`).
@@ -357,8 +369,8 @@ def encode_instances(
 
     Raises:
         InstanceError: An instance is not an object, lacks a channel or a numeric feature, has
-            a sequence of the wrong length, or holds a non-numeric or non-finite value. The
-            message names the instance index and the field.
+            a sequence of the wrong length, or holds a non-numeric, non-finite or (see above)
+            negative value. The message names the instance index and the field.
     """
     if not isinstance(instances, list):
         raise InstanceError(f"instances must be a list, got {type(instances).__name__}")
@@ -374,25 +386,9 @@ def encode_instances(
         if not isinstance(inst, dict):
             raise InstanceError(f"instance {i} must be an object, got {type(inst).__name__}")
         sequence = _mapping(inst, "sequence", i)
-        rows = []
-        for name in channels:
-            if name not in sequence:
-                raise InstanceError(f"instance {i}: sequence lacks the channel {name!r}")
-            values = sequence[name]
-            if not isinstance(values, list) or len(values) != seq_len:
-                got = len(values) if isinstance(values, list) else type(values).__name__
-                raise InstanceError(
-                    f"instance {i}: channel {name!r} must be a list of {seq_len} numbers, got {got}"
-                )
-            rows.append([_number(v, f"channel {name!r}", i) for v in values])
-        seqs.append(rows)
+        seqs.append([_channel(sequence, name, i, seq_len) for name in channels])
         numeric = _mapping(inst, "numeric", i) if features else {}
-        row = []
-        for name in features:
-            if name not in numeric:
-                raise InstanceError(f"instance {i}: numeric lacks the feature {name!r}")
-            row.append(_number(numeric[name], f"numeric feature {name!r}", i))
-        nums.append(row)
+        nums.append([_feature(numeric, name, i) for name in features])
         categorical = inst.get("categorical") or {}
         if not isinstance(categorical, dict):
             raise InstanceError(f"instance {i}: 'categorical' must be an object")
@@ -410,6 +406,37 @@ def _mapping(inst: dict, key: str, index: int) -> dict:
     if not isinstance(value, dict):
         raise InstanceError(f"instance {index}: {key!r} must be an object")
     return value
+
+
+def _channel(sequence: dict, name: str, index: int, seq_len: int) -> list[float]:
+    if name not in sequence:
+        raise InstanceError(f"instance {index}: sequence lacks the channel {name!r}")
+    values = sequence[name]
+    if not isinstance(values, list) or len(values) != seq_len:
+        got = len(values) if isinstance(values, list) else type(values).__name__
+        raise InstanceError(
+            f"instance {index}: channel {name!r} must be a list of {seq_len} numbers, got {got}"
+        )
+    row = [_number(v, f"channel {name!r}", index) for v in values]
+    negative = next((t for t, x in enumerate(row) if x < 0), None)
+    if negative is not None:
+        raise InstanceError(
+            f"instance {index}: channel {name!r} holds {row[negative]} at position {negative}; "
+            "activity counts and sums are never negative"
+        )
+    return row
+
+
+def _feature(numeric: dict, name: str, index: int) -> float:
+    if name not in numeric:
+        raise InstanceError(f"instance {index}: numeric lacks the feature {name!r}")
+    x = _number(numeric[name], f"numeric feature {name!r}", index)
+    if x < 0 and name in NON_NEGATIVE_FEATURES:
+        raise InstanceError(
+            f"instance {index}: numeric feature {name!r} holds {x}; it counts days, "
+            "transactions or spend from the log and is never negative"
+        )
+    return x
 
 
 def _category(value: object, vocab: dict[str, int]) -> int:

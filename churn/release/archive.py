@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ KSERVE_MODEL_STORE = "/mnt/models/model-store"
 # TorchServe's request envelope for each KServe protocol; in KServe the runtime sets
 # TS_SERVICE_ENVELOPE from the InferenceService's protocolVersion, which overrides this file.
 ENVELOPES = {"v1": "kserve", "v2": "kservev2"}
+# Java accepts a backslash before any non-letter; "/" and "_" stay readable.
+_REGEX_PUNCTUATION = frozenset(string.punctuation) - {"/", "_"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def config_properties(
         model_name: Name clients call the model by; the archive is ``<model_name>.mar``.
         model_version: The archive's version (see :func:`archive_version`); the snapshot
             lists the model under it so TorchServe scales workers for exactly that version.
-        model_store: Folder holding the archive as TorchServe sees it.
+        model_store: Folder holding the archive as TorchServe sees it; ``allowed_urls`` admits
+            only archives in it (see :func:`allowed_urls`).
         addresses: Where TorchServe listens (:data:`KSERVE_ADDRESSES` for KServe).
         protocol_version: ``"v1"`` or ``"v2"``; selects the KServe request envelope. ``None``
             sets no envelope: the handler reads the request body itself (local TorchServe,
@@ -127,12 +131,36 @@ def config_properties(
         "number_of_netty_threads": 4,
         "job_queue_size": 100,
         "model_store": model_store,
+        # Java's Properties reader drops a lone backslash, so the regex's escapes are doubled.
+        "allowed_urls": allowed_urls(model_store).replace("\\", "\\\\"),
         "load_models": "all",
         "model_snapshot": json.dumps(snapshot, separators=(",", ":")),
     }
     if protocol_version is not None:
         props["service_envelope"] = ENVELOPES[protocol_version]
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def allowed_urls(model_store: str) -> str:
+    """TorchServe's ``allowed_urls``: ``file://`` URLs of archives in the model store, no other.
+
+    TorchServe's default, ``file://.*|http(s)?://.*``, lets any process that reaches the
+    management API (token auth is off; it listens on 127.0.0.1 only) register a model from any
+    URL, which runs that model's handler code. A registration by archive name (``churn.mar``)
+    reads the model store without consulting this list, so the served model is unaffected.
+
+    Args:
+        model_store: The model store as TorchServe sees it.
+
+    Returns:
+        A Java regular expression (one entry; TorchServe splits the setting on commas, so a
+        comma in the path is written as ``\\x2c``).
+    """
+    path = "".join(
+        "\\x2c" if c == "," else f"\\{c}" if c in _REGEX_PUNCTUATION else c
+        for c in model_store.rstrip("/")
+    )
+    return f"file://{path}/[^/]+\\.mar"
 
 
 def build_archive(

@@ -2,6 +2,11 @@
 
 Readiness is a worker in state READY in the management API, not ``/ping``: ``/ping`` answers
 Healthy while a worker that cannot import its dependencies crash-loops.
+
+TorchServe is a process group of its own (the ``ts.model_server`` launcher, the Java frontend it
+starts, and the Python workers); a watchdog (:mod:`churn.release.torchserve_watchdog`) stops that
+group when the process that started it dies, even by ``kill -9``, so no server outlives its owner
+and keeps answering with an old model.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 import requests
 
 from churn.errors import ServingError
+from churn.release import serve_record, torchserve_watchdog
 from churn.release.archive import Addresses, archive_version, config_properties
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ _LOG_TAIL_CHARS = 3000
 # archive or the environment is broken, and waiting for the timeout would only hide that.
 _MAX_WORKER_DEATHS = 3
 _WORKER_DIED = "Backend worker process died"
+_WATCHDOG = Path(torchserve_watchdog.__file__)
 
 
 def free_port(host: str = _LOOPBACK) -> int:
@@ -66,10 +74,15 @@ class LocalTorchServe:
     """Context manager that runs TorchServe for ``<model_store>/<model_name>.mar``.
 
     The inference and metrics APIs bind ``host``; both management APIs (HTTP and gRPC) always
-    bind 127.0.0.1 because token auth is off and they can load and unload models. Ports left as
+    bind 127.0.0.1 because token auth is off and they control the served models (``allowed_urls``
+    limits registration to archives in the model store). Ports left as
     ``None`` are picked free, so several instances (tests of different people on one machine)
     run side by side. TorchServe keeps its pid file in the temporary folder, so each instance
     gets a private ``TMPDIR``; its logs go to ``<workdir>/logs``.
+
+    With ``record``, the server is written down there while it runs (pids, addresses, version;
+    see :mod:`churn.release.serve_record`), and a start is refused while a server recorded
+    there still runs.
 
     Args:
         model_store: Folder holding ``<model_name>.mar``.
@@ -83,6 +96,7 @@ class LocalTorchServe:
         startup_timeout: Seconds to wait for a READY worker.
         workdir: Folder for config, logs and TorchServe's temporary files; a fresh temporary
             folder (removed on stop) when ``None``.
+        record: File recording the running server, or ``None`` for none.
     """
 
     def __init__(
@@ -97,6 +111,7 @@ class LocalTorchServe:
         protocol_version: str = "v1",
         startup_timeout: float = 120.0,
         workdir: str | Path | None = None,
+        record: str | Path | None = None,
     ) -> None:
         self.model_store = Path(model_store).resolve()
         self.model_name = model_name
@@ -110,7 +125,11 @@ class LocalTorchServe:
         ]
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.workdir: Path | None = None
+        self.record = Path(record) if record is not None else None
         self._proc: subprocess.Popen | None = None
+        self._watchdog: subprocess.Popen | None = None
+        self._watchdog_pipe: int | None = None
+        self._started_at = ""
         self._session = requests.Session()
 
     @property
@@ -153,61 +172,23 @@ class LocalTorchServe:
         """Starts TorchServe and waits until a worker of the model is READY.
 
         Raises:
-            ServingError: The archive or Java is missing, TorchServe exits, or no worker is
-                READY within ``startup_timeout``; the message ends with the log's tail.
+            ServingError: The archive or Java is missing, a port is taken (the message names
+                the process holding it), the record names a server that still runs,
+                TorchServe exits, or no worker is READY within ``startup_timeout``; the
+                message ends with the log's tail.
         """
         mar = self.model_store / f"{self.model_name}.mar"
         if not mar.is_file():
             raise ServingError(f"model archive {mar} does not exist")
-        for url in (self.addresses.inference, self.addresses.management, self.addresses.metrics):
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            if not 1 <= int(port) <= 65535:
-                raise ServingError(f"{url}: the port must lie in 1..65535")
-            if not _port_is_free(host, int(port)):
-                raise ServingError(
-                    f"{url} is already in use: stop that server or pick another port"
-                )
-        if shutil.which("java") is None and "JAVA_HOME" not in os.environ:
-            raise ServingError("TorchServe needs Java 17 or newer: install it or set JAVA_HOME")
-        self.workdir = self._workdir_arg or Path(tempfile.mkdtemp(prefix="churn-torchserve-"))
-        tmp = self.workdir / "tmp"
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        tmp.mkdir(exist_ok=True)
-        config = self.workdir / "config.properties"
-        config.write_text(
-            config_properties(
-                self.model_name,
-                archive_version(mar),
-                str(self.model_store),
-                addresses=self.addresses,
-                # No envelope: the handler reads the body and answers malformed ones with 400.
-                protocol_version=None,
-            )
-        )
-        cmd = [
-            *_TORCHSERVE,
-            "--start",
-            "--foreground",
-            "--ncs",
-            "--disable-token-auth",
-            "--model-store",
-            str(self.model_store),
-            "--ts-config",
-            str(config),
-        ]
-        log.info("starting TorchServe for %s on %s", mar, self.addresses.inference)
-        with open(self.workdir / "logs" / "console.log", "ab") as console:
-            # A session of its own makes TorchServe's Java frontend and Python workers one
-            # process group, which stop() can kill as a whole.
-            self._proc = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                env=self._env(),
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        version = archive_version(mar)
+        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.record is not None:
+            serve_record.claim_record(self.record, self._record(version))
         try:
+            self._check_ports()
+            if shutil.which("java") is None and "JAVA_HOME" not in os.environ:
+                raise ServingError("TorchServe needs Java 17 or newer: install it or set JAVA_HOME")
+            self._launch(mar, version)
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -215,26 +196,12 @@ class LocalTorchServe:
 
     def stop(self) -> None:
         """Stops TorchServe (``torchserve --stop``, then the whole process group)."""
-        if self._proc is None:
-            return
         proc, self._proc = self._proc, None
-        if proc.poll() is None:
-            subprocess.run(
-                [*_TORCHSERVE, "--stop"],
-                cwd=self.workdir,
-                env=self._env(),
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                log.warning("TorchServe did not stop in 15 s; killing it")
-        # The workers outlive a frontend killed with SIGKILL, so the group is always cleared.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
+        if proc is not None:
+            self._stop_group(proc)
+        self._stand_down_watchdog()
+        if self.record is not None:
+            serve_record.release_record(self.record, os.getpid())
         self._session.close()
         if self._workdir_arg is None and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -272,6 +239,130 @@ class LocalTorchServe:
                 parts.append(f"--- {name} ---\n{text[-_LOG_TAIL_CHARS:]}")
         return "\n".join(parts)
 
+    def _check_ports(self) -> None:
+        for url in (self.addresses.inference, self.addresses.management, self.addresses.metrics):
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            if not 1 <= int(port) <= 65535:
+                raise ServingError(f"{url}: the port must lie in 1..65535")
+            if not _port_is_free(host, int(port)):
+                raise ServingError(
+                    f"{url} is already in use by {serve_record.port_holder(int(port))}: stop "
+                    "that server or pick another port"
+                )
+
+    def _launch(self, mar: Path, version: str) -> None:
+        self.workdir = self._workdir_arg or Path(tempfile.mkdtemp(prefix="churn-torchserve-"))
+        tmp = self.workdir / "tmp"
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(exist_ok=True)
+        config = self.workdir / "config.properties"
+        config.write_text(
+            config_properties(
+                self.model_name,
+                version,
+                str(self.model_store),
+                addresses=self.addresses,
+                # No envelope: the handler reads the body and answers malformed ones with 400.
+                protocol_version=None,
+            )
+        )
+        cmd = [
+            *_TORCHSERVE,
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--disable-token-auth",
+            "--model-store",
+            str(self.model_store),
+            "--ts-config",
+            str(config),
+        ]
+        log.info("starting TorchServe for %s on %s", mar, self.addresses.inference)
+        with open(self.workdir / "logs" / "console.log", "ab") as console:
+            # A session of its own makes TorchServe's Java frontend and Python workers one
+            # process group, which stop() and the watchdog can kill as a whole.
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self.workdir,
+                env=self._env(),
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if self.record is not None:
+            serve_record.update_record(self.record, self._record(version))
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        assert self._proc is not None
+        assert self.workdir is not None
+        read_end, self._watchdog_pipe = os.pipe()
+        try:
+            # Only the watchdog inherits the read end, and nothing but this process the write
+            # end (os.pipe's descriptors are not inherited), so the read sees end-of-file
+            # exactly when this process is gone. Its output goes to the log rather than to
+            # this process's stdout, which a caller may be reading until end-of-file.
+            with open(self.workdir / "logs" / "console.log", "ab") as console:
+                self._watchdog = subprocess.Popen(
+                    [sys.executable, str(_WATCHDOG), str(read_end), str(self._proc.pid)],
+                    pass_fds=(read_end,),
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        finally:
+            os.close(read_end)
+
+    def _stand_down_watchdog(self) -> None:
+        if self._watchdog_pipe is None:
+            return
+        pipe, self._watchdog_pipe = self._watchdog_pipe, None
+        with contextlib.suppress(BrokenPipeError):
+            os.write(pipe, torchserve_watchdog.STAND_DOWN)
+        os.close(pipe)
+        if self._watchdog is not None:
+            self._watchdog.wait(timeout=30)
+            self._watchdog = None
+
+    def _stop_group(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            subprocess.run(
+                [*_TORCHSERVE, "--stop"],
+                cwd=self.workdir,
+                env=self._env(),
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log.warning("TorchServe did not stop in 15 s; killing it")
+        # The workers outlive a frontend killed with SIGKILL, so the group is always cleared.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+    def _record(self, version: str) -> serve_record.ServerRecord:
+        proc = self._proc
+        owner_started = serve_record.process_started(os.getpid())
+        assert owner_started is not None
+        return serve_record.ServerRecord(
+            owner_pid=os.getpid(),
+            owner_started=owner_started,
+            model_name=self.model_name,
+            version=version,
+            inference=self.addresses.inference,
+            management=self.addresses.management,
+            metrics=self.addresses.metrics,
+            predict_url=self.predict_url,
+            started_at=self._started_at,
+            group=proc.pid if proc is not None else None,
+            group_started=serve_record.process_started(proc.pid) if proc is not None else None,
+            workdir=str(self.workdir) if self.workdir is not None else None,
+        )
+
     def _env(self) -> dict[str, str]:
         assert self.workdir is not None
         tmp = str(self.workdir / "tmp")
@@ -284,6 +375,10 @@ class LocalTorchServe:
             "TEMP": tmp,
             "LOG_LOCATION": str(self.workdir / "logs"),
             "METRICS_LOCATION": str(self.workdir / "logs"),
+            # The worker would parse JSON bodies before the handler and log a traceback for
+            # each one it cannot parse (a body nested too deep); the handler parses them itself
+            # and answers 400.
+            "TS_DECODE_INPUT_REQUEST": "false",
         }
 
     def _wait_ready(self) -> None:

@@ -22,6 +22,7 @@ import yaml
 from kubernetes.utils import parse_quantity
 
 from churn.errors import ServingError
+from churn.release import archive
 from churn.release.archive import KSERVE_ADDRESSES, config_properties
 from churn.release.kserve_deploy import (
     Resources,
@@ -581,6 +582,31 @@ def test_kserve_config_keeps_management_inside_the_pod() -> None:
     assert props["service_envelope"] == "kserve"
     v2 = config_properties("churn", "v1", "/m", protocol_version="v2")
     assert "service_envelope=kservev2\n" in v2
+
+
+def test_the_config_admits_archives_from_the_model_store_only() -> None:
+    text = config_properties("churn", "v1", "/mnt/models/model-store", KSERVE_ADDRESSES)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    # The file doubles each backslash, which Java's Properties reader undoes.
+    assert props["allowed_urls"] == r"file:///mnt/models/model\\-store/[^/]+\\.mar"
+    pattern = props["allowed_urls"].replace("\\\\", "\\")
+    assert re.fullmatch(pattern, "file:///mnt/models/model-store/churn.mar")
+    for url in (
+        "http://127.0.0.1:8000/churn.mar",
+        "https://example.com/churn.mar",
+        "file:///tmp/churn.mar",
+        "file:///mnt/models/model-store/../evil/churn.mar",
+        "file:///mnt/models/model-store-2/churn.mar",
+    ):
+        assert not re.fullmatch(pattern, url), url
+
+
+def test_allowed_urls_quote_an_odd_model_store_path() -> None:
+    pattern = archive.allowed_urls("/srv/a b,c.d/(x)+store/")
+    # TorchServe splits the setting on commas: a comma in the path must not be one.
+    assert "," not in pattern
+    assert re.fullmatch(pattern, "file:///srv/a b,c.d/(x)+store/churn.mar")
+    assert not re.fullmatch(pattern, "file:///srv/a b,cxd/(x)+store/churn.mar")
 
 
 def test_deploy_without_a_cluster_is_a_clear_error(

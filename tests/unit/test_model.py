@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from churn.features.sequences import CONTEXT_FEATURES
+from churn.model import network
 from churn.model.network import (
     ARCHITECTURE_FIELDS,
     ChurnCNN,
@@ -268,6 +270,28 @@ def test_encode_instances_without_features() -> None:
     assert (seq.shape, num.shape, cat.shape) == ((1, 2, 6), (1, 0), (1, 0))
     empty = encode_instances([], spec)
     assert [t.shape[0] for t in empty] == [0, 0, 0]
+
+
+def test_encode_instances_refuses_negative_activity_and_context_but_not_attributes() -> None:
+    spec = {**make_spec(), "numeric_features": ["recency_days", "balance"]}
+    good = instance(spec)
+    good["numeric"]["balance"] = -40.0  # a customer attribute may be negative
+    assert encode_instances([good], spec)[1].tolist() == [[2.0, -40.0]]
+    bad_seq = instance(spec)
+    bad_seq["sequence"]["spend"][2] = -0.5
+    with pytest.raises(
+        InstanceError, match=r"instance 1: channel 'spend' holds -0\.5 at position 2"
+    ):
+        encode_instances([good, bad_seq], spec)
+    bad_recency = instance(spec)
+    bad_recency["numeric"]["recency_days"] = -7
+    with pytest.raises(InstanceError, match=r"instance 0: numeric feature 'recency_days' holds -7"):
+        encode_instances([bad_recency], spec)
+
+
+def test_the_non_negative_features_are_the_context_features() -> None:
+    # network.py ships alone in the archive and keeps its own copy of the names.
+    assert set(CONTEXT_FEATURES) == network.NON_NEGATIVE_FEATURES
 
 
 def test_encode_instances_missing_numeric_names_feature_and_index() -> None:
