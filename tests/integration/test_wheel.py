@@ -91,9 +91,12 @@ def test_a_wheel_install_outside_the_checkout_runs_the_pipeline(
     )
     work = tmp_path / "elsewhere"
     work.mkdir()
+    # Only the wheel: a PYTHONPATH pointing at a checkout would shadow it.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
         [str(venv / "bin/python"), "-c", "import churn, feature_repo; print(churn.__file__)"],
         cwd=work,
+        env=clean,
         check=True,
         capture_output=True,
         text=True,
@@ -101,7 +104,7 @@ def test_a_wheel_install_outside_the_checkout_runs_the_pipeline(
     assert where.startswith(str(site)), where
 
     env = {
-        **os.environ,
+        **clean,
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
         "CHURN_HOME": str(work / "home"),
         "CHURN_REGISTRY__URI": str(work / "registry"),
