@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn.data.contract import load_customers, load_transactions
+from churn.data.contract import event_time_bound, load_customers, load_transactions
 from churn.data.cutoffs import default_cutoffs, parse_cutoffs
 from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
@@ -59,6 +59,27 @@ def _check_ids_match(
         )
 
 
+def _choose_cutoffs(
+    cutoffs: list[str] | None,
+    first: pd.Timestamp,
+    end: pd.Timestamp,
+    cfg: FeatureConfig,
+    transactions: object,
+) -> list[pd.Timestamp]:
+    """The given cutoffs or the automatic schedule, each after the first event."""
+    if cutoffs:
+        chosen = parse_cutoffs(cutoffs)
+    else:
+        chosen = default_cutoffs(end, cfg.horizon_days, cfg.cutoff_step_days, cfg.n_train_cutoffs)
+    early = [c.date().isoformat() for c in chosen if c <= first]
+    if early:
+        raise ContractError(
+            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
+            "they would have no history"
+        )
+    return chosen
+
+
 def build_features(
     transactions: str | Path,
     repo_dir: str | Path,
@@ -87,22 +108,19 @@ def build_features(
         ContractError: The input breaks the data contract or the cutoffs are invalid.
     """
     started = time.perf_counter()
-    tx = load_transactions(transactions)
+    latest_event = event_time_bound(cfg.max_event_time)
+    tx = load_transactions(transactions, max_channels=cfg.max_channels, latest_event=latest_event)
     profile = load_customers(customers) if customers is not None else None
     if profile is not None:
         _check_ids_match(tx, profile, transactions, customers)
     end = observed_until_of(tx, observed_until)
-    if cutoffs:
-        chosen = parse_cutoffs(cutoffs)
-    else:
-        chosen = default_cutoffs(end, cfg.horizon_days, cfg.cutoff_step_days, cfg.n_train_cutoffs)
-    first = tx["timestamp"].min()
-    early = [c.date().isoformat() for c in chosen if c <= first]
-    if early:
+    if end > latest_event:
         raise ContractError(
-            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
-            "they would have no history"
+            f"observed-until {end} is later than {latest_event} (features.max_event_time; by "
+            "default one day after now): the serving snapshot would be taken in the future"
         )
+    first = tx["timestamp"].min()
+    chosen = _choose_cutoffs(cutoffs, first, end, cfg, transactions)
     latest = end.ceil("D")
     snapshot_times = sorted({*chosen, latest})
     try:
