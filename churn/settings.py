@@ -84,6 +84,9 @@ class FeatureConfig(Section):
         max_event_time: Latest event time a log may hold; ``None`` is one day after the time of
             the run. A later event (a typo such as 2030 or 2206) would move the serving snapshot
             and the automatic cutoffs to it. Naive values are UTC.
+        memory_budget_mb: Memory the feature and training-set builds may plan to use, in MiB;
+            ``None`` takes what is available when the step starts (the machine's, or the
+            container's limit when lower). Work whose estimate exceeds it is refused.
         repo_template: The Feast repository that each feature build copies.
     """
 
@@ -95,6 +98,7 @@ class FeatureConfig(Section):
     extra_channels: StrList = None
     max_channels: int = Field(64, ge=2)
     max_event_time: datetime | None = None
+    memory_budget_mb: PositiveInt | None = None
     repo_template: Path = Field(default_factory=_template_folder)
 
 

@@ -13,7 +13,8 @@ from churn.data.contract import event_time_bound, load_customers, load_transacti
 from churn.data.cutoffs import default_cutoffs, parse_cutoffs
 from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
-from churn.features.sequences import CONTEXT_FEATURES, build_snapshots
+from churn.features.memory import FEATURE_COPIES, check_memory, sequence_bytes
+from churn.features.sequences import CONTEXT_FEATURES, build_snapshots, snapshot_row_count
 from churn.features.store import FeatureRepo
 from churn.settings import FeatureConfig
 
@@ -80,6 +81,15 @@ def _choose_cutoffs(
     return chosen
 
 
+def _check_snapshot_memory(rows: int, channels: int, cfg: FeatureConfig) -> None:
+    check_memory(
+        FEATURE_COPIES * sequence_bytes(rows, channels, cfg.seq_len),
+        f"the feature build ({rows:,} snapshot rows x {channels} channels x "
+        f"features.seq_len={cfg.seq_len:,} float32 values, about {FEATURE_COPIES} copies)",
+        cfg.memory_budget_mb,
+    )
+
+
 def build_features(
     transactions: str | Path,
     repo_dir: str | Path,
@@ -106,6 +116,7 @@ def build_features(
 
     Raises:
         ContractError: The input breaks the data contract or the cutoffs are invalid.
+        ResourceError: The snapshots would not fit in memory (``features.memory_budget_mb``).
     """
     started = time.perf_counter()
     latest_event = event_time_bound(cfg.max_event_time)
@@ -128,6 +139,7 @@ def build_features(
     except KeyError as exc:
         raise ContractError(f"{transactions}: {exc.args[0]}") from exc
     activity = daily_activity(tx, channels)
+    _check_snapshot_memory(snapshot_row_count(activity, snapshot_times), len(channels), cfg)
     snapshots = build_snapshots(
         activity, channels, snapshot_times, cfg.bin_days, cfg.seq_len, signup=profile
     )

@@ -1,6 +1,6 @@
-"""Hostile logs: values float32 cannot hold, thousands of columns, events dated in the future.
-Each is refused before the work, with one line naming the file, column and row or the setting,
-and nothing is written."""
+"""Hostile logs and settings: values float32 cannot hold, thousands of columns, a sequence length
+no machine can hold, events dated in the future. Each is refused before the work, with one line
+naming the file, column and row or the setting, and nothing is written."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from churn import errors
 from churn.data import contract
 from churn.data.contract import load_customers, load_transactions
 from churn.errors import ContractError
@@ -147,6 +148,69 @@ def test_the_cli_refuses_a_wide_log_naming_the_count_and_the_setting(tmp_path):
     assert "32002 channels" in result.stderr and "features.max_channels=64" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+# Sequences no machine can hold (item 7) --------------------------------------------------------
+
+
+def test_a_sequence_length_no_machine_can_hold_is_refused_with_the_estimate(tmp_path):
+    # 6,000 customers at four snapshot times: 24,000 rows x 3 channels x 5,000,000 bins of
+    # float32 is 1.4 TB per copy.
+    rows = [(f"c{i}", f"2020-01-{1 + i % 28:02d} 10:00:00", 1.0, 1.0) for i in range(6000)]
+    frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount", "quantity"])
+    log = tmp_path / "tx.parquet"
+    frame.to_parquet(log)
+    result = _churn(
+        "features",
+        "build",
+        "-t",
+        str(log),
+        "--repo",
+        str(tmp_path / "repo"),
+        "--seq-len",
+        "5000000",
+        "--cutoffs",
+        "2020-02-01,2020-03-01,2020-04-01",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "24,000 snapshot rows x 3 channels x features.seq_len=5,000,000" in result.stderr
+    assert "GiB of memory, but" in result.stderr and "available" in result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_memory_budget_setting_bounds_the_feature_build(tmp_path):
+    log = _history(tmp_path / "tx.csv")
+    cfg = FeatureConfig(bin_days=1, seq_len=100_000, horizon_days=30, memory_budget_mb=1)
+    with pytest.raises(errors.ResourceError, match=r"allowed by features.memory_budget_mb"):
+        build_features(log, tmp_path / "repo", cfg, cutoffs=["2020-03-01"])
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_training_set_build_refuses_a_join_beyond_the_memory_budget(tmp_path):
+    from churn.dataset.build import build_dataset
+
+    log = _history(tmp_path / "tx.csv")
+    cfg = FeatureConfig(bin_days=1, seq_len=20_000, horizon_days=30)
+    build_features(log, tmp_path / "repo", cfg, cutoffs=["2020-02-01", "2020-03-05", "2020-04-10"])
+    with pytest.raises(
+        errors.ResourceError,
+        match=r"the training set \(12 labelled rows of 16 snapshot rows x 2 channels x "
+        r"features.seq_len=20,000 float32 values\) needs about .* allowed by "
+        r"features.memory_budget_mb",
+    ):
+        build_dataset(tmp_path / "repo", tmp_path / "ds", 30, memory_budget_mb=1)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_container_memory_limit_lowers_the_available_memory(tmp_path):
+    from churn.features import memory
+
+    (tmp_path / "memory.max").write_text(f"{3 * 2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{2**30}\n")
+    assert memory.available_bytes(tmp_path) == 2 * 2**30
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory.available_bytes(tmp_path) > 0
 
 
 # Events dated in the future (item 8) ------------------------------------------------------------
