@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from churn.data.contract import event_time_bound, load_customers, load_transactions
-from churn.data.cutoffs import default_cutoffs, parse_cutoffs
+from churn.data.cutoffs import fit_default_cutoffs, parse_cutoffs
 from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
 from churn.features.memory import FEATURE_COPIES, check_memory, sequence_bytes
@@ -67,11 +67,17 @@ def _choose_cutoffs(
     cfg: FeatureConfig,
     transactions: object,
 ) -> list[pd.Timestamp]:
-    """The given cutoffs or the automatic schedule, each after the first event."""
-    if cutoffs:
-        chosen = parse_cutoffs(cutoffs)
-    else:
-        chosen = default_cutoffs(end, cfg.horizon_days, cfg.cutoff_step_days, cfg.n_train_cutoffs)
+    """The given cutoffs, or the automatic schedule fitted to the log's span."""
+    if not cutoffs:
+        return fit_default_cutoffs(
+            first,
+            end,
+            cfg.horizon_days,
+            cfg.cutoff_step_days,
+            cfg.n_train_cutoffs,
+            what=str(transactions),
+        )
+    chosen = parse_cutoffs(cutoffs)
     early = [c.date().isoformat() for c in chosen if c <= first]
     if early:
         raise ContractError(
@@ -108,14 +114,16 @@ def build_features(
         repo_dir: Working folder of the feature repository (created from the template).
         cfg: Feature settings (bins, sequence length, horizon, cutoff schedule).
         customers: Optional customers table.
-        cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule.
+        cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule,
+            fitted to the log's span (see :func:`churn.data.cutoffs.fit_default_cutoffs`).
         observed_until: End of the observation period; defaults to the last event.
 
     Returns:
         A summary: rows, customers, snapshots, channels, repository path.
 
     Raises:
-        ContractError: The input breaks the data contract or the cutoffs are invalid.
+        ContractError: The input breaks the data contract, the cutoffs are invalid, or the log
+            is too short for the automatic schedule.
         ResourceError: The snapshots would not fit in memory (``features.memory_budget_mb``).
     """
     started = time.perf_counter()
