@@ -35,3 +35,7 @@ class ServingError(ChurnError):
 
 class PipelineError(ChurnError):
     """The pipeline cannot be compiled, submitted, scheduled or run as asked."""
+
+
+class ResourceError(ChurnError):
+    """The work would need more memory than the machine, or the configured budget, allows."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -77,6 +78,15 @@ class FeatureConfig(Section):
         n_train_cutoffs: How many training cutoffs the automatic schedule produces.
         extra_channels: Extra numeric event columns aggregated as channels; ``None`` takes
             every extra numeric column the log has.
+        max_channels: Most channels a log may make: ``n_txn``, ``spend`` and one per extra
+            column of the file. A wider log is refused from its header, before it is parsed:
+            validation and the Feast sources grow with the square of the column count.
+        max_event_time: Latest event time a log may hold; ``None`` is one day after the time of
+            the run. A later event (a typo such as 2030 or 2206) would move the serving snapshot
+            and the automatic cutoffs to it. Naive values are UTC.
+        memory_budget_mb: Memory the feature and training-set builds may plan to use, in MiB;
+            ``None`` takes what is available when the step starts (the machine's, or the
+            container's limit when lower). Work whose estimate exceeds it is refused.
         repo_template: The Feast repository that each feature build copies.
     """
 
@@ -86,6 +96,9 @@ class FeatureConfig(Section):
     cutoff_step_days: PositiveInt = 30
     n_train_cutoffs: PositiveInt = 6
     extra_channels: StrList = None
+    max_channels: int = Field(64, ge=2)
+    max_event_time: datetime | None = None
+    memory_budget_mb: PositiveInt | None = None
     repo_template: Path = Field(default_factory=_template_folder)
 
 

@@ -36,6 +36,7 @@ def dataset_build(
         out,
         settings().features.horizon_days if horizon_days is None else horizon_days,
         cutoffs=cutoffs.split(",") if cutoffs else None,
+        memory_budget_mb=settings().features.memory_budget_mb,
     )
     typer.echo(f"training set {summary['out']} ({summary['seconds']} s)")
     typer.echo(f"{'split':<6}{'rows':>9}{'positives':>11}{'negatives':>11}  cutoffs")

@@ -9,6 +9,12 @@ Transactions (CSV or Parquet):
   change the features, so the producer must decide what they mean.
 * any number of extra numeric columns (``quantity``, ``items``...): each becomes a channel.
   Missing values in them are rejected too.
+* every number (amounts, extra columns, numeric customer attributes) is finite and within the
+  float32 range (about 3.4e38), the precision features are stored in.
+
+Events later than ``features.max_event_time`` (by default one day after now) are rejected: a
+future date would move the serving snapshot and the automatic cutoffs to it. A log whose extra
+columns would make more than ``features.max_channels`` channels is refused from its header.
 
 Exact duplicate rows (every column equal) are rejected: in a transaction log they are almost
 always a double load, and counting them would inflate activity.
@@ -22,20 +28,31 @@ the first offending row (1-based, as a spreadsheet shows it, after the header).
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pandas.tseries.api import guess_datetime_format
 
 from churn.errors import ContractError
+from churn.settings import FeatureConfig
 
 REQUIRED_TX = ("customer_id", "timestamp", "amount")
 REQUIRED_CUSTOMERS = ("customer_id", "signup_date")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Sequences, context and attributes are float32 from the snapshots on (Feast, the training set,
+# the model); a larger number would turn into inf there, far from the row that held it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+DEFAULT_MAX_CHANNELS: int = FeatureConfig.model_fields["max_channels"].default
+# The default bound on event times is this far after now: producers' clocks and time zones
+# disagree by hours, a typo in the year by far more.
+FUTURE_SLACK = pd.Timedelta(days=1)
 # Names the later steps derive: daily activity columns, the point-in-time context features
 # (``churn.features.sequences.CONTEXT_FEATURES``) and the Feast sources' timestamp columns. An input
 # column of the same name would overwrite one of them or collide inside Feast.
@@ -64,7 +81,8 @@ def to_ns(series: pd.Series) -> np.ndarray:
     return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view("i8")
 
 
-def _read_table(path: Path, na_tokens: bool = True) -> pd.DataFrame:
+def _kind(path: Path) -> str:
+    """``csv`` or ``parquet`` for an existing, non-empty file of a supported type."""
     if not path.exists():
         raise ContractError(f"{path}: file does not exist")
     if path.is_dir():
@@ -76,6 +94,11 @@ def _read_table(path: Path, na_tokens: bool = True) -> pd.DataFrame:
         )
     if path.stat().st_size == 0:
         raise ContractError(f"{path}: file is empty")
+    return kind
+
+
+def _read_table(path: Path, na_tokens: bool = True) -> pd.DataFrame:
+    kind = _kind(path)
     try:
         if kind == "csv":
             # With na_tokens=False only an empty field is missing: in a customers table "NA"
@@ -248,18 +271,54 @@ def _numeric(values: pd.Series, path: Path, column: str) -> pd.Series:
         raise ContractError(
             f"{path}: column {column!r} is empty (NaN) at row {_first_row(numeric.isna())}"
         )
-    if not np.isfinite(numeric.to_numpy(dtype=float)).all():
-        row = _first_row(~np.isfinite(numeric.to_numpy(dtype=float)))
+    as_float = numeric.to_numpy(dtype=float)
+    if not np.isfinite(as_float).all():
+        row = _first_row(~np.isfinite(as_float))
         raise ContractError(f"{path}: column {column!r} is infinite at row {row}")
+    too_large = np.abs(as_float) > FLOAT32_MAX
+    if too_large.any():
+        row = _first_row(too_large)
+        raise ContractError(
+            f"{path}: column {column!r} holds {values.iloc[row - 1]!r} at row {row}, beyond "
+            f"{FLOAT32_MAX:.4g}: features are stored as float32, where it would become infinite"
+        )
     return numeric.astype("float64")
 
 
-def validate_transactions(df: pd.DataFrame, path: str | Path = "<transactions>") -> pd.DataFrame:
+def event_time_bound(
+    max_event_time: datetime | str | pd.Timestamp | None, now: pd.Timestamp | None = None
+) -> pd.Timestamp:
+    """The latest event time a log may hold (``features.max_event_time``).
+
+    Args:
+        max_event_time: The configured bound (naive values are UTC); ``None`` for the default.
+        now: The time of the run (defaults to the clock); tests pin it.
+
+    Returns:
+        The bound in UTC: the configured one, else ``now`` plus :data:`FUTURE_SLACK`.
+    """
+    if max_event_time is not None:
+        bound = pd.Timestamp(max_event_time)
+        return bound.tz_localize("UTC") if bound.tzinfo is None else bound.tz_convert("UTC")
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    return now + FUTURE_SLACK
+
+
+def validate_transactions(
+    df: pd.DataFrame,
+    path: str | Path = "<transactions>",
+    *,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
+    latest_event: pd.Timestamp | None = None,
+) -> pd.DataFrame:
     """Checks a transaction table against the contract and normalises its types.
 
     Args:
         df: The raw table.
         path: Where it came from, for error messages.
+        max_channels: Most channels the table may make (``features.max_channels``).
+        latest_event: Latest accepted event time (UTC); ``None`` is :func:`event_time_bound`'s
+            default, one day after now.
 
     Returns:
         A new table: ``customer_id`` (str), ``timestamp`` (UTC), ``amount`` and each extra column
@@ -271,9 +330,13 @@ def validate_transactions(df: pd.DataFrame, path: str | Path = "<transactions>")
     path = Path(str(path))
     if df.empty:
         raise ContractError(f"{path}: holds no rows")
+    _check_channel_count(list(df.columns), path, max_channels)
     _require(df, path, REQUIRED_TX)
     out = pd.DataFrame({"customer_id": _customer_ids(df["customer_id"], path)})
     out["timestamp"] = _parse_time(df["timestamp"], path, "timestamp")
+    _refuse_future_events(
+        out["timestamp"], path, event_time_bound(None) if latest_event is None else latest_event
+    )
     out["amount"] = _numeric(df["amount"], path, "amount")
     negative = out["amount"] < 0
     if negative.any():
@@ -312,11 +375,65 @@ def validate_transactions(df: pd.DataFrame, path: str | Path = "<transactions>")
     return out.sort_values(["timestamp", "customer_id"], kind="stable").reset_index(drop=True)
 
 
-def load_transactions(path: str | Path) -> pd.DataFrame:
+def _refuse_future_events(times: pd.Series, path: Path, latest: pd.Timestamp) -> None:
+    late = times > latest
+    if late.any():
+        row = _first_row(late)
+        raise ContractError(
+            f"{path}: column 'timestamp' has {times.iloc[row - 1]} at row {row}, later than "
+            f"{latest} (features.max_event_time; by default one day after now): a future event "
+            "would move the serving snapshot and the automatic cutoffs to it. Fix the row, or "
+            "set features.max_event_time if the log really reaches that far"
+        )
+
+
+def _check_channel_count(columns: list, path: Path, max_channels: int) -> None:
+    """Refuses a log with more extra columns than channels allowed; each would become one."""
+    extra = [c for c in columns if c not in REQUIRED_TX]
+    channels = len(extra) + 2  # n_txn and spend, then one per extra column
+    if channels > max_channels:
+        raise ContractError(
+            f"{path}: has {len(extra)} extra columns, which make {channels} channels (n_txn, "
+            f"spend and one per extra column), more than features.max_channels={max_channels}; "
+            "drop columns from the log or raise features.max_channels"
+        )
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of a log, read without parsing its rows.
+
+    Unreadable files give ``[]``: :func:`_read_table` then reports them in its own words.
+    """
+    if _kind(path) == "parquet":
+        try:
+            names = pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError):
+            return []
+        # pandas' saved index, which read_parquet turns back into the index.
+        return [n for n in names if not n.startswith("__index_level_")]
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as file:
+            # pandas skips blank lines before the header too.
+            return next((row for row in csv.reader(file) if row), [])
+    except (csv.Error, OSError):
+        return []
+
+
+def load_transactions(
+    path: str | Path,
+    *,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
+    latest_event: pd.Timestamp | None = None,
+) -> pd.DataFrame:
     """Reads and validates a transaction log (CSV or Parquet).
+
+    The header is checked first, so a log with too many columns is refused before pandas
+    parses it (its time grows with the square of the column count).
 
     Args:
         path: The file.
+        max_channels: Most channels the log may make (``features.max_channels``).
+        latest_event: Latest accepted event time (UTC); ``None`` is one day after now.
 
     Returns:
         The validated table (see :func:`validate_transactions`).
@@ -325,7 +442,10 @@ def load_transactions(path: str | Path) -> pd.DataFrame:
         ContractError: The file is missing, empty, of the wrong type or breaks the contract.
     """
     path = Path(path)
-    return validate_transactions(_read_table(path), path)
+    _check_channel_count(_header(path), path, max_channels)
+    return validate_transactions(
+        _read_table(path), path, max_channels=max_channels, latest_event=latest_event
+    )
 
 
 def validate_customers(df: pd.DataFrame, path: str | Path = "<customers>") -> pd.DataFrame:

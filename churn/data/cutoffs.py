@@ -3,6 +3,10 @@
 A label at cutoff ``t`` looks at ``(t, t + H]``. To keep the test split blind, a validation
 cutoff's label window must end by the first test cutoff, and a training cutoff's by the first
 validation cutoff; cutoffs that fit no split under this rule are left out (and logged).
+
+The automatic schedule fits the log's span: on a short log the training cutoffs that would come
+before its first event are left out (and logged), while the horizon and the validation and test
+cutoffs stay; a log too short for one training cutoff is refused with a horizon that would fit.
 """
 
 from __future__ import annotations
@@ -86,6 +90,83 @@ def default_cutoffs(
     val = test - horizon
     train = [val - horizon - pd.Timedelta(days=step_days * i) for i in range(n_train)]
     return sorted([*train, val, test])
+
+
+def fit_default_cutoffs(
+    observed_from: pd.Timestamp,
+    observed_until: pd.Timestamp,
+    horizon_days: int,
+    step_days: int,
+    n_train: int,
+    what: str = "the log",
+) -> list[pd.Timestamp]:
+    """The automatic schedule, less the training cutoffs a short log has no events before.
+
+    The test and validation cutoffs and the horizon stay as :func:`default_cutoffs` puts them;
+    training cutoffs at or before ``observed_from`` would have no history, so they are left out
+    and the change is logged. A log too short for even one training cutoff is refused.
+
+    Args:
+        observed_from: The first event (a cutoff must come after it).
+        observed_until: End of the observed log (inclusive).
+        horizon_days: Label horizon H in days.
+        step_days: Spacing of training cutoffs.
+        n_train: Number of training cutoffs asked for.
+        what: The log, for messages.
+
+    Returns:
+        The cutoffs, oldest first: at least one training cutoff, then validation and test.
+
+    Raises:
+        ContractError: Not even one training cutoff comes after ``observed_from``; the message
+            names the settings that would fit.
+    """
+    *train, val, test = default_cutoffs(observed_until, horizon_days, step_days, n_train)
+    kept = [c for c in train if c > observed_from]
+    if not kept:
+        raise ContractError(_too_short(observed_from, observed_until, horizon_days, what))
+    if len(kept) < len(train):
+        log.warning(
+            "%s starts %s, so %d of the %d automatic training cutoffs (%s) would have no history: "
+            "training uses the %d after it (%s); validation %s, test %s and the %d-day horizon "
+            "are unchanged. Set features.n_train_cutoffs=%d to silence this",
+            what,
+            observed_from,
+            len(train) - len(kept),
+            len(train),
+            ", ".join(c.date().isoformat() for c in train if c not in kept),
+            len(kept),
+            ", ".join(c.date().isoformat() for c in kept),
+            val.date(),
+            test.date(),
+            horizon_days,
+            len(kept),
+        )
+    return [*kept, val, test]
+
+
+def _too_short(
+    observed_from: pd.Timestamp, observed_until: pd.Timestamp, horizon_days: int, what: str
+) -> str:
+    span = (observed_until - observed_from).days
+    fitting = [
+        h
+        for h in range(horizon_days - 1, 0, -1)
+        if default_cutoffs(observed_until, h, 1, 1)[0] > observed_from
+    ]
+    remedy = (
+        f"set features.horizon_days to at most {fitting[0]} (in --config or "
+        "CHURN_FEATURES__HORIZON_DAYS), or give --cutoffs"
+        if fitting
+        else "no horizon fits a log this short: give a longer log"
+    )
+    return (
+        f"{what} spans {observed_from} .. {observed_until} ({span} days), too short for the "
+        f"automatic cutoffs with features.horizon_days={horizon_days}: the test cutoff "
+        f"{horizon_days} days before the end, then validation and one training cutoff "
+        f"{horizon_days} days apart, need more than {3 * horizon_days} days after the first "
+        f"event; {remedy}"
+    )
 
 
 def split_cutoffs(cutoffs: list[pd.Timestamp], horizon_days: int) -> dict[str, list[pd.Timestamp]]:

@@ -72,7 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from churn.data.cutoffs import default_cutoffs, parse_cutoffs, parse_midnight
+from churn.data.cutoffs import fit_default_cutoffs, parse_cutoffs, parse_midnight
 from churn.errors import ChurnError
 from churn.io.atomic import staging_dir
 from churn.settings import FeatureConfig
@@ -205,8 +205,8 @@ def make_spec(
         step_days: Spacing of the automatic training cutoffs.
         n_train_cutoffs: Number of automatic training cutoffs.
         cutoffs: Explicit cutoffs (dates); ``None`` takes
-            :func:`churn.data.cutoffs.default_cutoffs` for the end of the period, less the cutoffs
-            that fall before ``start``.
+            :func:`churn.data.cutoffs.fit_default_cutoffs` for the period: the automatic
+            schedule less the training cutoffs that fall before ``start``.
         drift: ``none``, ``spend``, ``rate`` or ``segment`` (see the module docstring).
         drift_start_day: First day of the drift; defaults to ``days // 2``.
         chunk_customers: Customers per chunk; defaults to :data:`CHUNK_CELLS` customer-days.
@@ -251,11 +251,9 @@ def make_spec(
                 "cutoff schedule places test, validation and training cutoffs one horizon apart, "
                 f"which needs at least {3 * horizon_days + 1} days; give more days or --cutoffs"
             )
-        chosen = [
-            c
-            for c in default_cutoffs(end, horizon_days, step_days, n_train_cutoffs)
-            if c > start_ts
-        ]
+        chosen = fit_default_cutoffs(
+            start_ts, end, horizon_days, step_days, n_train_cutoffs, what="the simulated period"
+        )
     else:
         chosen = parse_cutoffs(cutoffs)
         bad = [c for c in chosen if not start_ts < c <= end - horizon]

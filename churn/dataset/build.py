@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from churn.data.cutoffs import parse_cutoffs, split_cutoffs
 from churn.dataset.labels import label_cutoffs
@@ -26,6 +27,12 @@ from churn.dataset.training_set import (
     save_training_set,
 )
 from churn.errors import ContractError, DatasetError
+from churn.features.memory import (
+    DATASET_LABELLED_COPIES,
+    DATASET_SOURCE_COPIES,
+    check_memory,
+    sequence_bytes,
+)
 from churn.features.store import FeatureRepo, check_cutoffs_built
 from churn.io.atomic import check_replaceable
 
@@ -39,6 +46,7 @@ def build_dataset(
     out_dir: str | Path,
     horizon_days: int,
     cutoffs: list[str] | None = None,
+    memory_budget_mb: int | None = None,
 ) -> dict:
     """Builds a training set folder through Feast's ``get_historical_features``.
 
@@ -47,6 +55,7 @@ def build_dataset(
         out_dir: Destination folder (replaced atomically).
         horizon_days: Label horizon H in days.
         cutoffs: Cutoffs to label at; ``None`` takes the ones the features were built for.
+        memory_budget_mb: ``features.memory_budget_mb``; ``None`` takes the available memory.
 
     Returns:
         A summary with rows, positives and negatives per split, and the folder path.
@@ -56,6 +65,7 @@ def build_dataset(
             cannot fill three splits.
         DatasetError: A split has no labelled rows.
         OutputError: ``out_dir`` cannot be written, or is a folder of another kind.
+        ResourceError: The rows' sequences would not fit in memory.
     """
     if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
         raise ContractError(f"the label horizon must be at least 1 day, got {horizon_days!r}")
@@ -83,6 +93,7 @@ def build_dataset(
                 f"has no labelled rows: the log must extend {horizon_days} days past a cutoff "
                 f"(it ends {spec['observed_until']}) and someone must be active before it"
             )
+    _check_memory(len(labels), repo, spec, memory_budget_mb)
     log.info("labelled %d (customer, cutoff) rows; reading features from Feast", len(labels))
     features = repo.historical_features(
         pd.DataFrame({"customer_id": labels["customer_id"], "event_timestamp": labels["cutoff"]})
@@ -158,3 +169,19 @@ def build_dataset(
             ", ".join(s["cutoffs"]),
         )
     return {"out": str(out_dir), "splits": split_meta, "seconds": round(seconds, 2)}
+
+
+def _check_memory(labelled: int, repo: FeatureRepo, spec: dict, budget_mb: int | None) -> None:
+    """Refuses a join whose sequences would not fit: DuckDB reads every snapshot, and the
+    labelled rows' sequences are copied several times on their way into the folder."""
+    snapshots = pq.ParquetFile(repo.sources / "sequences.parquet").metadata.num_rows
+    channels, seq_len = len(spec["channels"]), int(spec["seq_len"])
+    need = DATASET_LABELLED_COPIES * sequence_bytes(
+        labelled, channels, seq_len
+    ) + DATASET_SOURCE_COPIES * sequence_bytes(snapshots, channels, seq_len)
+    check_memory(
+        need,
+        f"the training set ({labelled:,} labelled rows of {snapshots:,} snapshot rows x "
+        f"{channels} channels x features.seq_len={seq_len:,} float32 values)",
+        budget_mb,
+    )

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn.data.contract import load_customers, load_transactions
-from churn.data.cutoffs import default_cutoffs, parse_cutoffs
+from churn.data.contract import event_time_bound, load_customers, load_transactions
+from churn.data.cutoffs import fit_default_cutoffs, parse_cutoffs
 from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
-from churn.features.sequences import CONTEXT_FEATURES, build_snapshots
+from churn.features.memory import FEATURE_COPIES, check_memory, sequence_bytes
+from churn.features.sequences import CONTEXT_FEATURES, build_snapshots, snapshot_row_count
 from churn.features.store import FeatureRepo
 from churn.settings import FeatureConfig
 
@@ -59,6 +60,42 @@ def _check_ids_match(
         )
 
 
+def _choose_cutoffs(
+    cutoffs: list[str] | None,
+    first: pd.Timestamp,
+    end: pd.Timestamp,
+    cfg: FeatureConfig,
+    transactions: object,
+) -> list[pd.Timestamp]:
+    """The given cutoffs, or the automatic schedule fitted to the log's span."""
+    if not cutoffs:
+        return fit_default_cutoffs(
+            first,
+            end,
+            cfg.horizon_days,
+            cfg.cutoff_step_days,
+            cfg.n_train_cutoffs,
+            what=str(transactions),
+        )
+    chosen = parse_cutoffs(cutoffs)
+    early = [c.date().isoformat() for c in chosen if c <= first]
+    if early:
+        raise ContractError(
+            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
+            "they would have no history"
+        )
+    return chosen
+
+
+def _check_snapshot_memory(rows: int, channels: int, cfg: FeatureConfig) -> None:
+    check_memory(
+        FEATURE_COPIES * sequence_bytes(rows, channels, cfg.seq_len),
+        f"the feature build ({rows:,} snapshot rows x {channels} channels x "
+        f"features.seq_len={cfg.seq_len:,} float32 values, about {FEATURE_COPIES} copies)",
+        cfg.memory_budget_mb,
+    )
+
+
 def build_features(
     transactions: str | Path,
     repo_dir: str | Path,
@@ -77,32 +114,32 @@ def build_features(
         repo_dir: Working folder of the feature repository (created from the template).
         cfg: Feature settings (bins, sequence length, horizon, cutoff schedule).
         customers: Optional customers table.
-        cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule.
+        cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule,
+            fitted to the log's span (see :func:`churn.data.cutoffs.fit_default_cutoffs`).
         observed_until: End of the observation period; defaults to the last event.
 
     Returns:
         A summary: rows, customers, snapshots, channels, repository path.
 
     Raises:
-        ContractError: The input breaks the data contract or the cutoffs are invalid.
+        ContractError: The input breaks the data contract, the cutoffs are invalid, or the log
+            is too short for the automatic schedule.
+        ResourceError: The snapshots would not fit in memory (``features.memory_budget_mb``).
     """
     started = time.perf_counter()
-    tx = load_transactions(transactions)
+    latest_event = event_time_bound(cfg.max_event_time)
+    tx = load_transactions(transactions, max_channels=cfg.max_channels, latest_event=latest_event)
     profile = load_customers(customers) if customers is not None else None
     if profile is not None:
         _check_ids_match(tx, profile, transactions, customers)
     end = observed_until_of(tx, observed_until)
-    if cutoffs:
-        chosen = parse_cutoffs(cutoffs)
-    else:
-        chosen = default_cutoffs(end, cfg.horizon_days, cfg.cutoff_step_days, cfg.n_train_cutoffs)
-    first = tx["timestamp"].min()
-    early = [c.date().isoformat() for c in chosen if c <= first]
-    if early:
+    if end > latest_event:
         raise ContractError(
-            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
-            "they would have no history"
+            f"observed-until {end} is later than {latest_event} (features.max_event_time; by "
+            "default one day after now): the serving snapshot would be taken in the future"
         )
+    first = tx["timestamp"].min()
+    chosen = _choose_cutoffs(cutoffs, first, end, cfg, transactions)
     latest = end.ceil("D")
     snapshot_times = sorted({*chosen, latest})
     try:
@@ -110,6 +147,7 @@ def build_features(
     except KeyError as exc:
         raise ContractError(f"{transactions}: {exc.args[0]}") from exc
     activity = daily_activity(tx, channels)
+    _check_snapshot_memory(snapshot_row_count(activity, snapshot_times), len(channels), cfg)
     snapshots = build_snapshots(
         activity, channels, snapshot_times, cfg.bin_days, cfg.seq_len, signup=profile
     )

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from churn.data.contract import FLOAT32_MAX
+from churn.errors import ContractError
 from churn.features.activity import DAY_NS, day_index
 
 CONTEXT_FEATURES = ("tenure_days", "recency_days", "frequency", "monetary")
@@ -62,6 +64,20 @@ class Snapshots:
         for k, name in enumerate(CONTEXT_FEATURES):
             columns[name] = pa.array(self.context[:, k])
         return pa.table(columns)
+
+
+def snapshot_row_count(activity: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> int:
+    """The rows :func:`build_snapshots` would make: the customers seen by each cutoff, summed.
+
+    Args:
+        activity: Daily activity, as for :func:`build_snapshots`.
+        cutoffs: Midnight UTC cutoffs.
+
+    Returns:
+        The row count, computed without building anything.
+    """
+    first_days = np.sort(activity.groupby("customer_id", observed=True)["day"].min().to_numpy())
+    return int(sum(np.searchsorted(first_days, c.value // DAY_NS, side="right") for c in cutoffs))
 
 
 def build_snapshots(
@@ -119,9 +135,9 @@ def build_snapshots(
         seq = np.empty((n, n_channels, seq_len), dtype=np.float32)
         w_values = values[upto][in_window]
         for c in range(n_channels):
-            seq[:, c, :] = np.bincount(flat, weights=w_values[:, c], minlength=n * seq_len).reshape(
-                n, seq_len
-            )
+            sums = np.bincount(flat, weights=w_values[:, c], minlength=n * seq_len)
+            _check_float32(sums, channels[c], ids[seen], cutoff, bin_days, seq_len)
+            seq[:, c, :] = sums.reshape(n, seq_len)
 
         # Activity is sorted by customer then day, so a customer's first and last rows
         # before the cutoff are its first and last active days.
@@ -155,4 +171,26 @@ def build_snapshots(
         seq=np.concatenate([p.seq for p in parts]),
         context=np.concatenate([p.context for p in parts]),
         channels=list(channels),
+    )
+
+
+def _check_float32(
+    sums: np.ndarray,
+    channel: str,
+    customers: np.ndarray,
+    cutoff: pd.Timestamp,
+    bin_days: int,
+    seq_len: int,
+) -> None:
+    """Refuses a bin whose sum float32 cannot hold: every value fits, but a sum of several may
+    not, and it would reach the training set as inf."""
+    if not len(sums) or np.abs(sums).max() <= FLOAT32_MAX:
+        return
+    index = int(np.argmax(np.abs(sums)))
+    row, step = divmod(index, seq_len)
+    bin_end = cutoff - pd.Timedelta(days=(seq_len - 1 - step) * bin_days)
+    raise ContractError(
+        f"channel {channel!r} of customer {str(customers[row])!r} sums to {sums[index]:.4g} in the "
+        f"{bin_days}-day bin ending {bin_end.date()} (snapshot {cutoff.date()}), beyond "
+        f"{FLOAT32_MAX:.4g}: features are stored as float32, where it would become infinite"
     )
