@@ -48,6 +48,8 @@ class StubKServe:
         behaviour: storageUri -> one of :data:`BEHAVIOURS` (``ready`` when absent).
         requests: ``(method, path, body)`` of every request, in order.
         failing_gets: How many of the next GETs of a service answer 500.
+        failing_gets_after_patch: ``failing_gets`` is set to this by every PATCH.
+        refused_patches: Numbers (from 1) of the PATCHes answered 403, as RBAC would.
     """
 
     def __init__(self, lag: int = 2, ready_after: int = 3) -> None:
@@ -55,6 +57,8 @@ class StubKServe:
         self.behaviour: dict[str, str] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.failing_gets = 0
+        self.failing_gets_after_patch = 0
+        self.refused_patches: set[int] = set()
         self._objects: dict[tuple[str, str], dict] = {}
         self._state: dict[tuple[str, str], dict] = {}
         self._lock = threading.Lock()
@@ -92,7 +96,7 @@ class StubKServe:
         path.write_text(json.dumps(config))  # JSON is YAML
         return path
 
-    def put(self, namespace: str, obj: dict) -> None:
+    def put(self, namespace: str, obj: dict, mode: str = "Standard") -> None:
         """Stores a service as if it had been rolled out before, Ready on its storageUri."""
         with self._lock:
             key = (namespace, obj["metadata"]["name"])
@@ -105,6 +109,7 @@ class StubKServe:
                 "observed": True,
                 "serving": storage_uri(stored),
             }
+            self._state[key]["mode"] = mode
             stored["status"] = self._status(key, "ready", done=True)
 
     def get(self, namespace: str, name: str) -> dict | None:
@@ -181,7 +186,7 @@ class StubKServe:
             )
         return {
             "observedGeneration": state["deployment"],
-            "deploymentMode": "Standard",
+            "deploymentMode": state.get("mode", "Standard"),
             "conditions": [
                 {
                     "type": "PredictorReady",
@@ -274,6 +279,9 @@ class StubKServe:
             return 415, status_body(415, "UnsupportedMediaType", headers.get("Content-Type"))
         if key not in self._objects:
             return 404, status_body(404, "NotFound", f'inferenceservices "{key[1]}" not found')
+        if len(self.calls("PATCH")) in self.refused_patches:
+            return 403, status_body(403, "Forbidden", "cannot patch inferenceservices")
+        self.failing_gets = self.failing_gets_after_patch
         obj = self._objects[key]
         patched = merge_patch(copy.deepcopy(obj), {k: v for k, v in body.items() if k != "status"})
         if patched["spec"] != obj["spec"]:

@@ -69,6 +69,8 @@ _REMOTE_SCHEMES = ("s3://", "gs://", "https://", "pvc://", "hf://", "oci://")
 READY_REASON = "NewReplicaSetAvailable"
 # PredictorReady False for good: the Deployment exceeded its progressDeadlineSeconds.
 TERMINAL_REASONS = ("ProgressDeadlineExceeded",)
+# The reason of a rollback whose patch the API server refused.
+RESTORE_FAILED = "RestoreFailed"
 # Standard is KServe 0.16+'s name for RawDeployment; both run the predictor as a Deployment.
 STANDARD_MODES = ("Standard", "RawDeployment")
 
@@ -438,7 +440,7 @@ def deploy(
         return rollout
     rollout["outcome"] = "failed"
     restore = previous if previous not in (None, target) else None
-    rollout["rolled_back"] = restore is not None
+    rollout["rolled_back"] = False
     log.error(
         "InferenceService %s/%s did not become Ready on %s: %s: %s",
         namespace,
@@ -450,6 +452,7 @@ def deploy(
     if restore is not None:
         restored = _restore(client, isvc, restore, namespace, timeout_s, poll_s)
         rollout.update(
+            rolled_back=restored.reason != RESTORE_FAILED,
             rollback_ready=restored.state == "ready",
             rollback_reason=restored.reason,
             rollback_message=restored.message,
@@ -500,7 +503,7 @@ def _restore(
             lambda: client.patch(name, storage_patch(isvc, previous), namespace=namespace),
         )
     except ServingError as exc:
-        return Verdict("failed", "RestoreFailed", str(exc))
+        return Verdict("failed", RESTORE_FAILED, str(exc))
     return wait_ready(client, name, namespace, before, timeout_s, poll_s, failures=False)
 
 
@@ -521,8 +524,10 @@ def failure_message(rollout: dict, new: str, previous: str | None) -> str:
     )
     if rollout["previous_storage_uri"] is None:
         return f"{head}; it did not exist before, so nothing was rolled back"
-    if not rollout["rolled_back"]:
+    if "rollback_reason" not in rollout:
         return f"{head}; it already pointed there, so there is nothing to roll back to"
+    if not rollout["rolled_back"]:
+        return f"{head}; it still points there: {rollout['rollback_message']}"
     if rollout["rollback_ready"]:
         return f"{head}; rolled back to {previous}, which is Ready again"
     return (
