@@ -157,7 +157,10 @@ def test_a_damaged_rollout_record_is_named(tmp_path: Path, monkeypatch: pytest.M
             {"CHURN_SERVING__ROLLOUT_TIMEOUT_SECONDS": "0"},
             "serving.rollout_timeout_seconds: .*greater than 0",
         ),
-        ({"CHURN_SERVING__ROLLOUT_TIMEOUT_SECONDS": "soon"}, "serving.rollout_timeout_seconds"),
+        (
+            {"CHURN_SERVING__ROLLOUT_TIMEOUT_SECONDS": "soon"},
+            r"field serving.rollout_timeout_seconds: .*\(got 'soon'\)",
+        ),
         ({"CHURN_SERVING__ROLLOUT_TIMEOUT_SECONDS": "7200"}, "less than or equal to 3600"),
         (
             {"CHURN_SERVING__ROLLOUT_POLL_SECONDS": "-1"},
