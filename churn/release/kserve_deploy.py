@@ -376,12 +376,15 @@ def wait_ready(
     deadline = time.monotonic() + timeout_s
     last = Verdict("pending", "NoStatus", "nothing read yet")
     while True:
+        seen = last
         try:
             last = judge(client.get(name, namespace=namespace), baseline, failures=failures)
         except (RuntimeError, HTTPError) as exc:
             last = Verdict("pending", "ApiError", _one_line(exc))
         if last.state != "pending":
             return last
+        if last != seen:
+            log.info("waiting for %s/%s: %s: %s", namespace, name, last.reason, last.message)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Verdict(
@@ -389,7 +392,6 @@ def wait_ready(
                 "Timeout",
                 f"not Ready within {timeout_s:g} s (last seen: {last.reason}: {last.message})",
             )
-        log.info("waiting for %s/%s: %s: %s", namespace, name, last.reason, last.message)
         time.sleep(min(poll_s, remaining))
 
 

@@ -210,6 +210,16 @@ def test_a_failed_first_rollout_deletes_nothing_and_still_fails_and_records(
         False,
     )
     assert record["outcome"] == "failed"
+    # Run again, the same version changes nothing and has nothing to roll back to.
+    with pytest.raises(ServingError, match="it already pointed there, so there is nothing to roll"):
+        deploy_version("kserve", "v1", registry_cfg, serving(0.3), ".")
+    assert kube_api.calls("PATCH")[0][2]["spec"]["predictor"]["model"]["storageUri"] == (
+        registry.storage_uri("v1")
+    )
+    assert [(r["previous"], r["rolled_back"]) for r in registry.rollouts()] == [
+        (None, False),
+        ("v1", False),
+    ]
 
 
 def test_a_rollback_that_does_not_become_ready_either_says_so(
