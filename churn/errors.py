@@ -33,6 +33,19 @@ class ServingError(ChurnError):
     """A model server could not be started, reached or deployed to."""
 
 
+class RolloutError(ServingError):
+    """A new version never became Ready on KServe; the previous one was restored where possible.
+
+    Attributes:
+        rollout: What happened (storage URIs, reason, message, whether the restore became
+            Ready, times), for the registry's rollout record.
+    """
+
+    def __init__(self, message: str, rollout: dict) -> None:
+        super().__init__(message)
+        self.rollout = rollout
+
+
 class PipelineError(ChurnError):
     """The pipeline cannot be compiled, submitted, scheduled or run as asked."""
 

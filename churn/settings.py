@@ -180,7 +180,15 @@ class RegistryConfig(Section):
 
 
 class ServingConfig(Section):
-    """Local TorchServe and the KServe deployment."""
+    """Local TorchServe and the KServe deployment.
+
+    Attributes:
+        rollout_timeout_seconds: How long a KServe deploy waits for the new version to become
+            Ready before it restores the previous ``storageUri``; the restore gets as long
+            again. The default matches a Deployment's ``progressDeadlineSeconds`` (600).
+        rollout_poll_seconds: How often the deploy reads the InferenceService's status while
+            it waits.
+    """
 
     host: str = "127.0.0.1"
     inference_port: Port = 8080
@@ -189,6 +197,8 @@ class ServingConfig(Section):
     namespace: str = "churn"
     service_account: str = "churn-models"
     protocol_version: Literal["v1", "v2"] = "v1"
+    rollout_timeout_seconds: float = Field(600.0, gt=0, le=3600)
+    rollout_poll_seconds: float = Field(5.0, gt=0, le=60)
 
 
 class PipelineConfig(Section):

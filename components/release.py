@@ -121,12 +121,15 @@ def deploy(
 
     Args:
         deploy_target: ``local`` (start TorchServe, send one real prediction, stop),
-            ``kserve`` (create or patch the InferenceService) or ``none``.
+            ``kserve`` (create or patch the InferenceService, wait until it is Ready, restore
+            the previous storageUri if it never is; the registry records the rollout) or
+            ``none``.
         version: The registered version id.
         training_set: Training set whose first test row is the local smoke-test request.
         registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
             ``endpoint_url`` (non-AWS stores) and ``model_name``.
-        serving: ``ServingConfig`` fields (namespace, service account, protocol).
+        serving: ``ServingConfig`` fields (namespace, service account, protocol, rollout
+            timeout).
         deployment: Output: JSON describing what was deployed (and the local prediction).
     """
     import json

@@ -96,7 +96,8 @@ class RunArguments(BaseModel):
         description="Optimisation settings (epochs comes from its own parameter).",
     )
     serving: ServingConfig = Field(
-        default_factory=ServingConfig, description="Namespace, service account and protocol."
+        default_factory=ServingConfig,
+        description="Namespace, service account, protocol and rollout timeout.",
     )
 
     @classmethod

@@ -1,10 +1,12 @@
-"""Shared fixtures: planted training sets, tiny models and a real S3 endpoint."""
+"""Shared fixtures: planted training sets, tiny models, a real S3 endpoint and a stand-in
+Kubernetes API."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -220,3 +222,19 @@ def interrupt_publish(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setattr(registry, "_put_file", flaky)
 
     return interrupt
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A stand-in Kubernetes API on 127.0.0.1 (``tests/stub_kube_api.py``) with a scripted
+    KServe controller, reached by the kserve SDK through a kubeconfig as a cluster would be."""
+    import kubernetes.config.kube_config as kube_config
+    from stub_kube_api import StubKServe
+
+    stub = StubKServe().start()
+    kubeconfig = stub.write_kubeconfig(tmp_path / "kubeconfig")
+    # The kubernetes client reads $KUBECONFIG once, when imported: this is what setting it
+    # before starting the process does.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    yield stub
+    stub.stop()

@@ -13,7 +13,12 @@ app = typer.Typer(help="Inspect the model registry and promote by hand.", no_arg
 def registry_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per version."),
 ) -> None:
-    """List every version, oldest first; * marks the champion, INCOMPLETE a failed publish."""
+    """List every version, oldest first.
+
+    * marks the champion, INCOMPLETE a failed publish, and ROLLOUT FAILED a version whose
+    last KServe rollout did not become Ready (with the time, the reason and what it was
+    rolled back to).
+    """
     import dataclasses
     import json
 
@@ -21,10 +26,14 @@ def registry_list(
 
     registry = open_registry(settings().registry)
     champion = registry.champion()
+    # Later records win: a version redeployed successfully since is no longer failed.
+    last_rollout = {record["version"]: record for record in registry.rollouts()}
     for info in registry.list_versions():
         is_champion = champion is not None and info.version == champion.version
+        rollout = last_rollout.get(info.version)
         if as_json:
-            typer.echo(json.dumps({**dataclasses.asdict(info), "champion": is_champion}))
+            row = {**dataclasses.asdict(info), "champion": is_champion, "last_rollout": rollout}
+            typer.echo(json.dumps(row))
             continue
         metrics = " ".join(
             f"{k}={v:.4g}"
@@ -32,7 +41,19 @@ def registry_list(
             if isinstance(v, int | float) and not isinstance(v, bool)
         )
         state = "complete" if info.complete else "INCOMPLETE"
-        typer.echo(f"{'*' if is_champion else ' '} {info.version}  {state}  {metrics}")
+        line = f"{'*' if is_champion else ' '} {info.version}  {state}  {metrics}"
+        if rollout is not None and rollout.get("outcome") != "succeeded":
+            line += f"  ROLLOUT FAILED {_rollout_summary(rollout)}"
+        typer.echo(line)
+
+
+def _rollout_summary(rollout: dict) -> str:
+    restored = (
+        f"rolled back to {rollout.get('previous') or rollout.get('previous_storage_uri')}"
+        if rollout.get("rolled_back")
+        else "nothing rolled back"
+    )
+    return f"{rollout.get('finished_at')} ({rollout.get('reason')}; {restored})"
 
 
 @app.command("champion")

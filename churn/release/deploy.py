@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from churn.errors import ServingError
+from churn.errors import RegistryError, RolloutError, ServingError
 from churn.settings import RegistryConfig, ServingConfig
+
+if TYPE_CHECKING:
+    from churn.release.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,9 @@ def deploy_version(
 
     ``local`` downloads the version (checksums verified), serves its archive with TorchServe
     on free loopback ports, sends one real request from the training set's test split and
-    stops; ``kserve`` creates or patches the InferenceService on the version's storage URI;
-    ``none`` does nothing.
+    stops; ``kserve`` creates or patches the InferenceService on the version's storage URI,
+    waits until it is Ready (``rollout_timeout_seconds``), restores the previous storage URI
+    if it never is, and records the rollout in the registry either way; ``none`` does nothing.
 
     Args:
         target: ``local``, ``kserve`` or ``none``.
@@ -66,13 +71,16 @@ def deploy_version(
 
     Returns:
         What was done: the target and version, plus the request's customer and prediction
-        (``local``) or the InferenceService's namespace, name and storage URI (``kserve``).
+        (``local``) or the InferenceService's namespace, name, storage URI, the previous
+        version and the rollout record's path (``kserve``).
         ``kserve`` deploys only the current champion: a version another run has superseded
         since it registered gets ``skipped`` instead, with the reason.
 
     Raises:
-        ServingError: The target is unknown, TorchServe does not answer, or the cluster
-            refuses the InferenceService.
+        ServingError: The target is unknown, TorchServe does not answer, the cluster
+            refuses the InferenceService, or the version did not become Ready (the message
+            gives the reason and what was rolled back to).
+        RegistryError: The rollout succeeded but could not be recorded.
     """
     if target not in DEPLOY_TARGETS:
         raise ServingError(f"deploy target must be one of {DEPLOY_TARGETS}, got {target!r}")
@@ -86,36 +94,7 @@ def deploy_version(
 
     registry = open_registry(registry_cfg)
     if target == "kserve":
-        from churn.release.kserve_deploy import build_inference_service, deploy
-
-        # A slow run must not roll the service back: if a later run has promoted since this
-        # one registered, the service already serves (or is about to serve) the newer champion.
-        champion = registry.champion()
-        if champion is None or champion.version != version:
-            current = champion.version if champion else "none"
-            log.warning(
-                "%s %s is no longer the champion (%s is); the InferenceService is left as is",
-                registry_cfg.model_name,
-                version,
-                current,
-            )
-            return {"target": target, "version": version, "skipped": f"champion is {current}"}
-        storage_uri = registry.storage_uri(version)
-        isvc = build_inference_service(registry_cfg.model_name, storage_uri, serving_cfg)
-        deploy(isvc, serving_cfg.namespace)
-        log.info(
-            "InferenceService %s/%s now serves %s",
-            serving_cfg.namespace,
-            registry_cfg.model_name,
-            storage_uri,
-        )
-        return {
-            "target": target,
-            "version": version,
-            "namespace": serving_cfg.namespace,
-            "name": registry_cfg.model_name,
-            "storage_uri": storage_uri,
-        }
+        return _deploy_kserve(registry, version, registry_cfg, serving_cfg)
 
     from churn.release.torchserve import LocalTorchServe
 
@@ -140,3 +119,74 @@ def deploy_version(
         "customer_id": customer_id,
         "prediction": prediction,
     }
+
+
+def _deploy_kserve(
+    registry: Registry, version: str, registry_cfg: RegistryConfig, serving_cfg: ServingConfig
+) -> dict:
+    """Rolls the champion out on KServe and records the rollout in the registry."""
+    from churn.release.kserve_deploy import build_inference_service, deploy, failure_message
+
+    # A slow run must not roll the service back: if a later run has promoted since this
+    # one registered, the service already serves (or is about to serve) the newer champion.
+    champion = registry.champion()
+    if champion is None or champion.version != version:
+        current = champion.version if champion else "none"
+        log.warning(
+            "%s %s is no longer the champion (%s is); the InferenceService is left as is",
+            registry_cfg.model_name,
+            version,
+            current,
+        )
+        return {"target": "kserve", "version": version, "skipped": f"champion is {current}"}
+    storage_uri = registry.storage_uri(version)
+    isvc = build_inference_service(registry_cfg.model_name, storage_uri, serving_cfg)
+    label = f"{registry_cfg.model_name} {version}"
+    try:
+        rollout = deploy(
+            isvc,
+            serving_cfg.namespace,
+            timeout_s=serving_cfg.rollout_timeout_seconds,
+            poll_s=serving_cfg.rollout_poll_seconds,
+        )
+    except RolloutError as exc:
+        record = _rollout_record(registry, version, exc.rollout)
+        previous = record["previous"] or exc.rollout["previous_storage_uri"]
+        message = failure_message(exc.rollout, label, previous)
+        try:
+            where = registry.record_rollout(record)
+        except RegistryError as record_exc:
+            raise ServingError(
+                f"{message}; the registry could not record it: {record_exc}"
+            ) from exc
+        raise ServingError(f"{message}; recorded in the registry as {where}") from exc
+    record = _rollout_record(registry, version, rollout)
+    try:
+        where = registry.record_rollout(record)
+    except RegistryError as exc:
+        raise RegistryError(
+            f"{serving_cfg.namespace}/{registry_cfg.model_name} serves {label}, but the "
+            f"registry could not record the rollout: {exc}"
+        ) from exc
+    log.info(
+        "InferenceService %s/%s now serves %s (rollout recorded as %s)",
+        serving_cfg.namespace,
+        registry_cfg.model_name,
+        storage_uri,
+        where,
+    )
+    return {
+        "target": "kserve",
+        "version": version,
+        "namespace": serving_cfg.namespace,
+        "name": registry_cfg.model_name,
+        "storage_uri": storage_uri,
+        "previous": record["previous"],
+        "rollout_record": where,
+    }
+
+
+def _rollout_record(registry: Registry, version: str, rollout: dict) -> dict:
+    previous_uri = rollout["previous_storage_uri"]
+    previous = registry.version_of(previous_uri) if previous_uri else None
+    return {"model_name": registry.model_name, "version": version, "previous": previous, **rollout}

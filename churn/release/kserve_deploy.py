@@ -5,11 +5,21 @@ version's ``storageUri``, which holds ``config/config.properties`` and ``model-s
 (see ``churn.release.archive``). It runs in Standard (raw Deployment) mode, so traffic reaches the
 container's port 8080 directly and the NetworkPolicy in ``manifests/`` can admit that port alone. S3
 credentials reach KServe's storage initializer through the service account's Secret, never through
-this object."""
+this object.
+
+:func:`deploy` is all-at-once with a readiness gate: it waits until the predictor Deployment has
+rolled out the new ``storageUri`` and restores the previous one if that never happens (see
+:func:`judge` for what counts as Ready in Standard mode). KServe has no working canary here:
+``canaryTrafficPercent`` is ignored in Standard mode (kserve#5335)."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from kserve import (
     KServeClient,
@@ -33,8 +43,9 @@ from kubernetes.client import (
     V1VolumeMount,
 )
 from kubernetes.config import ConfigException
+from urllib3.exceptions import HTTPError
 
-from churn.errors import ServingError
+from churn.errors import RolloutError, ServingError
 from churn.settings import ServingConfig
 
 RUNTIME = "kserve-torchserve"
@@ -54,6 +65,16 @@ SCRATCH_ENV = {
     "METRICS_LOCATION": "/home/model-server/logs",
 }
 _REMOTE_SCHEMES = ("s3://", "gs://", "https://", "pvc://", "hf://", "oci://")
+# PredictorReady's reason once the predictor Deployment has finished rolling out (Standard mode).
+READY_REASON = "NewReplicaSetAvailable"
+# PredictorReady False for good: the Deployment exceeded its progressDeadlineSeconds.
+TERMINAL_REASONS = ("ProgressDeadlineExceeded",)
+# The reason of a rollback whose patch the API server refused.
+RESTORE_FAILED = "RestoreFailed"
+# Standard is KServe 0.16+'s name for RawDeployment; both run the predictor as a Deployment.
+STANDARD_MODES = ("Standard", "RawDeployment")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -179,7 +200,9 @@ def to_manifest(isvc: V1beta1InferenceService) -> dict:
     return ApiClient().sanitize_for_serialization(isvc)
 
 
-def storage_patch(isvc: V1beta1InferenceService) -> V1beta1InferenceService:
+def storage_patch(
+    isvc: V1beta1InferenceService, storage_uri: str | None = None
+) -> V1beta1InferenceService:
     """The part of an InferenceService a release changes: the predictor's ``storageUri``.
 
     Replicas, resources and everything else belong to whoever applied the manifests (the
@@ -188,6 +211,7 @@ def storage_patch(isvc: V1beta1InferenceService) -> V1beta1InferenceService:
 
     Args:
         isvc: The full object from :func:`build_inference_service`.
+        storage_uri: The URI to point at instead of ``isvc``'s (a rollback's).
 
     Returns:
         A minimal object: name, namespace, container name, model format and storage URI.
@@ -203,43 +227,367 @@ def storage_patch(isvc: V1beta1InferenceService) -> V1beta1InferenceService:
                 model=V1beta1ModelSpec(
                     name=model.name,
                     model_format=V1beta1ModelFormat(name=model.model_format.name),
-                    storage_uri=model.storage_uri,
+                    storage_uri=storage_uri or model.storage_uri,
                 )
             )
         ),
     )
 
 
-def deploy(isvc: V1beta1InferenceService, namespace: str) -> dict:
-    """Creates the InferenceService, or points the existing one at the new version.
+@dataclass(frozen=True)
+class Baseline:
+    """The status read just before a change: what a stale status still shows afterwards.
+
+    Attributes:
+        observed_generation: ``status.observedGeneration``. In Standard mode KServe copies it
+            from the predictor Deployment (not the InferenceService's own generation); a new
+            ``storageUri`` rewrites the Deployment's pod template, so it rises once the
+            Deployment has seen the change.
+        predictor: The ``PredictorReady`` condition's (status, reason, message), or ``None``.
+    """
+
+    observed_generation: int
+    predictor: tuple[str, str, str] | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where a rollout stands: ``ready``, ``failed`` or ``pending``, with the reason."""
+
+    state: str
+    reason: str
+    message: str
+
+
+def baseline_of(obj: dict) -> Baseline:
+    """The :class:`Baseline` of an InferenceService as the API server returned it."""
+    status = obj.get("status") or {}
+    return Baseline(
+        int(status.get("observedGeneration") or 0), _condition(status, "PredictorReady")
+    )
+
+
+def judge(obj: dict, baseline: Baseline | None, *, failures: bool = True) -> Verdict:
+    """Whether an InferenceService serves its current spec, in Standard mode.
+
+    Ready means ``Ready`` is True and ``PredictorReady`` is True with reason
+    ``NewReplicaSetAvailable``: the predictor Deployment finished its rollout. While old pods
+    still serve during a rolling update, KServe reports ``PredictorReady`` True with reason
+    ``MinimumReplicasAvailable``, which is not enough. A terminal failure is ``PredictorReady``
+    False with reason ``ProgressDeadlineExceeded`` (the Deployment gave up), or a
+    ``modelStatus`` whose target state is ``FailedToLoad`` (the storage initializer or the
+    model server failed; the reason comes from ``lastFailureInfo``).
+
+    Nothing counts until the status is newer than ``baseline``: ``observedGeneration`` must
+    have risen, and for Ready the ``PredictorReady`` condition must differ from the one read
+    before the change (a finished rollout names its new ReplicaSet in the message).
+
+    Args:
+        obj: The InferenceService.
+        baseline: Its status before the change; ``None`` when the change altered nothing,
+            so the current status already describes the spec.
+        failures: Whether terminal failures count. ``modelStatus`` describes whichever pod
+            KServe lists first, so while a rollback removes a failed version's pods it can
+            still show their failure; a rollback waits for Ready or its timeout instead.
+
+    Returns:
+        The verdict.
+    """
+    status = obj.get("status") or {}
+    predictor = _condition(status, "PredictorReady")
+    generation = int(status.get("observedGeneration") or 0)
+    if baseline is not None and generation <= baseline.observed_generation:
+        return Verdict(
+            "pending",
+            "NotObservedYet",
+            f"status.observedGeneration is still {generation}: the predictor Deployment has "
+            "not taken the change yet",
+        )
+    failure = _terminal_failure(status, predictor) if failures else None
+    if failure is not None:
+        return failure
+    ready = _condition(status, "Ready")
+    fresh = baseline is None or predictor != baseline.predictor
+    if (
+        fresh
+        and ready is not None
+        and ready[0] == "True"
+        and predictor is not None
+        and predictor[:2] == ("True", READY_REASON)
+    ):
+        return Verdict("ready", predictor[1], predictor[2])
+    shown = predictor or ready
+    if shown is None:
+        return Verdict("pending", "NoStatus", "KServe has not reported a Ready condition yet")
+    return Verdict("pending", shown[1] or shown[0], shown[2])
+
+
+def _condition(status: dict, kind: str) -> tuple[str, str, str] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return (
+                str(condition.get("status", "Unknown")),
+                str(condition.get("reason") or ""),
+                str(condition.get("message") or ""),
+            )
+    return None
+
+
+def _terminal_failure(status: dict, predictor: tuple[str, str, str] | None) -> Verdict | None:
+    if predictor is not None and predictor[0] == "False" and predictor[1] in TERMINAL_REASONS:
+        return Verdict("failed", predictor[1], predictor[2])
+    model_status = status.get("modelStatus") or {}
+    if (model_status.get("states") or {}).get("targetModelState") == "FailedToLoad":
+        # lastFailureInfo outlives a recovery, so only the current target state decides.
+        info = model_status.get("lastFailureInfo") or {}
+        return Verdict(
+            "failed", str(info.get("reason") or "FailedToLoad"), str(info.get("message") or "")
+        )
+    return None
+
+
+def wait_ready(
+    client: KServeClient,
+    name: str,
+    namespace: str,
+    baseline: Baseline | None,
+    timeout_s: float,
+    poll_s: float,
+    *,
+    failures: bool = True,
+) -> Verdict:
+    """Reads the InferenceService until :func:`judge` says ready or failed, or time runs out.
+
+    An API error while waiting counts as not ready yet (a control-plane restart must not
+    abort a rollout); the last one is reported if time runs out.
+
+    Args:
+        client: The KServe client.
+        name: InferenceService name.
+        namespace: Its namespace.
+        baseline: The status before the change (see :func:`judge`).
+        timeout_s: How long to wait.
+        poll_s: Pause between reads.
+        failures: Whether terminal failures end the wait (see :func:`judge`).
+
+    Returns:
+        A ``ready`` or ``failed`` verdict; a timeout is ``failed`` with reason ``Timeout``.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = Verdict("pending", "NoStatus", "nothing read yet")
+    while True:
+        seen = last
+        try:
+            last = judge(client.get(name, namespace=namespace), baseline, failures=failures)
+        except (RuntimeError, HTTPError) as exc:
+            last = Verdict("pending", "ApiError", _one_line(exc))
+        if last.state != "pending":
+            return last
+        if last != seen:
+            log.info("waiting for %s/%s: %s: %s", namespace, name, last.reason, last.message)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Verdict(
+                "failed",
+                "Timeout",
+                f"not Ready within {timeout_s:g} s (last seen: {last.reason}: {last.message})",
+            )
+        time.sleep(min(poll_s, remaining))
+
+
+def deploy(
+    isvc: V1beta1InferenceService,
+    namespace: str,
+    *,
+    timeout_s: float = 600.0,
+    poll_s: float = 5.0,
+) -> dict:
+    """Creates the InferenceService, or points the existing one at the new version, and
+    waits until it serves it; a version that never becomes Ready is rolled back.
 
     The kubeconfig (or the in-cluster service account) decides which cluster. An existing
-    InferenceService gets only :func:`storage_patch`, so its sizing is left alone.
+    InferenceService gets only :func:`storage_patch`, so its sizing is left alone. If the new
+    version fails (:func:`judge`) or is not Ready within ``timeout_s``, the previous
+    ``storageUri`` is patched back and waited for as long again. A service this call created
+    is never deleted (the deployer's Role cannot delete, and nothing served before).
 
     Args:
         isvc: The object from :func:`build_inference_service`.
         namespace: Target namespace.
+        timeout_s: How long the new version (and then a restore) may take to become Ready.
+        poll_s: Pause between status reads.
 
     Returns:
-        The object the API server stored.
+        The rollout: namespace, name, ``storage_uri``, ``previous_storage_uri`` (``None``
+        when the service did not exist), ``outcome`` ``succeeded``, reason, message and times.
 
     Raises:
-        ServingError: The cluster cannot be reached or refuses the object.
+        RolloutError: The new version did not become Ready; ``rollout`` says why, whether
+            the previous one was restored and whether that became Ready.
+        ServingError: The cluster cannot be reached, refuses the object, or runs the service
+            in a mode whose readiness this function cannot judge.
     """
+    client = _client()
+    name = isvc.metadata.name
+    target = isvc.spec.predictor.model.storage_uri
+    rollout: dict = {"namespace": namespace, "name": name, "storage_uri": target}
+    rollout["started_at"] = _now()
+    previous, baseline = _apply(client, isvc, namespace)
+    rollout["previous_storage_uri"] = previous
+    verdict = wait_ready(client, name, namespace, baseline, timeout_s, poll_s)
+    rollout.update(decided_at=_now(), reason=verdict.reason, message=verdict.message)
+    if verdict.state == "ready":
+        rollout.update(outcome="succeeded", rolled_back=False, finished_at=_now())
+        log.info("InferenceService %s/%s is Ready on %s", namespace, name, target)
+        return rollout
+    rollout["outcome"] = "failed"
+    restore = previous if previous not in (None, target) else None
+    rollout["rolled_back"] = False
+    log.error(
+        "InferenceService %s/%s did not become Ready on %s: %s: %s",
+        namespace,
+        name,
+        target,
+        verdict.reason,
+        verdict.message,
+    )
+    if restore is not None:
+        restored = _restore(client, isvc, restore, namespace, timeout_s, poll_s)
+        rollout.update(
+            rolled_back=restored.reason != RESTORE_FAILED,
+            rollback_ready=restored.state == "ready",
+            rollback_reason=restored.reason,
+            rollback_message=restored.message,
+        )
+    rollout["finished_at"] = _now()
+    raise RolloutError(failure_message(rollout, target, previous), rollout)
+
+
+def _apply(
+    client: KServeClient, isvc: V1beta1InferenceService, namespace: str
+) -> tuple[str | None, Baseline | None]:
+    """Creates or patches; returns the previous storageUri and the baseline to wait against."""
+    name = isvc.metadata.name
+    current = _get_or_none(client, name, namespace)
+    if current is None:
+        _call(
+            f"creating InferenceService {namespace}/{name}",
+            lambda: client.create(isvc, namespace=namespace),
+        )
+        return None, Baseline(0, None)
+    _check_mode(current, namespace, name)
+    model = ((current.get("spec") or {}).get("predictor") or {}).get("model") or {}
+    before = baseline_of(current)
+    stored = _call(
+        f"patching InferenceService {namespace}/{name}",
+        lambda: client.patch(name, storage_patch(isvc), namespace=namespace),
+    )
+    unchanged = _generation(stored) == _generation(current)
+    return model.get("storageUri"), None if unchanged else before
+
+
+def _restore(
+    client: KServeClient,
+    isvc: V1beta1InferenceService,
+    previous: str,
+    namespace: str,
+    timeout_s: float,
+    poll_s: float,
+) -> Verdict:
+    name = isvc.metadata.name
+    log.warning("restoring %s/%s to %s", namespace, name, previous)
     try:
-        client = KServeClient()
+        before = baseline_of(
+            _call(f"reading {namespace}/{name}", lambda: client.get(name, namespace=namespace))
+        )
+        _call(
+            f"restoring {namespace}/{name} to {previous}",
+            lambda: client.patch(name, storage_patch(isvc, previous), namespace=namespace),
+        )
+    except ServingError as exc:
+        return Verdict("failed", RESTORE_FAILED, str(exc))
+    return wait_ready(client, name, namespace, before, timeout_s, poll_s, failures=False)
+
+
+def failure_message(rollout: dict, new: str, previous: str | None) -> str:
+    """One line saying why a rollout failed and what was restored.
+
+    Args:
+        rollout: The ``rollout`` of a :class:`~churn.errors.RolloutError`.
+        new: How to name what was rolled out (its storage URI, or a version).
+        previous: How to name what was there before (``None``: nothing was).
+
+    Returns:
+        The message.
+    """
+    head = (
+        f"InferenceService {rollout['namespace']}/{rollout['name']} did not become Ready on "
+        f"{new} ({rollout['reason']}: {rollout['message']})"
+    )
+    if rollout["previous_storage_uri"] is None:
+        return f"{head}; it did not exist before, so nothing was rolled back"
+    if "rollback_reason" not in rollout:
+        return f"{head}; it already pointed there, so there is nothing to roll back to"
+    if not rollout["rolled_back"]:
+        return f"{head}; it still points there: {rollout['rollback_message']}"
+    if rollout["rollback_ready"]:
+        return f"{head}; rolled back to {previous}, which is Ready again"
+    return (
+        f"{head}; rolled back to {previous}, which did not become Ready either "
+        f"({rollout['rollback_reason']}: {rollout['rollback_message']})"
+    )
+
+
+def _client() -> KServeClient:
+    try:
+        return KServeClient()
     except ConfigException as exc:
         raise ServingError(f"cannot load a Kubernetes configuration: {exc}") from exc
-    manifest = to_manifest(isvc)
-    name = manifest["metadata"]["name"]
+
+
+def _get_or_none(client: KServeClient, name: str, namespace: str) -> dict | None:
     try:
-        return client.create(isvc, namespace=namespace)
+        return client.get(name, namespace=namespace)
     except RuntimeError as exc:
-        if "(409)" not in str(exc) and "AlreadyExists" not in str(exc):
-            raise ServingError(
-                f"creating InferenceService {namespace}/{name} failed: {exc}"
-            ) from exc
+        if "(404)" in str(exc):
+            return None
+        raise ServingError(
+            f"reading InferenceService {namespace}/{name} failed: {_one_line(exc)}"
+        ) from exc
+    except HTTPError as exc:
+        raise ServingError(
+            f"reading InferenceService {namespace}/{name} failed: {_one_line(exc)}"
+        ) from exc
+
+
+def _call(action: str, request: Callable[[], Any]) -> Any:
+    """One API call; its errors become one-line ServingErrors naming the action."""
     try:
-        return client.patch(name, storage_patch(isvc), namespace=namespace)
-    except RuntimeError as exc:
-        raise ServingError(f"patching InferenceService {namespace}/{name} failed: {exc}") from exc
+        return request()
+    except (RuntimeError, HTTPError) as exc:
+        raise ServingError(f"{action} failed: {_one_line(exc)}") from exc
+
+
+def _check_mode(current: dict, namespace: str, name: str) -> None:
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    mode = (current.get("status") or {}).get("deploymentMode") or annotations.get(
+        DEPLOYMENT_MODE_ANNOTATION
+    )
+    if mode and mode not in STANDARD_MODES:
+        raise ServingError(
+            f"InferenceService {namespace}/{name} runs in {mode} mode; this deploy confirms "
+            f"readiness only in Standard mode (annotation {DEPLOYMENT_MODE_ANNOTATION}: "
+            f"{DEPLOYMENT_MODE}), so it was left unchanged"
+        )
+
+
+def _generation(obj: dict) -> int | None:
+    return (obj.get("metadata") or {}).get("generation")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from churn.errors import RolloutError
 from churn.release.kserve_deploy import build_inference_service, deploy
 from churn.release.registry import open_registry
 from churn.settings import load_settings
@@ -25,7 +26,7 @@ pytestmark = [
 NAME = "churn-cluster-test"
 
 
-def test_champion_deploys_and_becomes_ready() -> None:
+def test_champion_deploys_and_a_version_that_cannot_load_is_rolled_back() -> None:
     from kserve import KServeClient
 
     cfg = load_settings()
@@ -39,11 +40,22 @@ def test_champion_deploys_and_becomes_ready() -> None:
     namespace = cfg.serving.namespace
     client = KServeClient()
     try:
-        stored = deploy(isvc, namespace)
-        assert stored["spec"]["predictor"]["model"]["storageUri"] == champion.storage_uri
-        client.wait_isvc_ready(NAME, namespace=namespace, timeout_seconds=600)
+        # deploy() returns once the predictor Deployment has rolled the version out.
+        rollout = deploy(isvc, namespace, timeout_s=600, poll_s=5)
+        assert (rollout["outcome"], rollout["previous_storage_uri"]) == ("succeeded", None)
         assert client.is_isvc_ready(NAME, namespace=namespace)
         # A second deploy of the same object patches it instead of failing on the name.
-        deploy(isvc, namespace)
+        assert deploy(isvc, namespace, timeout_s=60, poll_s=5)["outcome"] == "succeeded"
+        # A storageUri with nothing behind it: the storage initializer fails, the step restores
+        # the champion and waits for it.
+        missing = build_inference_service(
+            NAME, f"{champion.storage_uri.rstrip('/')}-missing", cfg.serving
+        )
+        with pytest.raises(RolloutError) as caught:
+            deploy(missing, namespace, timeout_s=300, poll_s=5)
+        assert caught.value.rollout["rolled_back"] and caught.value.rollout["rollback_ready"]
+        stored = client.get(NAME, namespace=namespace)
+        assert stored["spec"]["predictor"]["model"]["storageUri"] == champion.storage_uri
+        assert client.is_isvc_ready(NAME, namespace=namespace)
     finally:
         client.delete(NAME, namespace=namespace)

@@ -359,3 +359,43 @@ def test_storage_uri_names_where_the_version_lies(
     assert info.storage_uri == registry.storage_uri("v1") == store.uri("v1")
     registry.promote("v1")
     assert registry.champion().storage_uri == store.pointer()["storage_uri"] == store.uri("v1")
+
+
+def test_a_storage_uri_names_its_version_only_in_its_own_registry(
+    registry: Registry, store: Store
+) -> None:
+    assert registry.version_of(store.uri("v1")) == "v1"
+    assert registry.version_of(store.uri("v1") + "/") == "v1"
+    assert registry.version_of("s3://elsewhere/team/churn/versions/v1") is None
+    assert registry.version_of(store.uri("v1") + "/model") is None
+
+
+def test_rollout_records_are_append_only_and_listed_oldest_first(registry: Registry) -> None:
+    assert registry.rollouts() == []
+    first = registry.record_rollout({"version": "v1", "outcome": "succeeded"})
+    second = registry.record_rollout({"version": "v2", "outcome": "failed", "reason": "Timeout"})
+    assert re.fullmatch(r"rollouts/\d{8}T\d{6}\.\d{6}Z-v1\.json", first)
+    assert first < second
+    assert [(r["version"], r["outcome"]) for r in registry.rollouts()] == [
+        ("v1", "succeeded"),
+        ("v2", "failed"),
+    ]
+    # The write-if-absent primitive refuses an existing name and leaves the record as it was.
+    assert registry._create_object(second, b"{}") is False
+    assert registry.rollouts()[1]["reason"] == "Timeout"
+    # Records are not versions.
+    assert registry.list_versions() == []
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"outcome": "failed"}, "needs a version id, got None"),
+        ({"version": "../v1"}, r"version id '\.\./v1' must match"),
+        ({"version": "v1", "at": object()}, "must be JSON-serialisable"),
+    ],
+)
+def test_a_bad_rollout_record_is_refused(registry: Registry, record: dict, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        registry.record_rollout(record)
+    assert registry.rollouts() == []

@@ -612,8 +612,11 @@ def test_allowed_urls_quote_an_odd_model_store_path() -> None:
 def test_deploy_without_a_cluster_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    import kubernetes.config.kube_config as kube_config
+
+    # The client reads $KUBECONFIG when imported, so the variable alone would change nothing.
+    missing = str(tmp_path / "missing-kubeconfig")
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", missing)
     isvc = build_inference_service("churn", "s3://b/v1", ServingConfig())
     with pytest.raises(ServingError, match="Kubernetes configuration"):
         deploy(isvc, "churn")

@@ -8,6 +8,7 @@ Layout under the registry URI (``docs/architecture.md``)::
     <model_name>/versions/<version>/model-store/<model_name>.mar
     <model_name>/versions/<version>/_COMPLETE                 written last
     <model_name>/champion.json                                the pointer, moved by promote()
+    <model_name>/rollouts/<UTC time>-<version>.json           one per KServe rollout, append-only
 
 A version counts only once its ``_COMPLETE`` marker exists; the marker lists every file with
 its size and SHA-256, so :meth:`Registry.download` can check what it fetched. A publish that
@@ -42,6 +43,7 @@ COMPLETE_MARKER = "_COMPLETE"
 # S3 only: written with If-None-Match before any upload, so a version id has one publisher.
 CLAIM_MARKER = "_CLAIM"
 CHAMPION_FILE = "champion.json"
+ROLLOUTS_FOLDER = "rollouts"
 # promote()'s default: move the pointer whatever it holds.
 ANY = object()
 _SWAP_ATTEMPTS = 5
@@ -296,6 +298,71 @@ class Registry(ABC):
                 raise RegistryError(f"{rel} of {self.model_name} {version} fails its checksum")
         return dest
 
+    def record_rollout(self, record: dict) -> str:
+        """Appends a rollout record; records are never overwritten or removed.
+
+        Versions are immutable, so what happened when one was deployed (Ready, or rolled back
+        and why) is a separate object: ``rollouts/<UTC time>-<version>.json``.
+
+        Args:
+            record: JSON-serialisable; ``version`` names the version that was rolled out.
+
+        Returns:
+            The record's path under the model's folder.
+
+        Raises:
+            RegistryError: The version id is malformed, the record is not JSON, a record of
+                that name exists already, or the storage fails.
+        """
+        version = record.get("version")
+        if not isinstance(version, str):
+            raise RegistryError(f"a rollout record needs a version id, got {version!r}")
+        self._check_version(version)
+        try:
+            data = json.dumps(record, indent=2, sort_keys=True, default=_json_scalar).encode()
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"a rollout record must be JSON-serialisable: {exc}") from exc
+        rel = f"{ROLLOUTS_FOLDER}/{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{version}.json"
+        try:
+            created = self._create_object(rel, data)
+        except (OSError, Boto3Error, BotoCoreError, ClientError) as exc:
+            raise RegistryError(f"writing {rel} of {self.model_name} failed: {exc}") from exc
+        if not created:
+            raise RegistryError(
+                f"{rel} of {self.model_name} exists already; records are append-only"
+            )
+        return rel
+
+    def rollouts(self) -> list[dict]:
+        """Every rollout record, oldest first.
+
+        Raises:
+            RegistryError: A record is not a JSON object naming a version.
+        """
+        records = []
+        for name, raw in self._read_objects(ROLLOUTS_FOLDER):
+            try:
+                record = json.loads(raw)
+            except ValueError as exc:
+                raise RegistryError(
+                    f"rollout record {ROLLOUTS_FOLDER}/{name} of {self.model_name} is not valid "
+                    f"JSON: {exc}"
+                ) from exc
+            if not isinstance(record, dict) or not isinstance(record.get("version"), str):
+                raise RegistryError(
+                    f"rollout record {ROLLOUTS_FOLDER}/{name} of {self.model_name} is not a "
+                    "JSON object with a version"
+                )
+            records.append(record)
+        return records
+
+    def version_of(self, storage_uri: str) -> str | None:
+        """The version of this registry stored at ``storage_uri``, or ``None``."""
+        version = storage_uri.rstrip("/").rpartition("/")[2]
+        if _VERSION_RE.fullmatch(version) and self.storage_uri(version) == storage_uri.rstrip("/"):
+            return version
+        return None
+
     @abstractmethod
     def storage_uri(self, version: str) -> str:
         """Where a version's files are: an ``s3://`` URI or an absolute folder path."""
@@ -384,6 +451,14 @@ class Registry(ABC):
     @abstractmethod
     def _swap_pointer(self, expected: bytes | None, data: bytes) -> bool:
         """Writes the pointer if it still holds ``expected`` (``None``: absent); else False."""
+
+    @abstractmethod
+    def _create_object(self, rel: str, data: bytes) -> bool:
+        """Writes a new object at ``rel`` under the model's folder, whole; False if it exists."""
+
+    @abstractmethod
+    def _read_objects(self, folder: str) -> list[tuple[str, bytes]]:
+        """Name and bytes of every object in a folder under the model's folder, by name."""
 
 
 def _file_sha256(path: Path) -> str:

@@ -106,3 +106,28 @@ class LocalRegistry(Registry):
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return True
+
+    def _create_object(self, rel: str, data: bytes) -> bool:
+        target = self._base / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".create-", dir=target.parent)
+        os.close(fd)
+        try:
+            write_synced(Path(tmp), data)
+            # link() refuses an existing name, so the object appears whole and only once.
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
+
+    def _read_objects(self, folder: str) -> list[tuple[str, bytes]]:
+        root = self._base / folder
+        if not root.is_dir():
+            return []
+        return [
+            (p.name, p.read_bytes())
+            for p in sorted(root.iterdir())
+            if p.is_file() and not p.name.startswith(".")
+        ]

@@ -145,6 +145,23 @@ class S3Registry(Registry):
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         return self._put_if(key, data, **condition)
 
+    def _create_object(self, rel: str, data: bytes) -> bool:
+        return self._put_if(f"{self._base}/{rel}", data, IfNoneMatch="*")
+
+    def _read_objects(self, folder: str) -> list[tuple[str, bytes]]:
+        prefix = f"{self._base}/{folder}/"
+        with self._errors(f"listing {folder}"):
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            keys = sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+        objects = []
+        for key in keys:
+            body = self._get_optional(key)
+            if body is not None:
+                objects.append((key[len(prefix) :], body))
+        return objects
+
     def _get_optional(self, key: str) -> bytes | None:
         return self._get_with_etag(key)[0]
 
