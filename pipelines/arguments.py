@@ -69,6 +69,13 @@ class RunArguments(BaseModel):
         description="Minimum test ROC-AUC for promotion.",
         json_schema_extra={"cli": 1},
     )
+    allow_input_change: str = Field(
+        "",
+        description="Names a deliberate change of the input spec (channels, bins, length, "
+        "horizon, features, vocabularies): the gate then replaces a champion it cannot "
+        "re-score on the threshold alone. '' refuses such a change.",
+        json_schema_extra={"cli": 1},
+    )
     threshold_metric: Literal["f1", "youden"] = Field(
         "f1", description="Metric the decision threshold maximises on validation (f1, youden)."
     )
