@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from churn.errors import PipelineError
 from churn.settings import (
@@ -105,6 +105,15 @@ class RunArguments(BaseModel):
     serving: ServingConfig = Field(
         default_factory=ServingConfig, description="Namespace, service account and protocol."
     )
+
+    @field_validator("registry")
+    @classmethod
+    def _concrete_registry(cls, value: RegistryConfig) -> RegistryConfig:
+        # Settings resolve an empty URI to <home>/registry; the pods could not, and the local
+        # runner would make it the working directory.
+        if not value.uri.strip():
+            raise ValueError("the registry URI is empty: give a folder or s3://bucket/prefix")
+        return value
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunArguments:
