@@ -261,27 +261,7 @@ class Registry(ABC):
         for _ in range(_SWAP_ATTEMPTS):
             state = self.pointer()
             self._check_expectation(state, expected_champion, version)
-            pointer = {
-                "model_name": self.model_name,
-                "version": version,
-                "storage_uri": self.storage_uri(version),
-                "promoted_at": utc_now(),
-                "previous": None if state.damaged else state.version,
-            }
-            if state.damaged:
-                pointer["repaired"] = state.problem
-            elif state.version is not None:
-                changes = self._input_changes(state.version, version)
-                if changes and not allow_input_change.strip():
-                    raise RegistryError(
-                        f"promoting {version} would change the input spec of {self.model_name} "
-                        f"(champion {state.version}): {'; '.join(changes)}. Every client's "
-                        "requests or their meaning would change; if that is intended, name the "
-                        "change (`churn registry promote --allow-breaking-input-change TEXT`, "
-                        "or the pipeline's allow_input_change)"
-                    )
-                if changes:
-                    pointer["input_change"] = allow_input_change.strip()
+            pointer = self._next_pointer(state, version, allow_input_change.strip())
             if self._swap_pointer(state.raw, json.dumps(pointer, indent=2).encode()):
                 log.info("champion of %s is now %s", self.model_name, version)
                 return self._info(version, complete=True)
@@ -310,6 +290,31 @@ class Registry(ABC):
                 "registered but is not promoted (compare the two, then `churn registry "
                 f"promote {version}` if it should serve)"
             )
+
+    def _next_pointer(self, state: ChampionPointer, version: str, input_change: str) -> dict:
+        """The pointer that replaces ``state``: a repair, or a promotion over a sound champion."""
+        pointer = {
+            "model_name": self.model_name,
+            "version": version,
+            "storage_uri": self.storage_uri(version),
+            "promoted_at": utc_now(),
+            "previous": None if state.damaged else state.version,
+        }
+        if state.damaged:
+            pointer["repaired"] = state.problem
+            return pointer
+        changes = [] if state.version is None else self._input_changes(state.version, version)
+        if changes and not input_change:
+            raise RegistryError(
+                f"promoting {version} would change the input spec of {self.model_name} "
+                f"(champion {state.version}): {'; '.join(changes)}. Every client's requests or "
+                "their meaning would change; if that is intended, name the change (`churn "
+                "registry promote --allow-breaking-input-change TEXT`, or the pipeline's "
+                "allow_input_change)"
+            )
+        if changes:
+            pointer["input_change"] = input_change
+        return pointer
 
     def _input_changes(self, champion: str, version: str) -> list[str]:
         try:
@@ -351,7 +356,8 @@ class Registry(ABC):
             return ChampionPointer(
                 raw,
                 None,
-                f"it names {version!r}, which is not a version id ({_VERSION_RE.pattern})",
+                # A hand-edited pointer may hold anything; the message shows its start.
+                f"it names {repr(version)[:80]}, which is not a version id ({_VERSION_RE.pattern})",
             )
         marker = self._read_optional(version, COMPLETE_MARKER)
         if marker is None:
