@@ -115,6 +115,8 @@ def test_the_cli_repairs_a_damaged_pointer_only_when_asked_and_only_while_it_is_
         assert problem in str(result.exception) and "--repair" in str(result.exception)
     result = invoke("registry", "promote", "v2")
     assert isinstance(result.exception, RegistryError) and "--repair" in str(result.exception)
+    result = invoke("registry", "promote", "v2", "--repair", "--expect", "v1")
+    assert isinstance(result.exception, RegistryError) and "drop --expect" in str(result.exception)
     assert registry._read_pointer() == raw
 
     result = invoke("registry", "promote", "v2", "--repair")
