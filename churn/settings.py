@@ -21,7 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -160,13 +167,15 @@ class RegistryConfig(Section):
     """Where promoted models live.
 
     Attributes:
-        uri: A local folder (``/path`` or ``file:///path``) or ``s3://bucket/prefix``.
+        uri: A local folder (``/path`` or ``file:///path``) or ``s3://bucket/prefix``. Empty
+            (the default) means ``<home>/registry``, so ``CHURN_HOME`` moves the registry with
+            the rest of the working data; :class:`Settings` resolves it when it is built.
         endpoint_url: S3 endpoint for non-AWS stores (MinIO, moto); credentials come from the
             standard AWS environment or a mounted Secret, never from configuration.
         model_name: Name clients call the model by (the key in TorchServe's model snapshot).
     """
 
-    uri: str = Field(".churn/registry", min_length=1)
+    uri: str = ""
     endpoint_url: str | None = None
     model_name: str = Field("churn", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -237,7 +246,8 @@ class Settings(BaseSettings):
     file and the environment.
 
     Attributes:
-        home: Working folder for data, feature repo copies, datasets and runs.
+        home: Working folder for data, feature repo copies, datasets, runs and, unless
+            ``registry.uri`` names another place, the registry.
     """
 
     model_config = SettingsConfigDict(
@@ -257,6 +267,13 @@ class Settings(BaseSettings):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _registry_under_home(self) -> Settings:
+        # Resolved here, once, so every reader (CLI, run arguments, pods) gets a concrete URI.
+        if not self.registry.uri.strip():
+            self.registry.uri = str(self.home / "registry")
+        return self
 
     @classmethod
     def settings_customise_sources(

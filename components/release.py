@@ -13,6 +13,7 @@ def gate(
     registry: dict,
     evaluation: Input[Artifact],
     training_set: Input[Dataset],
+    allow_input_change: str,
     decision: Output[Artifact],
 ) -> float:
     """Decides whether the candidate replaces the champion.
@@ -28,6 +29,9 @@ def gate(
         evaluation: The candidate's evaluation folder; the decision records where it is.
         training_set: The candidate's training set: the champion is re-scored on its test
             split, so both ROC-AUCs come from the same rows.
+        allow_input_change: Names a deliberate change of the input spec (channels, bins,
+            length, horizon, features, vocabularies); ``""`` refuses a candidate whose spec
+            differs from the champion's.
         decision: Output: JSON with the decision, its reason, the numbers compared and the
             candidate's evaluation.
 
@@ -46,7 +50,13 @@ def gate(
     registry_cfg = parse_section(RegistryConfig, registry, "registry")
     store = open_registry(registry_cfg)
     result = {
-        **gate_decision(candidate_auc, auc_threshold, store, training_set.path),
+        **gate_decision(
+            candidate_auc,
+            auc_threshold,
+            store,
+            training_set.path,
+            allow_input_change=allow_input_change,
+        ),
         "evaluation": evaluation.uri,
     }
     Path(decision.path).write_text(json.dumps(result, indent=2) + "\n")
@@ -71,7 +81,8 @@ def register(
         model: The model folder.
         evaluation: The evaluation folder; its ``metrics.json`` is published with the model.
         decision: The gate's decision; the pointer moves only if the champion it compared
-            against is still the champion (another run may have promoted in between).
+            against is still the champion (another run may have promoted in between), and
+            over a change of input spec only if the decision allowed one.
         registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
             ``endpoint_url`` (non-AWS stores) and ``model_name``.
         serving: ``ServingConfig`` fields; ``protocol_version`` selects the request
@@ -97,7 +108,11 @@ def register(
     # The pointer moves only after publish() has written the version's _COMPLETE marker, and
     # only over the champion the gate judged against.
     judged = json.loads(Path(decision.path).read_text())
-    store.promote(published.version, expected_champion=judged["champion_version"])
+    store.promote(
+        published.version,
+        expected_champion=judged["champion_version"],
+        allow_input_change=judged.get("allow_input_change", ""),
+    )
     record = {
         "model_name": registry_cfg.model_name,
         "version": published.version,

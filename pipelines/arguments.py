@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from churn.errors import PipelineError
 from churn.settings import (
@@ -69,6 +69,13 @@ class RunArguments(BaseModel):
         description="Minimum test ROC-AUC for promotion.",
         json_schema_extra={"cli": 1},
     )
+    allow_input_change: str = Field(
+        "",
+        description="Names a deliberate change of the input spec (channels, bins, length, "
+        "horizon, features, vocabularies): the gate then replaces a champion it cannot "
+        "re-score on the threshold alone. '' refuses such a change.",
+        json_schema_extra={"cli": 1},
+    )
     threshold_metric: Literal["f1", "youden"] = Field(
         "f1", description="Metric the decision threshold maximises on validation (f1, youden)."
     )
@@ -99,6 +106,15 @@ class RunArguments(BaseModel):
         default_factory=ServingConfig,
         description="Namespace, service account, protocol and rollout timeout.",
     )
+
+    @field_validator("registry")
+    @classmethod
+    def _concrete_registry(cls, value: RegistryConfig) -> RegistryConfig:
+        # Settings resolve an empty URI to <home>/registry; the pods could not, and the local
+        # runner would make it the working directory.
+        if not value.uri.strip():
+            raise ValueError("the registry URI is empty: give a folder or s3://bucket/prefix")
+        return value
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RunArguments:

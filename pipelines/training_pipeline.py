@@ -95,6 +95,7 @@ def build_pipeline(settings: Settings) -> Callable:
             registry=a["registry"],
             evaluation=evaluated.outputs["evaluation"],
             training_set=training_set.outputs["training_set"],
+            allow_input_change=a["allow_input_change"],
         ).set_display_name("AUC gate")
 
         # Float against float: kfp.local compiles a comparison that mixes int and float to

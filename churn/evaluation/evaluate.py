@@ -24,22 +24,11 @@ from churn.evaluation.baselines import run_baselines
 from churn.io.atomic import check_replaceable
 from churn.model import metrics as m
 from churn.model.network import ModelFormatError, load_model, predict_proba
+from churn.model.spec import SPEC_FIELDS
 
 log = logging.getLogger(__name__)
 
 MAX_CURVE_POINTS = 200
-# Input spec fields that must agree between the model and the training set; ``norm`` may
-# differ because the model carries its own normalisation. ``bin_days`` gives the sequence
-# steps their meaning and ``horizon_days`` the labels theirs: a weekly model scored on daily
-# bins, or against 30-day labels, would produce a number that means nothing.
-_SPEC_FIELDS = (
-    "channels",
-    "seq_len",
-    "bin_days",
-    "horizon_days",
-    "numeric_features",
-    "categorical_features",
-)
 
 
 def _load_model(model_dir: Path) -> tuple[torch.nn.Module, dict, float]:
@@ -62,8 +51,10 @@ def _load_model(model_dir: Path) -> tuple[torch.nn.Module, dict, float]:
 
 
 def _check_fit(meta: dict, ts: TrainingSet, model_dir: Path, dataset_dir: Path) -> None:
+    # ``norm`` may differ (the model carries its own); the fields that give the inputs and the
+    # labels their meaning may not: the number would mean nothing.
     spec = meta["input_spec"]
-    for key in _SPEC_FIELDS:
+    for key in SPEC_FIELDS:
         # Item lists, not dicts: the order of categorical features is the order of cat columns.
         ours, theirs = spec.get(key), ts.meta.get(key)
         if isinstance(ours, dict) and isinstance(theirs, dict):

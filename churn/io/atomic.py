@@ -89,6 +89,20 @@ def _umask() -> int:
     return umask
 
 
+def umask_mode(mode: int) -> int:
+    """``mode`` less the process umask: what ``open()`` or ``mkdir()`` would have given.
+
+    For files and folders that ``tempfile`` creates owner-only but that end up as outputs.
+
+    Args:
+        mode: The requested permissions, usually ``0o666`` for a file or ``0o777`` for a folder.
+
+    Returns:
+        The permissions to ``chmod`` to.
+    """
+    return mode & ~_umask()
+
+
 def replace_dir(tmp: Path, dest: Path) -> None:
     """Moves ``tmp`` to ``dest``; an old ``dest`` disappears only after the new one is in place."""
     if not dest.exists():

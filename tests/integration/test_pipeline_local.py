@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -154,6 +155,44 @@ def test_a_candidate_no_better_than_the_champion_on_the_same_rows_is_not_promote
     record = json.loads(Path(summary["rejection"]).read_text())
     assert record["champion_version"] == "seeded-champion"
     assert record["champion_auc"] == summary["roc_auc"]["cnn"]
+
+
+def test_a_candidate_with_another_input_spec_replaces_the_champion_only_when_the_run_says_so(
+    promoted_run: dict, registry: Registry, settings: Settings, tmp_path: Path
+) -> None:
+    # A champion trained on another log, whose first channel is "orders": this run's requests
+    # would break its clients, and it cannot be re-scored on this run's rows, so no ROC-AUC
+    # may stand in for that comparison.
+    model_dir = shutil.copytree(Path(promoted_run["version_uri"]) / "model", tmp_path / "model")
+    meta = json.loads((model_dir / "model.json").read_text())
+    first = meta["input_spec"]["channels"][0]
+    meta["input_spec"]["channels"][0] = "orders"
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    champion = registry.publish(model_dir, {"roc_auc": 0.5}, version="other-log-champion")
+    registry.promote(champion.version, allow_input_change="another log")
+    change = f"channels: added [{first!r}], removed ['orders']"
+
+    args = {"data": DATA, "auc_threshold": 0.0, "deploy_target": "none"}
+    refused = run_local(settings, args, enable_caching=True)
+    assert not refused["promoted"]
+    assert (
+        f"changes the input spec of champion {champion.version} ({change})" in (refused["reason"])
+    )
+    assert "allow_input_change=" in refused["reason"]
+    assert registry.champion().version == champion.version
+    assert outputs_of(refused["run_dir"], "registration") == []
+
+    allowed = run_local(
+        settings, {**args, "allow_input_change": f"{first} is back"}, enable_caching=True
+    )
+    assert allowed["promoted"], allowed["reason"]
+    assert f"replaces champion {champion.version} without a comparison" in allowed["reason"]
+    assert allowed["roc_auc"] == refused["roc_auc"] == promoted_run["roc_auc"]
+    assert registry.champion().version == allowed["version"]
+    pointer = json.loads(
+        (Path(settings.registry.uri) / settings.registry.model_name / "champion.json").read_text()
+    )
+    assert (pointer["previous"], pointer["input_change"]) == (champion.version, f"{first} is back")
 
 
 @pytest.mark.cluster

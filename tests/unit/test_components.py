@@ -47,6 +47,7 @@ def test_gate_returns_a_float_and_writes_its_decision(
         registry=registry_struct(tmp_path),
         evaluation=artifact(evaluation_folder(tmp_path, auc), uri="s3://root/run/evaluation"),
         training_set=artifact(tmp_path / "unused"),
+        allow_input_change="",
         decision=decision,
     )
     assert answer == expected and isinstance(answer, float)
@@ -66,6 +67,7 @@ def test_a_bad_registry_struct_is_refused_naming_the_field(tmp_path: Path) -> No
             registry={"uri": str(tmp_path), "model_name": "../etc"},
             evaluation=artifact(tmp_path),
             training_set=artifact(tmp_path),
+            allow_input_change="",
             decision=artifact(tmp_path / "decision"),
         )
 
@@ -97,6 +99,41 @@ def test_register_publishes_promotes_and_records_the_version(
     properties = Path(champion.storage_uri, "config", "config.properties").read_text()
     # The serving struct reached the archive: KServe's v2 envelope.
     assert "service_envelope=kservev2\n" in properties
+
+
+def test_register_moves_the_pointer_over_a_new_input_spec_only_as_the_gate_allowed(
+    tmp_path: Path, tiny_model: Callable[[Path, int], Path]
+) -> None:
+    from churn.errors import RegistryError
+
+    store = open_registry(RegistryConfig(**registry_struct(tmp_path)))
+    store.publish(tiny_model(tmp_path / "champion", 0), {"roc_auc": 0.8}, version="v1")
+    store.promote("v1")
+    evaluation = artifact(evaluation_folder(tmp_path, 0.9))
+
+    def register(seed: int, decision: dict) -> str:
+        # Longer sequences: every client's request changes.
+        model = tiny_model(tmp_path / f"model-{seed}", seed)
+        meta = json.loads((model / "model.json").read_text())
+        meta["input_spec"]["seq_len"] = 8
+        (model / "model.json").write_text(json.dumps(meta))
+        path = tmp_path / "decision.json"
+        path.write_text(json.dumps({"promote": True, "champion_version": "v1", **decision}))
+        return release.register(
+            model=artifact(model),
+            evaluation=evaluation,
+            decision=artifact(path),
+            registry=registry_struct(tmp_path),
+            serving={},
+            registration=artifact(tmp_path / "registration"),
+        )
+
+    with pytest.raises(RegistryError, match=r"seq_len 4 -> 8"):
+        register(1, {})
+    assert store.champion().version == "v1"
+    version = register(2, {"allow_input_change": "longer sequences"})
+    assert store.champion().version == version
+    assert json.loads(store._read_pointer())["input_change"] == "longer sequences"
 
 
 def test_deploy_to_none_records_what_it_did(tmp_path: Path) -> None:

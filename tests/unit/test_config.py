@@ -68,3 +68,19 @@ def test_bad_values_name_the_field(env, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"nope\.yaml does not exist"):
         load_settings(tmp_path / "nope.yaml", env={})
+
+
+def test_the_registry_follows_churn_home_unless_a_uri_is_given(tmp_path):
+    from pipelines.arguments import RunArguments
+
+    assert load_settings(env={}).registry.uri == ".churn/registry"
+    moved = load_settings(env={"CHURN_HOME": str(tmp_path)})
+    assert moved.registry.uri == str(tmp_path / "registry")
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"home: {tmp_path / 'from-yaml'}\n")
+    assert load_settings(path, env={}).registry.uri == str(tmp_path / "from-yaml" / "registry")
+    explicit = {"CHURN_HOME": str(tmp_path), "CHURN_REGISTRY__URI": "s3://models/churn"}
+    assert load_settings(env=explicit).registry.uri == "s3://models/churn"
+    # The pods get the resolved folder, never an empty URI they would have to guess.
+    registry = RunArguments.from_settings(moved).parameters()["registry"]
+    assert registry["uri"] == str(tmp_path / "registry")

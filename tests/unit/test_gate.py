@@ -81,14 +81,19 @@ def test_an_out_of_range_threshold_is_an_error(threshold: object) -> None:
         decide(0.8, threshold, None)  # type: ignore[arg-type]
 
 
-def test_gate_decision_reads_the_champions_auc_from_the_registry() -> None:
-    registry = StubRegistry(champion_with({"roc_auc": 0.9}))
-    result = gate_decision(0.8, 0.7, registry)  # type: ignore[arg-type]
+@pytest.mark.parametrize("metrics", [{"roc_auc": 0.5}, {}, {"roc_auc": "n/a"}])
+def test_without_the_candidates_test_split_a_champion_is_never_replaced_on_its_record(
+    metrics: dict,
+) -> None:
+    # 0.8 would beat the recorded 0.5, but that number comes from another test split.
+    result = gate_decision(0.8, 0.7, StubRegistry(champion_with(metrics)))  # type: ignore[arg-type]
     assert result["promote"] is False
     assert result["champion_version"] == "20260101T000000Z-00000000"
-    assert result["champion_auc"] == 0.9
+    assert result["champion_auc"] is None and result["champion_auc_basis"] is None
     assert result["candidate_auc"] == 0.8 and result["threshold"] == 0.7
-    assert "does not beat" in result["reason"]
+    assert "cannot be re-scored on this run's test split (no training set" in result["reason"]
+    assert "no comparison is made and it stays champion" in result["reason"]
+    assert "churn registry promote VERSION --expect 20260101T000000Z-00000000" in result["reason"]
     assert result["decided_at"].endswith("Z")
 
 
@@ -96,12 +101,6 @@ def test_gate_decision_without_a_champion() -> None:
     result = gate_decision(0.8, 0.7, StubRegistry())  # type: ignore[arg-type]
     assert result["promote"] is True
     assert result["champion_version"] is None and result["champion_auc"] is None
-
-
-def test_gate_decision_with_a_champion_lacking_metrics_promotes_on_the_threshold() -> None:
-    result = gate_decision(0.8, 0.7, StubRegistry(champion_with({})))  # type: ignore[arg-type]
-    assert result["promote"] is True
-    assert result["champion_version"] == "20260101T000000Z-00000000"
 
 
 def test_gate_decision_fails_when_the_champion_cannot_be_read() -> None:
@@ -123,20 +122,27 @@ def test_rejection_record_refuses_a_promotion() -> None:
         rejection_record(decision, "report.html")
 
 
+def trained(root: Path, make_training_set) -> tuple[Path, Path]:
+    """A planted training set under ``root`` and a model trained on it for one epoch."""
+    from churn.model.train import train
+    from churn.settings import ModelConfig, TrainConfig
+
+    dataset = make_training_set(root, n=600)
+    train(dataset, root / "model", ModelConfig(hidden=8, dilations=[1]), TrainConfig(epochs=1))
+    return dataset, root / "model"
+
+
 @pytest.fixture(scope="module")
 def champion_registry(tmp_path_factory: pytest.TempPathFactory, make_training_set):
     """A real local registry whose champion was trained on a planted set and recorded 0.99."""
-    from churn.model.train import train
     from churn.release.registry import LocalRegistry
-    from churn.settings import ModelConfig, TrainConfig
 
     root = tmp_path_factory.mktemp("gate")
-    dataset = make_training_set(root, n=600)
-    train(dataset, root / "model", ModelConfig(hidden=8, dilations=[1]), TrainConfig(epochs=1))
+    dataset, model_dir = trained(root, make_training_set)
     registry = LocalRegistry(root / "registry", "churn")
-    registry.publish(root / "model", {"roc_auc": 0.99}, version="champ")
+    registry.publish(model_dir, {"roc_auc": 0.99}, version="champ")
     registry.promote("champ")
-    return registry, dataset, root / "model"
+    return registry, dataset, model_dir
 
 
 def test_the_champion_is_rescored_on_the_candidates_test_rows(champion_registry) -> None:
@@ -152,28 +158,70 @@ def test_the_champion_is_rescored_on_the_candidates_test_rows(champion_registry)
     assert result["promote"] is True and "on this run's test split" in result["reason"]
 
 
-def test_a_champion_that_cannot_read_the_set_falls_back_to_its_record(
-    champion_registry, make_training_set, tmp_path: Path
-) -> None:
+def spec_variant(make_training_set, parent: Path, name: str, **changes: object) -> Path:
+    """A copy of the planted set whose meta.json differs in the given input spec fields."""
     import json
 
-    from churn.release.gate import RECORDED
+    dataset = make_training_set(parent, name=name, n=600)
+    meta = json.loads((dataset / "meta.json").read_text())
+    (dataset / "meta.json").write_text(json.dumps({**meta, **changes}))
+    return dataset
 
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        # Daily bins: the champion's weekly steps would be read as days.
+        ({"bin_days": 1}, "bin_days 7 -> 1"),
+        ({"horizon_days": 30}, "horizon_days 90 -> 30"),
+        ({"channels": ["n_txn", "spend", "returns"]}, "channels: added ['returns'], removed"),
+        (
+            {"categorical_features": {"segment": ["a", "b"]}},
+            "categorical_features['segment'] vocabulary: ",
+        ),
+    ],
+)
+def test_a_candidate_that_changes_the_input_spec_is_refused_unless_the_change_is_named(
+    champion_registry, make_training_set, tmp_path: Path, changes: dict, named: str
+) -> None:
     registry, _, _ = champion_registry
-    other = make_training_set(tmp_path, seq_len=8)  # a sequence length the champion never saw
-    # Same shapes, but daily bins: the champion's weekly steps would be read as days.
-    daily = make_training_set(tmp_path, name="daily")
-    meta = json.loads((daily / "meta.json").read_text())
-    (daily / "meta.json").write_text(json.dumps({**meta, "bin_days": 1}))
-    for dataset in (other, daily):
-        result = gate_decision(0.95, 0.5, registry, dataset)
-        assert (result["champion_auc"], result["champion_auc_basis"]) == (0.99, RECORDED)
-        assert result["promote"] is False
-        assert "recorded at its own evaluation" in result["reason"]
+    dataset = spec_variant(make_training_set, tmp_path, "changed", **changes)
+
+    # 0.995 beats the 0.99 the champion recorded, on another split: no reason to promote.
+    refused = gate_decision(0.995, 0.5, registry, dataset)
+    assert refused["promote"] is False
+    assert refused["champion_auc"] is None and refused["champion_auc_basis"] is None
+    assert any(named in change for change in refused["input_changes"]), refused["input_changes"]
+    listed = "; ".join(refused["input_changes"])
+    assert f"changes the input spec of champion champ ({listed})" in refused["reason"]
+    assert "allow_input_change=" in refused["reason"]
+
+    allowed = gate_decision(
+        0.6, 0.5, registry, dataset, allow_input_change="  daily bins; clients updated  "
+    )
+    assert allowed["promote"] is True
+    assert allowed["allow_input_change"] == "daily bins; clients updated"
+    assert "replaces champion champ without a comparison" in allowed["reason"]
+    assert named in allowed["reason"]
+    below = gate_decision(0.4, 0.5, registry, dataset, allow_input_change="daily bins")
+    assert below["promote"] is False and "below the threshold" in below["reason"]
 
 
-@pytest.mark.parametrize("recorded", [math.nan, "n/a"])
-def test_an_unusable_recorded_auc_is_an_error(recorded: object) -> None:
-    registry = StubRegistry(champion_with({"roc_auc": recorded}))
-    with pytest.raises(RegistryError, match="not a finite number"):
-        gate_decision(0.8, 0.7, registry)  # type: ignore[arg-type]
+def test_a_champion_whose_files_are_damaged_stays_and_is_not_compared_on_its_record(
+    tmp_path: Path, make_training_set
+) -> None:
+    import shutil
+
+    from churn.release.registry import LocalRegistry
+
+    registry = LocalRegistry(tmp_path / "registry", "churn")
+    dataset, model_dir = trained(tmp_path, make_training_set)
+    registry.publish(model_dir, {"roc_auc": 0.5}, version="champ")
+    registry.promote("champ")
+    shutil.rmtree(Path(registry.storage_uri("champ")) / "model-store")
+
+    result = gate_decision(0.9, 0.7, registry, dataset)
+    assert result["promote"] is False
+    assert result["champion_version"] == "champ" and result["champion_auc"] is None
+    assert "champion champ cannot be re-scored on this run's test split" in result["reason"]
+    assert "model-store" in result["reason"]

@@ -75,3 +75,23 @@ def test_promote_by_hand_with_and_without_an_expectation(
     assert code == 0 and out.splitlines()[0] == "champion of churn: v1 -> v2"
     code, _, exc = invoke("registry", "promote", "v9")
     assert code != 0 and "cannot promote churn v9" in str(exc)
+
+
+def test_the_cli_finds_the_registry_under_churn_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model
+) -> None:
+    home = tmp_path / "shared-home"
+    LocalRegistry(home / "registry", "churn").publish(
+        tiny_model(tmp_path / "m", 0), {"roc_auc": 0.8}, version="v1"
+    )
+    monkeypatch.delenv("CHURN_REGISTRY__URI", raising=False)
+    monkeypatch.setenv("CHURN_HOME", str(home))
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+    code, out, _ = invoke("registry", "list")
+    assert code == 0 and out.splitlines() == ["  v1  complete  roc_auc=0.8"]
+    code, out, _ = invoke("registry", "promote", "v1")
+    assert code == 0 and f"storageUri: {home / 'registry' / 'churn' / 'versions' / 'v1'}" in out
+    assert list(workdir.iterdir()) == []

@@ -14,6 +14,8 @@ from churn.release.registry.base import (
     CHAMPION_FILE,
     CLAIM_MARKER,
     COMPLETE_MARKER,
+    DAMAGED,
+    ChampionPointer,
     Registry,
     VersionInfo,
     model_digest,
@@ -28,6 +30,8 @@ __all__ = [
     "CHAMPION_FILE",
     "CLAIM_MARKER",
     "COMPLETE_MARKER",
+    "DAMAGED",
+    "ChampionPointer",
     "LocalRegistry",
     "Registry",
     "S3Registry",
@@ -49,8 +53,15 @@ def open_registry(cfg: RegistryConfig) -> Registry:
         A :class:`LocalRegistry` or an :class:`S3Registry`.
 
     Raises:
-        RegistryError: The URI's scheme is not supported.
+        RegistryError: The URI is empty or its scheme is not supported.
     """
+    if not cfg.uri.strip():
+        # An empty URI means "<home>/registry", which only Settings can resolve; taken as a
+        # relative folder it would be the working directory itself.
+        raise RegistryError(
+            "the registry URI is empty: set CHURN_REGISTRY__URI, or build the settings with "
+            "churn.settings.load_settings so that it defaults to <CHURN_HOME>/registry"
+        )
     parsed = urlparse(cfg.uri)
     if parsed.scheme == "s3":
         return S3Registry(cfg.uri, cfg.model_name, endpoint_url=cfg.endpoint_url)

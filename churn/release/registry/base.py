@@ -35,6 +35,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.errors import RegistryError, ServingError
+from churn.model.spec import input_spec_changes
 from churn.release.archive import write_serving_layout
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ COMPLETE_MARKER = "_COMPLETE"
 CLAIM_MARKER = "_CLAIM"
 CHAMPION_FILE = "champion.json"
 ROLLOUTS_FOLDER = "rollouts"
-# promote()'s default: move the pointer whatever it holds.
+# promote()'s default: move a sound pointer whatever version it names.
 ANY = object()
+# promote()'s repair: replace the pointer only while it is damaged (see Registry.pointer).
+DAMAGED = object()
 _SWAP_ATTEMPTS = 5
 _VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 _MODEL_FILES = ("model.pt", "model.json")
@@ -68,6 +71,26 @@ class VersionInfo:
     storage_uri: str
     complete: bool
     metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChampionPointer:
+    """The champion pointer as read once.
+
+    Attributes:
+        raw: Its bytes (``None`` when absent): a promotion swaps against exactly these.
+        version: The version id it names, when it names a well-formed one.
+        problem: Why it cannot be used, when it is damaged; ``None`` when it is sound.
+    """
+
+    raw: bytes | None
+    version: str | None
+    problem: str | None = None
+
+    @property
+    def damaged(self) -> bool:
+        """Whether the pointer exists but cannot be used."""
+        return self.problem is not None
 
 
 def model_digest(model_dir: str | Path) -> str:
@@ -199,24 +222,37 @@ class Registry(ABC):
             self.model_name, version, self.storage_uri(version), True, json.loads(metrics_text)
         )
 
-    def promote(self, version: str, expected_champion: str | object | None = ANY) -> VersionInfo:
+    def promote(
+        self,
+        version: str,
+        expected_champion: str | object | None = ANY,
+        *,
+        allow_input_change: str = "",
+    ) -> VersionInfo:
         """Moves the champion pointer to a complete version, in one compare-and-swap write.
 
-        The pointer is replaced only if it still holds what was read just before, so two
-        concurrent promotions cannot both win on stale information.
+        The pointer is replaced only if it still holds the bytes read just before, so two
+        concurrent promotions cannot both win on stale information. A damaged pointer is
+        replaced only when ``expected_champion`` is :data:`DAMAGED`; a version whose input
+        spec differs from the champion's (``churn.model.spec``) only when
+        ``allow_input_change`` names the change, since every client's requests would break.
 
         Args:
             version: The version id.
             expected_champion: The champion the caller's decision was based on (``None``: no
                 champion yet). If another promotion moved the pointer since, nothing changes
-                and an error says so. :data:`ANY` (the default) promotes over whatever is there.
+                and an error says so. :data:`ANY` (the default) promotes over whatever sound
+                pointer is there; :data:`DAMAGED` repairs a damaged pointer and nothing else.
+            allow_input_change: What changes for clients, when the input spec changes; it is
+                recorded in the pointer. Ignored by a repair, which has no champion to compare.
 
         Returns:
             The new champion.
 
         Raises:
-            RegistryError: The version does not exist or is incomplete, the champion is no
-                longer ``expected_champion``, or the write fails.
+            RegistryError: The version does not exist or is incomplete, the pointer is not
+                what ``expected_champion`` says (damaged, sound, or another champion), the
+                input spec changes without ``allow_input_change``, or the write fails.
         """
         self._check_version(version)
         if self._read_marker(version) is None:
@@ -225,23 +261,10 @@ class Registry(ABC):
                 f"{COMPLETE_MARKER} marker (an interrupted publish)"
             )
         for _ in range(_SWAP_ATTEMPTS):
-            raw = self._read_pointer()
-            current = self._pointer_version(raw)
-            if expected_champion is not ANY and current != expected_champion:
-                raise RegistryError(
-                    f"the champion of {self.model_name} is now {current or 'none'}, not "
-                    f"{expected_champion or 'none'} as when {version} was judged; {version} stays "
-                    "registered but is not promoted (compare the two, then `churn registry "
-                    f"promote {version}` if it should serve)"
-                )
-            pointer = {
-                "model_name": self.model_name,
-                "version": version,
-                "storage_uri": self.storage_uri(version),
-                "promoted_at": utc_now(),
-                "previous": current,
-            }
-            if self._swap_pointer(raw, json.dumps(pointer, indent=2).encode()):
+            state = self.pointer()
+            self._check_expectation(state, expected_champion, version)
+            pointer = self._next_pointer(state, version, allow_input_change.strip())
+            if self._swap_pointer(state.raw, json.dumps(pointer, indent=2).encode()):
                 log.info("champion of %s is now %s", self.model_name, version)
                 return self._info(version, complete=True)
         raise RegistryError(
@@ -249,20 +272,127 @@ class Registry(ABC):
             "attempts; try again"
         )
 
+    def _check_expectation(
+        self, state: ChampionPointer, expected: str | object | None, version: str
+    ) -> None:
+        if expected is DAMAGED:
+            if not state.damaged:
+                current = state.version or "none"
+                raise RegistryError(
+                    f"{CHAMPION_FILE} of {self.model_name} is not damaged (champion: {current}), "
+                    f"so there is nothing to repair; promote with --expect {current} instead"
+                )
+            return
+        if state.damaged:
+            raise RegistryError(self.damage_message(state))
+        if expected is not ANY and state.version != expected:
+            raise RegistryError(
+                f"the champion of {self.model_name} is now {state.version or 'none'}, not "
+                f"{expected or 'none'} as when {version} was judged; {version} stays "
+                "registered but is not promoted (compare the two, then `churn registry "
+                f"promote {version}` if it should serve)"
+            )
+
+    def _next_pointer(self, state: ChampionPointer, version: str, input_change: str) -> dict:
+        """The pointer that replaces ``state``: a repair, or a promotion over a sound champion."""
+        pointer = {
+            "model_name": self.model_name,
+            "version": version,
+            "storage_uri": self.storage_uri(version),
+            "promoted_at": utc_now(),
+            "previous": None if state.damaged else state.version,
+        }
+        if state.damaged:
+            pointer["repaired"] = state.problem
+            return pointer
+        changes = [] if state.version is None else self._input_changes(state.version, version)
+        if changes and not input_change:
+            raise RegistryError(
+                f"promoting {version} would change the input spec of {self.model_name} "
+                f"(champion {state.version}): {'; '.join(changes)}. Every client's requests or "
+                "their meaning would change; if that is intended, name the change (`churn "
+                "registry promote --allow-breaking-input-change TEXT`, or the pipeline's "
+                "allow_input_change)"
+            )
+        if changes:
+            pointer["input_change"] = input_change
+        return pointer
+
+    def _input_changes(self, champion: str, version: str) -> list[str]:
+        try:
+            before = self.input_spec(champion)
+        except RegistryError as exc:
+            # Nothing shows the two accept the same requests, so it counts as a change.
+            return [f"the champion's input spec cannot be read ({exc})"]
+        return input_spec_changes(before, self.input_spec(version))
+
+    def input_spec(self, version: str) -> dict:
+        """The input spec of a version's model (what its clients send; see ``churn.model.spec``).
+
+        Raises:
+            RegistryError: The version's ``model/model.json`` is missing, not JSON, or has no
+                ``input_spec`` object.
+        """
+        self._check_version(version)
+        rel = "model/model.json"
+        spec = self._json(version, rel, self._read_file(version, rel)).get("input_spec")
+        if not isinstance(spec, dict):
+            raise RegistryError(f"{rel} of {self.model_name} {version} has no input_spec object")
+        return spec
+
+    def pointer(self) -> ChampionPointer:
+        """Reads the champion pointer once and says whether it can be used.
+
+        A pointer that is not JSON, lacks a version, names something that is not a version id
+        (``../../etc``) or names a version that is missing or incomplete is damaged: it is
+        never used as a path, and only a repair (:data:`DAMAGED`) replaces it.
+        """
+        raw = self._read_pointer()
+        if raw is None:
+            return ChampionPointer(None, None)
+        try:
+            version = json.loads(raw)["version"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return ChampionPointer(raw, None, f"it is not a JSON object with a version ({exc!r})")
+        if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+            return ChampionPointer(
+                raw,
+                None,
+                # A hand-edited pointer may hold anything; the message shows its start.
+                f"it names {repr(version)[:80]}, which is not a version id ({_VERSION_RE.pattern})",
+            )
+        marker = self._read_optional(version, COMPLETE_MARKER)
+        if marker is None:
+            return ChampionPointer(
+                raw, version, f"it names {version}, which does not exist or is not complete"
+            )
+        try:
+            self._json(version, COMPLETE_MARKER, marker)
+        except RegistryError as exc:
+            return ChampionPointer(raw, version, f"it names {version}, which is damaged: {exc}")
+        return ChampionPointer(raw, version)
+
+    def damage_message(self, state: ChampionPointer) -> str:
+        """What is wrong with a damaged pointer and how to repair it, in one line."""
+        return (
+            f"{CHAMPION_FILE} of {self.model_name} is damaged: {state.problem}. List the versions "
+            "with `churn registry list` and repair it with `churn registry promote VERSION "
+            "--repair`"
+        )
+
     def champion(self) -> VersionInfo | None:
         """The version the champion pointer names, or ``None`` before the first promotion.
 
         Raises:
-            RegistryError: The pointer is unreadable or names a version that is not complete.
+            RegistryError: The pointer is damaged (see :meth:`pointer`); the message says how
+                to repair it.
         """
-        version = self._pointer_version(self._read_pointer())
-        if version is None:
+        state = self.pointer()
+        if state.damaged:
+            raise RegistryError(self.damage_message(state))
+        if state.version is None:
             return None
-        if self._read_marker(version) is None:
-            raise RegistryError(
-                f"{CHAMPION_FILE} of {self.model_name} names {version}, which is not complete"
-            )
-        return self._info(version, complete=True)
+        return self._info(state.version, complete=True)
 
     def list_versions(self) -> list[VersionInfo]:
         """Every version, complete or not, oldest first."""
@@ -390,16 +520,6 @@ class Registry(ABC):
         if not isinstance(value, dict):
             raise RegistryError(f"{rel} of {self.model_name} {version} is not a JSON object")
         return value
-
-    def _pointer_version(self, raw: bytes | None) -> str | None:
-        if raw is None:
-            return None
-        try:
-            return str(json.loads(raw)["version"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(
-                f"{CHAMPION_FILE} of {self.model_name} is malformed: {exc}"
-            ) from exc
 
     @staticmethod
     def _check_version(version: str) -> None:

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from churn.errors import RegistryError
+from churn.io.atomic import umask_mode
 from churn.release.registry.base import CHAMPION_FILE, COMPLETE_MARKER, Registry, write_synced
 
 
@@ -49,7 +50,11 @@ class LocalRegistry(Registry):
     def _begin(self, version: str) -> Path:
         self._versions.mkdir(parents=True, exist_ok=True)
         # Hidden, and on the same file system as the target so the final rename is atomic.
-        return Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self._versions))
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self._versions))
+        # mkdtemp's folder is owner-only; a version folder gets the umask's permissions like
+        # any other output, which readers under other uids (KServe, TorchServe) may need.
+        staging.chmod(umask_mode(0o777))
+        return staging
 
     def _put_file(self, handle: object, rel: str, src: Path) -> None:
         target = Path(handle) / rel  # type: ignore[arg-type]
@@ -98,6 +103,8 @@ class LocalRegistry(Registry):
             if self._read_pointer() != expected:
                 return False
             fd, tmp = tempfile.mkstemp(prefix=f".{CHAMPION_FILE}.", dir=self._base)
+            # mkstemp's file is owner-only; the pointer gets the umask's permissions.
+            os.fchmod(fd, umask_mode(0o666))
             os.close(fd)
             try:
                 write_synced(Path(tmp), data)
