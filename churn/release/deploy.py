@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 from churn.errors import ServingError
+from churn.io.leftovers import owned_tempdir
 from churn.settings import RegistryConfig, ServingConfig
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def deploy_version(
     from churn.release.torchserve import LocalTorchServe
 
     customer_id, instance = sample_instance(dataset_dir)
-    with tempfile.TemporaryDirectory(prefix="churn-deploy-") as tmp:
+    with owned_tempdir("churn-deploy-") as tmp:
         registry.download(version, tmp)
         # Free ports rather than the configured ones: a served model may already hold them.
         with LocalTorchServe(

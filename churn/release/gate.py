@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churn.errors import ChurnError, RegistryError
+from churn.io.leftovers import owned_tempdir
 
 if TYPE_CHECKING:
     from churn.release.registry import Registry, VersionInfo
@@ -124,7 +124,7 @@ def _champion_auc(
         from churn.evaluation.evaluate import auc_on_test_split
 
         try:
-            with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
+            with owned_tempdir("churn-champion-") as tmp:
                 folder = registry.download(champion.version, Path(tmp) / champion.version)
                 return auc_on_test_split(folder / "model", dataset_dir), RESCORED
         except (ChurnError, ValueError) as exc:

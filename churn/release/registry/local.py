@@ -9,7 +9,10 @@ import tempfile
 from pathlib import Path
 
 from churn.errors import RegistryError
+from churn.io.leftovers import owner_tag, sweep
 from churn.release.registry.base import CHAMPION_FILE, COMPLETE_MARKER, Registry, write_synced
+
+_STAGING = ".staging-"
 
 
 class LocalRegistry(Registry):
@@ -48,8 +51,12 @@ class LocalRegistry(Registry):
 
     def _begin(self, version: str) -> Path:
         self._versions.mkdir(parents=True, exist_ok=True)
+        # What publishers killed mid-way left; the names say which process owned them.
+        sweep(self._versions, _STAGING)
         # Hidden, and on the same file system as the target so the final rename is atomic.
-        return Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self._versions))
+        staging = self._versions / f"{_STAGING}{owner_tag()}-{version}"
+        staging.mkdir()
+        return staging
 
     def _put_file(self, handle: object, rel: str, src: Path) -> None:
         target = Path(handle) / rel  # type: ignore[arg-type]
