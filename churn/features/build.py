@@ -85,8 +85,12 @@ def build_features(
 
     Raises:
         ContractError: The input breaks the data contract or the cutoffs are invalid.
+        OutputError: ``repo_dir`` holds something other than a feature repository, or cannot
+            be written (checked before the work).
     """
     started = time.perf_counter()
+    repo = FeatureRepo(repo_dir)
+    repo.check_buildable(cfg.repo_template)
     tx = load_transactions(transactions)
     profile = load_customers(customers) if customers is not None else None
     if profile is not None:
@@ -139,7 +143,6 @@ def build_features(
         "observed_until": end.isoformat(),
         "source": str(transactions),
     }
-    repo = FeatureRepo(repo_dir)
     repo.init_from(cfg.repo_template)
     repo.write_sources(snapshots, tx, profile, spec)
     repo.apply()
