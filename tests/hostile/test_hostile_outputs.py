@@ -491,3 +491,31 @@ def test_damaged_json_beside_the_data_is_a_one_line_error(tmp_path: Path) -> Non
     (folder / "generator.json").write_text("{}")
     with pytest.raises(ContractError, match=r"generator\.json is damaged"):
         resolve_data(str(folder), tmp_path / "work", CFG)
+
+
+def test_a_steps_unexpected_exception_keeps_its_class_and_the_last_traceback_counts() -> None:
+    from pipelines.local import step_failure
+
+    output = [
+        "    Traceback (most recent call last):",
+        '      File "x.py", line 1, in f',
+        "    KeyError: 'first'",
+        "",
+        "    During handling of the above exception, another exception occurred:",
+        "",
+        "    Traceback (most recent call last):",
+        '      File "y.py", line 2, in g',
+        "        torch.load(path)",
+        "        ^^^^^^^^^^^^^^^^",
+        "    torch.serialization.UnpicklingError: invalid load key, 'x'.",
+        "    ",
+        "\x1b[91mERROR\x1b[0m - Task 'train' finished with status FAILURE",
+    ]
+    message = "Pipeline 'p' failed. Inner task failed: \x1b[96m'train'\x1b[0m."
+
+    assert step_failure(message, output) == (
+        "step train failed: UnpicklingError: invalid load key, 'x'."
+    )
+    assert step_failure(message, []) == (
+        "the local pipeline run failed: Pipeline 'p' failed. Inner task failed: 'train'."
+    )
