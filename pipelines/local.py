@@ -77,7 +77,8 @@ def run_local(
     started = time.perf_counter()
     # Every step's temporary files (kfp's `mktemp -d` for the step's code, the steps' own
     # scratch folders) go into one folder of this run, removed at the end; if this process is
-    # killed, the next run removes it (churn.io.leftovers).
+    # killed, the next run removes it (churn.io.leftovers). owned_tempdir reads (and so fixes)
+    # this process's own temporary folder before TMPDIR changes for the children.
     with (
         owned_tempdir("churn-run-") as scratch,
         _environment(TMPDIR=str(scratch)),
