@@ -33,16 +33,16 @@ def build_features(
         feature_repo: Output: the feature repository folder.
     """
     import logging
-    import tempfile
 
     from churn.data.cutoffs import parse_cutoff_list
     from churn.data.sources import resolve_data
     from churn.features.build import build_features as build
+    from churn.io.leftovers import owned_tempdir
     from churn.settings import FeatureConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = parse_section(FeatureConfig, {**features, "horizon_days": horizon_days}, "features")
-    with tempfile.TemporaryDirectory(prefix="churn-data-") as tmp:
+    with owned_tempdir("churn-data-") as tmp:
         source = resolve_data(
             data, tmp, cfg, customers=customers or None, endpoint_url=data_endpoint_url or None
         )

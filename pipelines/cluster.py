@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 from pathlib import Path
 from typing import Any
 
-from churn.errors import PipelineError
+from churn.errors import OutputError, PipelineError
+from churn.io.atomic import check_new_file
+from churn.io.leftovers import owned_tempdir, owner_tag, sweep
 from churn.io.object_store import is_s3_uri
 from churn.settings import Settings
 from pipelines.arguments import RunArguments
@@ -50,12 +52,22 @@ def compile_pipeline(out: str | Path, settings: Settings) -> Path:
 
     Returns:
         The written file.
+
+    Raises:
+        PipelineError: ``out`` does not end in ``.yaml`` or ``.yml``, or cannot be written
+            (checked before compiling).
     """
     from kfp import compiler
 
     from pipelines.training_pipeline import build_pipeline
 
     out = Path(out)
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise PipelineError(f"cannot write {out}: the compiled pipeline is YAML, end it in .yaml")
+    try:
+        check_new_file(out, force=True)
+    except OutputError as exc:
+        raise PipelineError(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     if not settings.registry.uri.startswith("s3://"):
         log.warning(
@@ -63,7 +75,14 @@ def compile_pipeline(out: str | Path, settings: Settings) -> Path:
             "(or set CHURN_REGISTRY__URI before compiling) so every pod and KServe reach it",
             settings.registry.uri,
         )
-    compiler.Compiler().compile(build_pipeline(settings), str(out))
+    # Through a temporary name, so a failed compile never leaves a half-written file.
+    sweep(out.parent, f".{out.name}.tmp-")
+    tmp = out.with_name(f".{out.name}.tmp-{owner_tag()}.yaml")
+    try:
+        compiler.Compiler().compile(build_pipeline(settings), str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("compiled the pipeline to %s", out)
     return out
 
@@ -106,7 +125,7 @@ def submit(
 
     arguments = cluster_arguments(arguments or {}, settings)
     client = _client(host)
-    with tempfile.TemporaryDirectory(prefix="churn-pipeline-") as tmp:
+    with owned_tempdir("churn-pipeline-") as tmp:
         package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
         try:
             result = client.create_run_from_pipeline_package(
@@ -178,7 +197,7 @@ def schedule(
     arguments = cluster_arguments(arguments or {}, settings)
     expression = kfp_cron(cron)
     client = _client(host)
-    with tempfile.TemporaryDirectory(prefix="churn-pipeline-") as tmp:
+    with owned_tempdir("churn-pipeline-") as tmp:
         package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
         try:
             experiment_id = client.create_experiment(experiment).experiment_id

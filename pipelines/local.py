@@ -6,19 +6,32 @@ same component code and the same gate condition as a cluster, offline.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import io
 import json
 import logging
+import os
+import re
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from churn.errors import ContractError, PipelineError
+from churn.io.leftovers import owned_tempdir
 from churn.io.object_store import is_s3_uri
+from churn.io.processes import wait_for_interrupted
 from churn.settings import Settings
 from pipelines.arguments import RunArguments
 
 log = logging.getLogger(__name__)
+
+# How long an interrupted run waits for its steps to remove their unfinished outputs.
+_CLEANUP_SECONDS = 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run_local(
@@ -59,15 +72,26 @@ def run_local(
     root = (settings.home / "pipeline_root").resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        enable_caching=enable_caching,
-    )
     pipeline = build_pipeline(settings)
     log.info("running %s locally on %s; artifacts under %s", PIPELINE_NAME, args.data, root)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    # Every step's temporary files (kfp's `mktemp -d` for the step's code, the steps' own
+    # scratch folders) go into one folder of this run, removed at the end; if this process is
+    # killed, the next run removes it (churn.io.leftovers). owned_tempdir reads (and so fixes)
+    # this process's own temporary folder before TMPDIR changes for the children.
+    with (
+        owned_tempdir("churn-run-") as scratch,
+        _environment(TMPDIR=str(scratch)),
+        _StdoutTail() as tail,
+        warnings.catch_warnings(),
+    ):
+        (scratch / "workspace").mkdir()
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(root),
+            workspace_root=str(scratch / "workspace"),
+            enable_caching=enable_caching,
+        )
         # Images, accelerators and resource requests only matter on a cluster; kfp.local
         # says so for every task, which would bury the run's own log.
         for category in (RuntimeWarning, UserWarning):
@@ -75,7 +99,11 @@ def run_local(
         try:
             pipeline(**args.parameters())
         except RuntimeError as exc:
-            raise PipelineError(f"the local pipeline run failed: {exc}") from exc
+            raise PipelineError(step_failure(str(exc), tail.lines())) from exc
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the steps clean up their outputs before the scratch goes.
+            wait_for_interrupted(timeout=_CLEANUP_SECONDS)
+            raise
     seconds = time.perf_counter() - started
     runs = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
     if len(runs) != 1:
@@ -83,6 +111,100 @@ def run_local(
             f"expected one new run folder under {root}, found {[p.name for p in runs]}"
         )
     return summarize_run(runs[0], seconds)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Sets environment variables for the child processes started inside the block."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _StdoutTail(io.TextIOBase):
+    """Passes stdout through and keeps its last lines, where kfp.local streams each step's log.
+
+    Args:
+        keep: How many lines to keep.
+    """
+
+    def __init__(self, keep: int = 500) -> None:
+        super().__init__()
+        self._keep: collections.deque[str] = collections.deque(maxlen=keep)
+        self._partial = ""
+        self._stream = sys.stdout
+
+    def __enter__(self) -> _StdoutTail:
+        self._stream = sys.stdout
+        sys.stdout = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout = self._stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        *complete, self._partial = (self._partial + text).split("\n")
+        self._keep.extend(complete)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def lines(self) -> list[str]:
+        """The kept lines, oldest first, with the unfinished last one."""
+        return [*self._keep, self._partial]
+
+
+def step_failure(kfp_message: str, output: list[str]) -> str:
+    """One line for a failed local run: the failing step and the error it raised.
+
+    Args:
+        kfp_message: kfp.local's message ("... Inner task failed: 'build-features'.").
+        output: The last lines of the run's output, which hold the step's traceback.
+
+    Returns:
+        ``step <name> failed: <its error>``, or kfp's message when either part is missing.
+    """
+    text = _ANSI.sub("", kfp_message)
+    step = re.search(r"(?:Inner task failed: |Task )'([^']+)'", text)
+    error = _last_exception(output)
+    if step is None or error is None:
+        return f"the local pipeline run failed: {text}"
+    return f"step {step[1]} failed: {error}"
+
+
+def _last_exception(output: list[str]) -> str | None:
+    """The first line of the last traceback's exception, without a churn.errors class name."""
+    lines = [_ANSI.sub("", line).rstrip() for line in output]
+    header = "Traceback (most recent call last):"
+    headers = [i for i, line in enumerate(lines) if line.strip() == header]
+    if not headers:
+        return None
+    start = headers[-1]
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    for line in lines[start + 1 :]:
+        if not line.strip() or len(line) - len(line.lstrip()) < indent:
+            return None
+        if len(line) - len(line.lstrip()) == indent:
+            kind, _, message = line.strip().partition(": ")
+            if kind.startswith("churn.errors.") and message:
+                return message
+            return f"{kind.rpartition('.')[2]}: {message}" if message else kind
+    return None
 
 
 def _local_data(data: str) -> str:

@@ -7,6 +7,7 @@ Layering: this package is the outermost layer. It may import ``pipelines``, ``co
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import typer
 from churn.cli import data, dataset, features, model, pipeline, registry, serve
 from churn.cli.common import fail, set_settings
 from churn.errors import ChurnError
+from churn.io.processes import interrupt_descendants
 from churn.settings import load_settings
 
 app = typer.Typer(
@@ -50,10 +52,41 @@ def main(
 
 
 def run() -> None:
-    """Entry point that turns ChurnError into a clean exit."""
+    """Entry point: ChurnError and OSError become one line and exit 2; SIGTERM acts as Ctrl-C.
+
+    Both signals raise KeyboardInterrupt, so every context manager removes what it was writing,
+    then the command prints one line and exits with 128 + the signal number (130, 143).
+    """
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        if received and signum == signal.SIGTERM:
+            # Already stopping: a repeated SIGTERM must not cut the cleanup short.
+            return
+        received.append(signum)
+        # SIGTERM reaches this process alone; pass it on as the SIGINT of a Ctrl-C.
+        interrupt_descendants(forward=signum == signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         app()
     except (ChurnError, OSError) as exc:
-        # OSError: a disk that is full or read-only, a permission: the message names the path.
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        if not received:
+            # OSError: a disk that is full or read-only, a permission: the message names the path.
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+    except (KeyboardInterrupt, SystemExit):
+        # Typer turns KeyboardInterrupt into exit status 130 without a word.
+        if not received:
+            raise
+    else:
+        return
+    name = signal.Signals(received[0]).name
+    typer.secho(
+        f"error: interrupted by {name}; unfinished outputs were removed",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    sys.exit(128 + received[0])

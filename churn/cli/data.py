@@ -61,11 +61,19 @@ def data_synth(
 
 @app.command("cdnow")
 def data_cdnow(
-    out: Path = typer.Option(..., "--out", help="Destination .parquet or .csv file."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Destination .parquet or .csv file; an existing file is refused unless --force.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
     """Convert the real CDNOW log (shipped in the `lifetimes` package) to the data contract."""
-    from churn.data.cdnow import load_cdnow, write_table
+    from churn.data.cdnow import check_table_path, load_cdnow, write_table
+    from churn.io.atomic import check_new_file
 
+    check_table_path(out)
+    check_new_file(out, force=force)
     tx = load_cdnow()
     write_table(tx, out)
     typer.echo(

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from churn.data.contract import validate_transactions
-from churn.errors import ContractError
+from churn.errors import ContractError, OutputError
+from churn.io.leftovers import owner_tag, sweep
 
 
 def cdnow_source() -> Path:
@@ -66,6 +66,14 @@ def load_cdnow(source: str | Path | None = None) -> pd.DataFrame:
     return validate_transactions(stamped, source)
 
 
+def check_table_path(out: str | Path) -> Path:
+    """Refuses an output name whose suffix is neither ``.csv`` nor ``.parquet``."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ContractError(f"{out}: output must end in .csv or .parquet")
+    return out
+
+
 def write_table(df: pd.DataFrame, out: str | Path) -> Path:
     """Writes a table as CSV or Parquet (by suffix) through a temporary file and a rename.
 
@@ -75,20 +83,26 @@ def write_table(df: pd.DataFrame, out: str | Path) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        ContractError: The suffix is neither ``.csv`` nor ``.parquet``.
+        OutputError: The file cannot be written (the message names ``out``).
     """
-    out = Path(out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise ContractError(f"{out}: output must end in .csv or .parquet")
+    out = check_table_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
+    # A killed earlier write left its temporary file under a name that says whose it was.
+    sweep(out.parent, f".{out.name}.tmp-")
+    tmp = out.with_name(f".{out.name}.tmp-{owner_tag()}")
     try:
         if out.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
         os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return out

@@ -123,7 +123,16 @@ def _data_folder(folder: Path) -> DataSource:
     )
     customers = folder / "customers.parquet"
     generator = folder / "generator.json"
-    observed_until = (
-        json.loads(generator.read_text())["observed_until"] if generator.is_file() else None
-    )
+    observed_until = _observed_until(generator) if generator.is_file() else None
     return DataSource(transactions, customers if customers.is_file() else None, observed_until)
+
+
+def _observed_until(generator: Path) -> str:
+    try:
+        meta = json.loads(generator.read_text())
+        return str(meta["observed_until"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ContractError(
+            f"{generator} is damaged or not from `churn data synth` (no readable "
+            f"'observed_until': {exc!r}); remove it or regenerate the folder"
+        ) from exc

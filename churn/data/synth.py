@@ -74,7 +74,7 @@ from tqdm import tqdm
 
 from churn.data.cutoffs import fit_default_cutoffs, parse_cutoffs, parse_midnight
 from churn.errors import ChurnError
-from churn.io.atomic import staging_dir
+from churn.io.atomic import check_replaceable, staging_dir
 from churn.settings import FeatureConfig
 
 _FEATURE_DEFAULTS = FeatureConfig()
@@ -673,8 +673,13 @@ def generate(spec: SynthSpec, out_dir: str | Path) -> dict:
 
     Returns:
         The content of ``generator.json``.
+
+    Raises:
+        OutputError: ``out_dir`` is a folder of another kind or cannot be written (checked
+            before the work).
     """
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, "generator.json")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     n_chunks = math.ceil(spec.customers / spec.chunk_customers)
     width = max(7, len(str(spec.customers - 1)))
@@ -788,7 +793,12 @@ def read_spec(data_dir: str | Path) -> SynthSpec:
     path = Path(data_dir) / "generator.json"
     if not path.is_file():
         raise ChurnError(f"{path} is missing: is {data_dir} a folder from `churn data synth`?")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ChurnError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ChurnError(f"{path} must hold a JSON object")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ChurnError(
             f"{path} has format_version {meta.get('format_version')!r}; "

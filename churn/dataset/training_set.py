@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,8 +222,11 @@ def _load_split(file: Path, meta: dict) -> Split:
     try:
         with np.load(file, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{file} is not a readable .npz file: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # Truncated or damaged: an interrupted copy, a full disk, a partial download.
+        raise DatasetError(
+            f"{file} is not a readable .npz file (truncated or damaged?): {exc}"
+        ) from exc
     for key in ("seq", "num", "cat", "y", "customer_id", "cutoff"):
         if key not in arrays:
             raise DatasetError(f"{file} lacks the array {key!r}")

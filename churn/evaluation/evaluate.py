@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from churn.errors import DatasetError, ModelError
 from churn.evaluation import report
 from churn.evaluation.baselines import run_baselines
 from churn.io.atomic import check_replaceable
+from churn.io.leftovers import owner_tag, sweep
 from churn.model import metrics as m
 from churn.model.network import ModelFormatError, load_model, predict_proba
 from churn.model.spec import SPEC_FIELDS
@@ -171,9 +171,11 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for name, data in files.items():
+            # What a killed earlier run left; the name says which process owned it.
+            sweep(out_dir, f".{name}.tmp-")
             # open(..., "xb") rather than mkstemp: the files get the umask's permissions
             # (mkstemp's are owner-only), which a reader in another container may need.
-            tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp"
+            tmp = out_dir / f".{name}.tmp-{owner_tag()}"
             staged.append((name, tmp))
             with open(tmp, "xb") as fh:
                 fh.write(data)
@@ -182,6 +184,18 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes]) -> None:
     finally:
         for _, tmp in staged:
             tmp.unlink(missing_ok=True)
+
+
+_EVALUATION_KEYS = ("roc_auc", "baselines", "auc_vs_baselines", "confusion_matrix")
+
+
+def _earlier_evaluation(folder: Path) -> bool:
+    """Whether the folder holds a ``metrics.json`` that :func:`evaluate` wrote."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and all(key in metrics for key in _EVALUATION_KEYS)
 
 
 def evaluate(
@@ -198,7 +212,9 @@ def evaluate(
         dataset_dir: Training set folder the model was trained on (or one with the same
             input spec).
         out_dir: Output folder; receives ``metrics.json``, ``report.html`` and the PNG plots
-            listed in ``churn.evaluation.report.PLOTS``. Other files in it are kept.
+            listed in ``churn.evaluation.report.PLOTS``. It must be new, empty or an earlier
+            evaluation output (its ``metrics.json`` holds this function's keys); other files
+            in it are kept.
         threshold_metric: Metric each baseline maximises on the validation split to pick its
             threshold (``f1`` or ``youden``). The CNN keeps the threshold stored with it.
         seed: Seed of the gradient-boosting baseline.
@@ -218,7 +234,8 @@ def evaluate(
             probability, or its input spec does not fit the training set.
         DatasetError: The training set folder is missing or malformed, or its validation or
             test split holds a single class.
-        OutputError: ``out_dir`` or a parent is a file.
+        OutputError: ``out_dir`` or a parent is a file, ``out_dir`` is a non-empty folder that
+            holds no earlier evaluation, or it cannot be written (checked before the work).
         ValueError: ``threshold_metric`` is unknown.
     """
     if threshold_metric not in m.THRESHOLD_METRICS:
@@ -226,7 +243,9 @@ def evaluate(
             f"unknown threshold metric {threshold_metric!r}; expected one of {m.THRESHOLD_METRICS}"
         )
     model_dir, dataset_dir, out_dir = Path(model_dir), Path(dataset_dir), Path(out_dir)
-    check_replaceable(out_dir, None)
+    check_replaceable(
+        out_dir, None, earlier=_earlier_evaluation, kind="evaluation output", in_place=True
+    )
     model, meta, threshold = _load_model(model_dir)
     ts = load_training_set(dataset_dir)
     _check_fit(meta, ts, model_dir, dataset_dir)

@@ -125,8 +125,12 @@ def build_features(
         ContractError: The input breaks the data contract, the cutoffs are invalid, or the log
             is too short for the automatic schedule.
         ResourceError: The snapshots would not fit in memory (``features.memory_budget_mb``).
+        OutputError: ``repo_dir`` holds something other than a feature repository, or cannot
+            be written (checked before the work).
     """
     started = time.perf_counter()
+    repo = FeatureRepo(repo_dir)
+    repo.check_buildable(cfg.repo_template)
     latest_event = event_time_bound(cfg.max_event_time)
     tx = load_transactions(transactions, max_channels=cfg.max_channels, latest_event=latest_event)
     profile = load_customers(customers) if customers is not None else None
@@ -177,7 +181,6 @@ def build_features(
         "observed_until": end.isoformat(),
         "source": str(transactions),
     }
-    repo = FeatureRepo(repo_dir)
     repo.init_from(cfg.repo_template)
     repo.write_sources(snapshots, tx, profile, spec)
     repo.apply()

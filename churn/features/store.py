@@ -2,7 +2,10 @@
 
 A feature repository is a copy of the checked-in ``feature_repo/`` template in a working
 folder, with its sources under ``data/sources/`` (written all at once, then renamed into place)
-and its registry and online store under ``data/``.
+and its registry and online store under ``data/``. A build first writes the marker file
+:data:`REPO_MARKER` into the folder; a later build writes only into a folder that holds it, is
+empty or new, or was built before the marker existed (``feature_store.yaml`` beside
+``data/sources/spec.json``), so a mistyped ``--repo`` never overwrites a user's files.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import pyarrow.parquet as pq
 
 from churn.errors import ChurnError, ContractError
 from churn.features.sequences import Snapshots
-from churn.io.atomic import staging_dir
+from churn.io.atomic import check_replaceable, staging_dir
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_FILES = ("feature_store.yaml", "customer_features.py", ".feastignore")
+REPO_MARKER = "churn-feature-repo.json"
 SEQUENCE_VIEW = "customer_sequences"
 PROFILE_VIEW = "customer_profile"
 
@@ -55,6 +59,12 @@ class Features:
     has_history: np.ndarray
 
 
+def _built_before_the_marker(path: Path) -> bool:
+    return (path / "feature_store.yaml").is_file() and (
+        path / "data" / "sources" / "spec.json"
+    ).is_file()
+
+
 class FeatureRepo:
     """A Feast repository in a working folder.
 
@@ -78,13 +88,44 @@ class FeatureRepo:
                 f"{self.path} has no built features ({spec_path} is missing); "
                 "run `churn features build` first"
             )
-        return json.loads(spec_path.read_text())
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FeatureStoreError(
+                f"{spec_path} is not valid JSON ({exc}); rebuild with `churn features build`"
+            ) from exc
+        if not isinstance(spec, dict):
+            raise FeatureStoreError(f"{spec_path} must hold a JSON object")
+        return spec
+
+    def check_buildable(self, template: Path) -> None:
+        """Checks, before any work, that a build may write into this folder.
+
+        Args:
+            template: The checked-in template, which a build may also use in place.
+
+        Raises:
+            OutputError: The folder holds something other than a feature repository, or it
+                cannot be written.
+        """
+        in_template = self.path.resolve() == Path(template).resolve()
+        check_replaceable(
+            self.path,
+            REPO_MARKER,
+            earlier=lambda path: in_template or _built_before_the_marker(path),
+            kind="feature repository",
+            in_place=True,
+        )
 
     def init_from(self, template: Path) -> None:
-        """Copies the repository definition files from the checked-in template."""
+        """Marks the folder as a feature repository and copies the template's definition files."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.path.resolve() == Path(template).resolve():
             return
+        # First, so that a build that fails later leaves a folder the next build may reuse.
+        (self.path / REPO_MARKER).write_text(
+            json.dumps({"kind": "churn feature repository", "template": str(template)}) + "\n"
+        )
         for name in TEMPLATE_FILES:
             src = Path(template) / name
             if not src.is_file():

@@ -14,12 +14,12 @@ import shutil
 import string
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from churn.errors import ServingError
+from churn.io.leftovers import owned_tempdir
 
 # Both ship inside the archive, so the serving image needs neither churn nor its dependencies.
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def build_archive(
     for file in (model_dir / "model.pt", model_dir / "model.json", MODEL_FILE, HANDLER_FILE):
         if not file.is_file():
             raise ServingError(f"cannot build the model archive: {file} is missing")
-    with tempfile.TemporaryDirectory(prefix="churn-mar-") as tmp:
+    with owned_tempdir("churn-mar-") as tmp:
         # Inside the archive the two sources keep the names the handler and every archive
         # already in a registry use: model.py and handler.py.
         src = Path(tmp) / "src"
@@ -219,7 +219,7 @@ def build_archive(
             str(export_dir),
         ]
         proc = subprocess.run(
-            cmd, env={**os.environ, "TMPDIR": tmp}, capture_output=True, text=True, check=False
+            cmd, env={**os.environ, "TMPDIR": str(tmp)}, capture_output=True, text=True, check=False
         )
     mar = export_dir / f"{model_name}.mar"
     if proc.returncode != 0 or not mar.is_file():

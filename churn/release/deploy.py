@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churn.errors import RegistryError, RolloutError, ServingError
+from churn.io.leftovers import owned_tempdir
 from churn.settings import RegistryConfig, ServingConfig
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def deploy_version(
     from churn.release.torchserve import LocalTorchServe
 
     customer_id, instance = sample_instance(dataset_dir)
-    with tempfile.TemporaryDirectory(prefix="churn-deploy-") as tmp:
+    with owned_tempdir("churn-deploy-") as tmp:
         registry.download(version, tmp)
         # Free ports rather than the configured ones: a served model may already hold them.
         with LocalTorchServe(

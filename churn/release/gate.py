@@ -25,12 +25,12 @@ When the champion cannot be re-scored there, no recorded number stands in for th
 from __future__ import annotations
 
 import math
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churn.errors import ChurnError
+from churn.io.leftovers import owned_tempdir
 from churn.model.spec import input_spec_changes
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def _against_champion(
     changes = input_spec_changes(registry.input_spec(champion.version), candidate)
     if changes:
         return changes, None
-    with tempfile.TemporaryDirectory(prefix="churn-champion-") as tmp:
+    with owned_tempdir("churn-champion-") as tmp:
         folder = registry.download(champion.version, Path(tmp) / champion.version)
         return [], auc_on_test_split(folder / "model", dataset_dir)
 

@@ -58,6 +58,9 @@ def evaluated(trained: tuple[Path, Path], tmp_path_factory) -> tuple[dict, Path]
     dataset, model = trained
     out = tmp_path_factory.mktemp("eval-out") / "eval"
     out.mkdir()
+    # An earlier evaluation's folder, in which the user left a file: rewritten, the file kept.
+    earlier = {"roc_auc": 0.5, "baselines": {}, "auc_vs_baselines": {}, "confusion_matrix": {}}
+    (out / "metrics.json").write_text(json.dumps(earlier))
     (out / "keep.txt").write_text("not ours")
     with threadpool_limits(1):
         return evaluate(model, dataset, out), out

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.errors import RegistryError, ServingError
+from churn.io.leftovers import owned_tempdir
 from churn.model.spec import input_spec_changes
 from churn.release.archive import write_serving_layout
 
@@ -179,7 +179,7 @@ class Registry(ABC):
             raise RegistryError(
                 f"version {version} of {self.model_name} already exists; versions are immutable"
             )
-        with tempfile.TemporaryDirectory(prefix="churn-publish-") as tmp:
+        with owned_tempdir("churn-publish-") as tmp:
             stage = Path(tmp)
             shutil.copytree(model_dir, stage / "model")
             (stage / "metrics.json").write_text(metrics_text + "\n")

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from churn.errors import RegistryError
 from churn.io.atomic import umask_mode
+from churn.io.leftovers import owner_tag, sweep
 from churn.release.registry.base import CHAMPION_FILE, COMPLETE_MARKER, Registry, write_synced
+
+_STAGING = ".staging-"
 
 
 class LocalRegistry(Registry):
@@ -49,11 +52,11 @@ class LocalRegistry(Registry):
 
     def _begin(self, version: str) -> Path:
         self._versions.mkdir(parents=True, exist_ok=True)
+        # What publishers killed mid-way left; the names say which process owned them.
+        sweep(self._versions, _STAGING)
         # Hidden, and on the same file system as the target so the final rename is atomic.
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self._versions))
-        # mkdtemp's folder is owner-only; a version folder gets the umask's permissions like
-        # any other output, which readers under other uids (KServe, TorchServe) may need.
-        staging.chmod(umask_mode(0o777))
+        staging = self._versions / f"{_STAGING}{owner_tag()}-{version}"
+        staging.mkdir()
         return staging
 
     def _put_file(self, handle: object, rel: str, src: Path) -> None:
