@@ -229,6 +229,7 @@ def serve(model: ChurnPredictor, host: str, port: int) -> None:
         host: Interface to bind (``0.0.0.0`` in a pod, ``127.0.0.1`` on a workstation).
         port: HTTP port of the inference, health and metrics endpoints.
     """
+    configure_logging()
     repository = ModelRepository()
     repository.update(model)
     server = RESTServer(
@@ -280,7 +281,6 @@ def main(argv: list[str] | None = None) -> None:
         argv: Arguments without the program name; ``sys.argv[1:]`` when ``None``.
     """
     args = parse_args(argv)
-    configure_logging()
     model = ChurnPredictor(args.model_name, args.model_dir, args.model_version)
     try:
         model.load()
