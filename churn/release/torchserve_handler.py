@@ -219,6 +219,9 @@ def _read_body(data: list) -> tuple[list, dict]:
     body = data[0].get("body")
     if body is None:
         body = data[0].get("data")
+    if isinstance(body, str):
+        # TorchServe's worker decodes a text/* body to a string; it is JSON all the same.
+        body = body.encode("utf-8")
     if isinstance(body, (bytes, bytearray)):
         try:
             body = json.loads(body.decode("utf-8")) if body else None

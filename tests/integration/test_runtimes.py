@@ -344,6 +344,25 @@ def test_an_odd_but_valid_request_gets_the_same_probabilities(
     assert_same_answer(ts, ks)
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/octet-stream", None, "application/json; charset=utf-8"],
+    ids=str,
+)
+def test_a_json_body_is_read_whatever_its_content_type(
+    runtimes: Runtimes, content_type: str | None
+) -> None:
+    # TorchServe's worker decodes a text/* body to a string before the handler sees it, and
+    # the handler used to refuse a string ("must be a JSON object, got str").
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = v1(runtimes.instances[:2])
+    ts, ks = (
+        requests.post(url, data=body, headers=headers, timeout=30) for url in runtimes.urls("v1")
+    )
+    assert (ts.status_code, ks.status_code) == (200, 200), (ts.text, ks.text)
+    assert_same_answer(ts, ks)
+
+
 def predict_count(metrics: str) -> float:
     """How many predictions KServe's histogram has timed (0 before the first one)."""
     for line in metrics.splitlines():
