@@ -71,12 +71,14 @@ def test_a_damaged_model_is_refused_naming_the_file(
     assert "model.json is not valid JSON" in err
 
 
-@pytest.mark.parametrize("port", ["0", "65536", "http"])
-def test_a_bad_port_is_refused(
-    version_dir: Path, capsys: pytest.CaptureFixture[str], port: str
+@pytest.mark.parametrize(
+    "option", ["--http_port=0", "--http_port=65536", "--http_port=http", "--torch_threads=0"]
+)
+def test_a_bad_port_or_thread_count_is_refused(
+    version_dir: Path, capsys: pytest.CaptureFixture[str], option: str
 ) -> None:
-    err = start_error(capsys, f"--model_dir={version_dir}", f"--http_port={port}")
-    assert "--http_port" in err
+    err = start_error(capsys, f"--model_dir={version_dir}", option)
+    assert option.split("=")[0] in err
 
 
 def test_a_busy_port_is_refused_before_start(version_dir: Path) -> None:

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from kserve.errors import InvalidInput
 
 from churn.model.network import encode_instances, load_model, predict_proba
+from serving import predictor
 from serving.predictor import ChurnPredictor
 
 GOOD = {"sequence": {"n_txn": [1.0, 0.0, 2.0, 3.0]}}
@@ -67,3 +69,22 @@ def test_a_request_the_handler_refuses_is_invalid_input(version_dir: Path) -> No
     # Decoded bodies (KServe's own routes decode JSON first) go the same way.
     with pytest.raises(InvalidInput, match="'instances' must be a non-empty list"):
         answer(model, {"instances": []})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("argv", "threads"), [([], 1), (["--torch_threads=2"], 2)])
+def test_the_predictor_scores_on_one_torch_thread_unless_told(
+    version_dir: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], threads: int
+) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_serve(model: ChurnPredictor, host: str, port: int) -> None:
+        seen.update(threads=torch.get_num_threads(), ready=model.ready, where=(host, port))
+
+    monkeypatch.setattr(predictor, "serve", fake_serve)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        predictor.main([f"--model_dir={version_dir}", *argv])
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == {"threads": threads, "ready": True, "where": ("127.0.0.1", 8080)}
