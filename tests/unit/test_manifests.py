@@ -37,6 +37,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = PROJECT_ROOT / "manifests"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inferenceservice-v1beta1.schema.json.gz"
 OVERLAYS = ["local", "production", "multi-user"]
+# Overlays that switch the runtime (components/kserve-runtime): test_runtime_manifests.py.
+RUNTIME_OVERLAYS = ["production-kserve"]
 K8S_VERSION = "1.32.0"
 INFERENCE_PORT = 8080
 # The labels KServe puts on every predictor pod (pkg/controller/v1beta1/inferenceservice/
@@ -158,8 +160,8 @@ def test_every_overlay_renders_and_is_tested() -> None:
         for path in (MANIFESTS / "overlays").iterdir()
         if (path / "kustomization.yaml").is_file()
     )
-    assert on_disk == sorted(OVERLAYS)
-    for name in on_disk:
+    assert on_disk == sorted(OVERLAYS + RUNTIME_OVERLAYS)
+    for name in OVERLAYS:
         docs = render(MANIFESTS / "overlays" / name)
         assert {doc["kind"] for doc in docs} == KINDS[name] | {"InferenceService"}
 
