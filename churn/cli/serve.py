@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from churn.cli.by_id import transformer_beside
 from churn.cli.common import settings
 
 
@@ -13,11 +14,17 @@ def serve_cmd(
     version: str | None = typer.Option(
         None, "--version", help="Registry version to serve (default: the champion)."
     ),
+    by_id: bool = typer.Option(
+        True,
+        "--transformer/--no-transformer",
+        help="Also serve by customer id: the KServe transformer on the Feast online store.",
+    ),
 ) -> None:
     """Serve the champion with TorchServe on this machine until Ctrl-C.
 
     Addresses and protocol come from the serving settings (127.0.0.1:8080 by default);
-    the management API always stays on 127.0.0.1.
+    the management API always stays on 127.0.0.1. The transformer (transformer settings,
+    127.0.0.1:8090 by default) answers `churn predict --customer-id ID [ID ...]`.
     """
     import signal
     import tempfile
@@ -58,9 +65,19 @@ def serve_cmd(
                 f"serving {cfg.registry.model_name} {version}: POST {server.predict_url}, "
                 f"metrics {server.addresses.metrics}/metrics; Ctrl-C stops"
             )
-            try:
-                while server.running:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                return
+            log_file = Path(tmp) / "transformer.log"
+            with transformer_beside(
+                cfg, local, server.addresses.inference, log_file, by_id
+            ) as transformer:
+                if transformer is not None:
+                    typer.echo(f"by customer id: POST {transformer.predict_url}")
+                try:
+                    while server.running and (transformer is None or transformer.running):
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    return
+                if transformer is not None and not transformer.running:
+                    raise ServingError(
+                        f"the transformer stopped unexpectedly\n{transformer.log_tail()}"
+                    )
             raise ServingError(f"TorchServe stopped unexpectedly\n{server.log_tail()}")
