@@ -654,6 +654,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every predictor call at INFO, a second line per request beside the access log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = load_settings(args.config)
