@@ -368,7 +368,7 @@ class ChurnTransformer(Model):
                 continue
             timestamp = request.feature_timestamp(i)
             assert timestamp is not None
-            freshness = {
+            freshness: dict[str, Any] = {
                 "feature_timestamp": timestamp.isoformat(),
                 "feature_age_seconds": round(float(batch.ages[i]), 3),
             }
