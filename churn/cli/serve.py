@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from churn.cli.by_id import transformer_beside
 from churn.cli.common import settings
 
 
@@ -39,6 +40,11 @@ def serve_cmd(
         "--runtime",
         help="torchserve, or kserve: the KServe predictor (serving/predictor.py), same answers.",
     ),
+    by_id: bool = typer.Option(
+        True,
+        "--transformer/--no-transformer",
+        help="Also serve by customer id: the KServe transformer on the Feast online store.",
+    ),
 ) -> None:
     """Serve the champion with TorchServe on this machine until Ctrl-C, SIGTERM or --stop.
 
@@ -47,7 +53,8 @@ def serve_cmd(
     CHURN_HOME/serve/torchserve.json, and TorchServe stops when this command ends, however it
     ends (kill -9 included). `--runtime kserve` runs the KServe predictor instead, which
     serves predictions, health and metrics on the inference port alone and ends with this
-    process (it is not recorded).
+    process (it is not recorded). The transformer (transformer settings, 127.0.0.1:8090 by
+    default) answers `churn predict --customer-id ID [ID ...]` in front of either.
     """
     from churn.errors import ServingError
     from churn.release.serve_record import record_path
@@ -62,10 +69,10 @@ def serve_cmd(
     elif status:
         _status(record)
     else:
-        _serve(version, record, runtime)
+        _serve(version, record, runtime, by_id)
 
 
-def _serve(version: str | None, record: Path, runtime: Runtime) -> None:
+def _serve(version: str | None, record: Path, runtime: Runtime, by_id: bool) -> None:
     import signal
     import tempfile
     import time
@@ -119,9 +126,24 @@ def _serve(version: str | None, record: Path, runtime: Runtime) -> None:
                 f"serving {cfg.registry.model_name} {version} on {runtime.value}: "
                 f"POST {server.predict_url}, metrics {server.metrics_url}; {stops} stops"
             )
+            predictor_url = (
+                server.url
+                if isinstance(server, LocalKServePredictor)
+                else server.addresses.inference
+            )
+            log_file = Path(tmp) / "transformer.log"
+            # Ctrl-C or SIGTERM may come while the transformer starts or stops too: either way
+            # it is the normal end of `churn serve`.
             try:
-                while server.running:
-                    time.sleep(1)
+                with transformer_beside(cfg, local, predictor_url, log_file, by_id) as transformer:
+                    if transformer is not None:
+                        typer.echo(f"by customer id: POST {transformer.predict_url}")
+                    while server.running and (transformer is None or transformer.running):
+                        time.sleep(1)
+                    if transformer is not None and not transformer.running:
+                        raise ServingError(
+                            f"the transformer stopped unexpectedly\n{transformer.log_tail()}"
+                        )
             except KeyboardInterrupt:
                 return
             raise ServingError(f"{runtime.value} stopped unexpectedly\n{server.log_tail()}")
