@@ -40,6 +40,8 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "CHURN_"
+# The project's CPU image: every pipeline step but training, and the KServe transformer.
+DEFAULT_IMAGE = "ghcr.io/churn-platform/churn:0.1.0"
 PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Lists read from the environment as "1,2,4" (pydantic-settings would expect JSON).
@@ -197,6 +199,10 @@ class ServingConfig(Section):
             again. The default matches a Deployment's ``progressDeadlineSeconds`` (600).
         rollout_poll_seconds: How often the deploy reads the InferenceService's status while
             it waits.
+        transformer_image: Image of the KServe transformer (``serving.transformer``) that an
+            InferenceService the deploy creates gets in front of its predictor; ``""``
+            creates none. A release moves the transformer's ``storageUris`` with the
+            predictor's whenever the live service has one.
     """
 
     host: str = "127.0.0.1"
@@ -208,6 +214,7 @@ class ServingConfig(Section):
     protocol_version: Literal["v1", "v2"] = "v1"
     rollout_timeout_seconds: float = Field(600.0, gt=0, le=3600)
     rollout_poll_seconds: float = Field(5.0, gt=0, le=60)
+    transformer_image: str = DEFAULT_IMAGE
 
 
 class TransformerConfig(Section):
@@ -280,7 +287,7 @@ class PipelineConfig(Section):
             instead); the same Secret KServe reads.
     """
 
-    image: str = "ghcr.io/churn-platform/churn:0.1.0"
+    image: str = DEFAULT_IMAGE
     gpu_image: str = "ghcr.io/churn-platform/churn-gpu:0.1.0"
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_count: int = Field(1, ge=0)

@@ -640,16 +640,14 @@ def test_overlays_size_the_predictor() -> None:
 
 def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Validator) -> None:
     base = only(render(MANIFESTS / "base"), "InferenceService")
-    # build_inference_service does not build the transformer yet (issue 11 adds it in
-    # churn/release/kserve_deploy.py); until then only the predictor is compared.
-    base["spec"].pop("transformer")
     storage_uri = base["spec"]["predictor"]["model"]["storageUri"]
     built = to_manifest(
         build_inference_service(
             "churn", storage_uri, ServingConfig(), Resources(cpu="1", memory="2Gi")
         )
     )
-    # Also the hardening: an InferenceService that deploy() creates runs as locked down.
+    # Also the hardening and the transformer: an InferenceService that deploy() creates is
+    # the base manifest, field for field.
     assert built == base
     assert errors(isvc_validator, built) == []
 
@@ -672,14 +670,28 @@ def test_a_release_moves_only_the_storage_uri_of_a_sized_service(
 ) -> None:
     production = only(render(MANIFESTS / "overlays" / "production"), "InferenceService")
     new = build_inference_service("churn", "s3://models/churn/versions/v9", ServingConfig())
-    patched = merge_patch(production, to_manifest(storage_patch(new)))
+    patched = merge_patch(production, to_manifest(storage_patch(new, transformer=True)))
     assert patched["spec"]["predictor"]["model"]["storageUri"] == "s3://models/churn/versions/v9"
-    # Everything the overlay sized survives; only the storage URI differs.
+    # The transformer reads the same version's model.json: its storageUris move too.
+    assert patched["spec"]["transformer"]["storageUris"] == [
+        {"uri": "s3://models/churn/versions/v9", "mountPath": "/mnt/models"}
+    ]
+    # Everything the overlay sized survives; only the storage URIs differ.
     patched["spec"]["predictor"]["model"]["storageUri"] = production["spec"]["predictor"]["model"][
         "storageUri"
     ]
+    patched["spec"]["transformer"]["storageUris"] = production["spec"]["transformer"]["storageUris"]
     assert patched == production
     assert errors(isvc_validator, patched) == []
+
+
+def test_a_release_adds_no_transformer_to_a_service_without_one() -> None:
+    new = build_inference_service("churn", "s3://models/churn/versions/v9", ServingConfig())
+    assert "transformer" not in to_manifest(storage_patch(new))["spec"]
+    bare = ServingConfig(transformer_image="")
+    assert (
+        "transformer" not in to_manifest(build_inference_service("churn", "s3://b/v", bare))["spec"]
+    )
 
 
 def test_builder_sets_protocol_and_refuses_what_kserve_cannot_serve(
@@ -689,6 +701,8 @@ def test_builder_sets_protocol_and_refuses_what_kserve_cannot_serve(
         build_inference_service("churn", "s3://b/v1", ServingConfig(protocol_version="v2"))
     )
     assert v2["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
+    # The transformer calls the predictor in the predictor's protocol.
+    assert v2["spec"]["transformer"]["containers"][0]["args"] == ["--predictor_protocol", "v2"]
     assert errors(isvc_validator, v2) == []
     with pytest.raises(ServingError, match="s3://"):
         build_inference_service(
