@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -96,6 +97,39 @@ def _client(host: str):
         return kfp.Client(host=host)
     except (ApiException, HTTPError, OSError) as exc:
         raise PipelineError(f"cannot reach Kubeflow Pipelines at {host}: {exc}") from exc
+
+
+def runs_named(host: str, run_name: str) -> list[tuple[str, str]]:
+    """The runs on a Kubeflow Pipelines cluster whose display name is ``run_name``.
+
+    Args:
+        host: KFP API endpoint.
+        run_name: Exact display name.
+
+    Returns:
+        ``(run id, state)`` pairs, states as KFP spells them (``PENDING``, ``RUNNING``...).
+
+    Raises:
+        PipelineError: The cluster cannot be reached or refuses the query.
+    """
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    client = _client(host)
+    predicate = {"operation": "EQUALS", "key": "display_name", "stringValue": run_name}
+    found: list[tuple[str, str]] = []
+    token = ""
+    try:
+        while True:
+            page = client.list_runs(
+                page_token=token, page_size=100, filter=json.dumps({"predicates": [predicate]})
+            )
+            found += [(run.run_id, str(run.state)) for run in page.runs or []]
+            token = page.next_page_token or ""
+            if not token:
+                return found
+    except (ApiException, HTTPError, OSError) as exc:
+        raise PipelineError(f"cannot list runs on Kubeflow Pipelines at {host}: {exc}") from exc
 
 
 def submit(
