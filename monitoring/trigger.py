@@ -141,7 +141,7 @@ def maybe_retrain(
         if attempt > 1 and runs:
             # An earlier attempt's submission reached KFP although its id was never recorded.
             return _skipped(name, f"run {runs[0][0]} named {name} exists on KFP already")
-    last = _last_trigger(records)
+    last = _last_trigger(records, name)
     cooldown = timedelta(hours=settings.monitor.retrain_cooldown_hours)
     if last is not None and now - last < cooldown:
         return _skipped(
@@ -181,12 +181,17 @@ def _next_attempt(
     return latest + 1, None
 
 
-def _last_trigger(records: dict[str, dict]) -> datetime | None:
-    """When the latest claim that did not fail was made, over every cause."""
+def _last_trigger(records: dict[str, dict], name: str) -> datetime | None:
+    """When the latest claim that did not fail was made, over every other cause.
+
+    A retry of ``name`` itself is not a new retraining, so its own earlier claims do not count.
+    """
     times = [
         datetime.fromisoformat(record["claimed_at"])
         for key, record in records.items()
-        if (m := _CLAIM_RE.search(key)) and f"{key[: m.start()]}.failed-{m[1]}.json" not in records
+        if (m := _CLAIM_RE.search(key))
+        and key[: m.start()] != name
+        and f"{key[: m.start()]}.failed-{m[1]}.json" not in records
     ]
     return max(times, default=None)
 
