@@ -303,6 +303,8 @@ class MonitorConfig(Section):
         kfp_host: Kubeflow Pipelines API the retraining run is submitted to, for example
             ``http://ml-pipeline.kubeflow.svc.cluster.local:8888``. Empty (the default) runs the
             local pipeline on this machine instead.
+        kfp_namespace: Multi-user Kubeflow: the profile namespace the runs are created in
+            (``manifests/components/monitor-multi-user``). Empty on standalone KFP.
         kfp_experiment: KFP experiment the retraining runs are filed under.
         retrain_data: Data the retraining run trains on (the ``data`` run argument); the
             default is ``churn run``'s.
@@ -314,6 +316,7 @@ class MonitorConfig(Section):
     """
 
     kfp_host: str = ""
+    kfp_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
     kfp_experiment: str = Field("churn-retrain", min_length=1)
     retrain_data: str = Field("cdnow", min_length=1)
     retrain_cooldown_hours: float = Field(24.0, ge=0.0)

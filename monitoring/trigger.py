@@ -134,7 +134,7 @@ def maybe_retrain(
     if reason:
         return _skipped(name, reason)
     if host:
-        runs = _runs(host, name)
+        runs = _runs(host, name, settings.monitor.kfp_namespace)
         active = [run for run, state in runs if state in ACTIVE_STATES]
         if active:
             return _skipped(name, f"run {active[0]} named {name} is pending or running")
@@ -261,10 +261,10 @@ def _submit(
     }
 
 
-def _runs(host: str, name: str) -> list[tuple[str, str]]:
+def _runs(host: str, name: str, namespace: str) -> list[tuple[str, str]]:
     from pipelines.cluster import runs_named
 
-    return runs_named(host, name)
+    return runs_named(host, name, namespace)
 
 
 def default_submit(settings: Settings, name: str) -> str:
@@ -284,6 +284,7 @@ def default_submit(settings: Settings, name: str) -> str:
             settings.monitor.kfp_experiment,
             name,
             {"data": data},
+            settings.monitor.kfp_namespace,
         )
     from pipelines.local import run_local
 
