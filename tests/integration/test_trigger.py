@@ -38,9 +38,11 @@ class FakeClient:
     runs: ClassVar[list[SimpleNamespace]] = []
     filters: ClassVar[list[str]] = []
     created: ClassVar[list[dict]] = []
+    namespaces: ClassVar[list[str]] = []
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, namespace: str = "kubeflow") -> None:
         self.host = host
+        self.namespaces.append(namespace)
 
     def list_runs(self, page_token: str = "", page_size: int = 10, filter: str = "") -> object:
         self.filters.append(filter)
@@ -54,6 +56,7 @@ class FakeClient:
 @pytest.fixture
 def fake_kfp(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
     FakeClient.runs, FakeClient.filters, FakeClient.created = [], [], []
+    FakeClient.namespaces = []
     monkeypatch.setattr("kfp.Client", FakeClient)
     return FakeClient
 
@@ -163,6 +166,15 @@ def test_the_default_submission_starts_a_kfp_run_named_after_the_cause(
     assert created["experiment_name"] == "churn-retrain"
     assert created["arguments"] == {"data": "s3://data/raw"}
     assert f'"stringValue": "{result["run_name"]}"' in fake_kfp.filters[0]
+
+
+def test_multi_user_kfp_is_asked_and_given_the_run_in_the_profile_namespace(
+    s3_bucket: str, s3_endpoint: str, fake_kfp: type[FakeClient]
+) -> None:
+    settings = settings_for(f"s3://{s3_bucket}/team", s3_endpoint)
+    settings.monitor.kfp_namespace = "team-a"
+    assert maybe_retrain(summary(), settings, now=T0)["action"] == "triggered"
+    assert fake_kfp.namespaces == ["team-a", "team-a"]
 
 
 def test_the_run_name_is_deterministic_and_fits_kfp() -> None:

@@ -873,6 +873,7 @@ def test_multi_user_kfp_gets_a_projected_token_and_may_create_runs_in_the_profil
         return
     profile = DEPLOYER["multi-user"]["namespace"]
     assert env["CHURN_MONITOR__KFP_NAMESPACE"] == profile
+    assert env["CHURN_PIPELINE__SERVICE_ACCOUNT"] == ""
     [volume] = projected
     assert volume["projected"]["sources"] == [
         {
