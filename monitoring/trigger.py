@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from churn.errors import ChurnError, PipelineError
+from churn.errors import ChurnError, PipelineError, RegistryError
 from churn.release.registry import open_registry
 from churn.release.registry.base import Registry
 from churn.settings import Settings
@@ -166,14 +166,14 @@ def _next_attempt(
     """The attempt number to claim, or a reason to claim none."""
     if f"{name}.run.json" in records:
         return 0, f"already triggered by {TRIGGERS}/{name}.run.json"
-    claims = [int(m[1]) for r in records if r.startswith(name) and (m := _CLAIM_RE.search(r))]
+    claims = [int(m[1]) for r in records if r.startswith(f"{name}.") and (m := _CLAIM_RE.search(r))]
     if not claims:
         return 1, None
     latest = max(claims)
     if f"{name}.failed-{latest}.json" in records:
         return latest + 1, None
     claim = f"{name}.claim-{latest}.json"
-    claimed_at = datetime.fromisoformat(records[claim]["claimed_at"])
+    claimed_at = _claimed_at(claim, records[claim])
     timeout = timedelta(minutes=settings.monitor.retrain_claim_timeout_minutes)
     if now - claimed_at < timeout:
         return 0, f"already triggered by {TRIGGERS}/{claim} (no run id yet)"
@@ -187,13 +187,22 @@ def _last_trigger(records: dict[str, dict], name: str) -> datetime | None:
     A retry of ``name`` itself is not a new retraining, so its own earlier claims do not count.
     """
     times = [
-        datetime.fromisoformat(record["claimed_at"])
+        _claimed_at(key, record)
         for key, record in records.items()
         if (m := _CLAIM_RE.search(key))
         and key[: m.start()] != name
         and f"{key[: m.start()]}.failed-{m[1]}.json" not in records
     ]
     return max(times, default=None)
+
+
+def _claimed_at(key: str, record: dict) -> datetime:
+    try:
+        return datetime.fromisoformat(record["claimed_at"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(
+            f"{TRIGGERS}/{key} has no valid claimed_at time ({exc!r}): remove or repair it"
+        ) from exc
 
 
 def _claim(cause: str, summary: dict, name: str, attempt: int, now: datetime, host: str) -> dict:

@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 
 import monitoring.trigger as trigger
-from churn.errors import PipelineError
+from churn.errors import PipelineError, RegistryError
 from churn.release.registry import open_registry
 from churn.settings import MonitorConfig, RegistryConfig, Settings, load_settings
 from monitoring.trigger import TRIGGERS, maybe_retrain, run_name
@@ -380,3 +380,23 @@ def test_a_local_retrain_runs_the_pipeline_and_registers_a_new_version(tmp_path:
     assert registry.champion() is not None and registry.champion().version == version.version
     run_dirs = list((tmp_path / "home" / "pipeline_root").iterdir())
     assert [d.name for d in run_dirs] == [result["run_id"]]
+
+
+def test_a_damaged_claim_record_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    settings = settings_for(str(tmp_path))
+    name = run_name("drift", summary())
+    open_registry(settings.registry).create_record(TRIGGERS, f"{name}.claim-1.json", {"x": 1})
+    with pytest.raises(RegistryError, match=rf"^triggers/{name}.claim-1.json has no valid"):
+        maybe_retrain(summary(), settings, submit=Submissions(), now=T0)
+
+
+def test_a_claim_of_a_longer_name_is_not_taken_for_this_cause(
+    tmp_path: Path, fake_kfp: type[FakeClient]
+) -> None:
+    settings = settings_for(str(tmp_path))
+    name = run_name("drift", summary())
+    other = {"claimed_at": T0.isoformat(), "attempt": 1}
+    open_registry(settings.registry).create_record(TRIGGERS, f"{name}-x.claim-1.json", other)
+    settings.monitor.retrain_cooldown_hours = 0
+    result = maybe_retrain(summary(), settings, submit=Submissions(), now=T0)
+    assert result["action"] == "triggered", result
