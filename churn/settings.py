@@ -303,6 +303,33 @@ class PipelineConfig(Section):
     s3_secret_name: str = "churn-s3"
 
 
+class MonitorConfig(Section):
+    """When drift starts a retraining run, and where.
+
+    Attributes:
+        kfp_host: Kubeflow Pipelines API the retraining run is submitted to, for example
+            ``http://ml-pipeline.kubeflow.svc.cluster.local:8888``. Empty (the default) runs the
+            local pipeline on this machine instead.
+        kfp_namespace: Multi-user Kubeflow: the profile namespace the runs are created in
+            (``manifests/components/monitor-multi-user``). Empty on standalone KFP.
+        kfp_experiment: KFP experiment the retraining runs are filed under.
+        retrain_data: Data the retraining run trains on (the ``data`` run argument); the
+            default is ``churn run``'s.
+        retrain_cooldown_hours: Least time between two triggered runs, whatever their cause,
+            so a drift that persists over several windows does not start a run per window.
+        retrain_claim_timeout_minutes: How long a claim without a run id blocks others: past
+            it, the monitor that claimed is taken to have died before submitting, and a later
+            monitor asks KFP for the run's deterministic name before submitting again.
+    """
+
+    kfp_host: str = ""
+    kfp_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
+    kfp_experiment: str = Field("churn-retrain", min_length=1)
+    retrain_data: str = Field("cdnow", min_length=1)
+    retrain_cooldown_hours: float = Field(24.0, ge=0.0)
+    retrain_claim_timeout_minutes: float = Field(30.0, gt=0.0)
+
+
 class Settings(BaseSettings):
     """Every setting of the platform.
 
@@ -332,6 +359,7 @@ class Settings(BaseSettings):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _registry_under_home(self) -> Settings:
