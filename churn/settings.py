@@ -81,8 +81,9 @@ class FeatureConfig(Section):
     Attributes:
         bin_days: Width of one sequence step in days (1 = daily, 7 = weekly).
         seq_len: Number of bins L in each sequence (the lookback is ``bin_days * seq_len``).
-        horizon_days: Label horizon H: churned means no transaction in (t, t + H]. At least 1:
-            a negative horizon would put the test cutoff into training.
+        horizon_days: Label horizon H: the label looks at (t, t + H] (see
+            ``churn_definition``). At least 1: a negative horizon would put the test cutoff
+            into training.
         cutoff_step_days: Spacing of the automatically chosen training cutoffs.
         n_train_cutoffs: How many training cutoffs the automatic schedule produces.
         extra_channels: Extra numeric event columns aggregated as channels; ``None`` takes
@@ -97,6 +98,18 @@ class FeatureConfig(Section):
             ``None`` takes what is available when the step starts (the machine's, or the
             container's limit when lower). Work whose estimate exceeds it is refused.
         repo_template: The Feast repository that each feature build copies.
+        churn_definition: What churned means for the label at cutoff ``t`` (see
+            ``churn.dataset.labels``): ``lapse``, no transaction in (t, t + H];
+            ``partial_defection``, spend in (t, t + H] below ``partial_defection_fraction`` of
+            the customer's own trailing spend rate scaled to H; ``contract``, a cancellation in
+            (t, t + H] (needs a cancellations table; customers who cancelled at or before t are
+            not labelled).
+        partial_defection_fraction: Under ``partial_defection``, the share of the expected
+            spend below which a customer counts as defected; strictly between 0 and 1 (0 would
+            be lapse, 1 would label half of a steady population).
+        partial_defection_window_days: Under ``partial_defection``, the trailing window
+            (t - W, t] whose spend sets the customer's rate; ``None`` takes the feature lookback
+            (``bin_days * seq_len``), the history the model sees.
     """
 
     bin_days: PositiveInt = 7
@@ -109,6 +122,9 @@ class FeatureConfig(Section):
     max_event_time: datetime | None = None
     memory_budget_mb: PositiveInt | None = None
     repo_template: Path = Field(default_factory=_template_folder)
+    churn_definition: Literal["lapse", "partial_defection", "contract"] = "lapse"
+    partial_defection_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    partial_defection_window_days: PositiveInt | None = None
 
 
 class ModelConfig(Section):

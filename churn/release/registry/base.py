@@ -12,7 +12,8 @@ Layout under the registry URI (``docs/architecture.md``)::
     <model_name>/triggers/<cause key>/...                     retraining claims and runs
 
 A version counts only once its ``_COMPLETE`` marker exists; the marker lists every file with
-its size and SHA-256, so :meth:`Registry.download` can check what it fetched. A publish that
+its size and SHA-256, so :meth:`Registry.download` can check what it fetched, and the model's
+``churn_definition`` (what its score means: lapse, partial defection or contract). A publish that
 fails part-way leaves no marker, so the version can be neither promoted nor served. Versions
 are never overwritten. Version ids are ``YYYYMMDDTHHMMSSZ-<8 hex of the model's SHA-256>``:
 they sort by publication time and differ for different models published in the same second.
@@ -195,6 +196,7 @@ class Registry(ABC):
             marker = {
                 "model_name": self.model_name,
                 "version": version,
+                "churn_definition": _churn_definition(stage / "model" / "model.json"),
                 "completed_at": utc_now(),
                 "files": {
                     rel: {"size": (stage / rel).stat().st_size, "sha256": _file_sha256(stage / rel)}
@@ -651,6 +653,18 @@ def write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _churn_definition(model_json: Path) -> dict:
+    """The label definition a model was trained for, recorded in the version's marker.
+
+    A model from before the definitions existed predicts lapse, the only one there was.
+    """
+    try:
+        spec = json.loads(model_json.read_text())["input_spec"]
+        return dict(spec.get("churn_definition", {"name": "lapse"}))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RegistryError(f"{model_json} has no readable input_spec: {exc!r}") from exc
 
 
 def _json_scalar(value: object) -> object:
