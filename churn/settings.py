@@ -173,11 +173,16 @@ class RegistryConfig(Section):
         endpoint_url: S3 endpoint for non-AWS stores (MinIO, moto); credentials come from the
             standard AWS environment or a mounted Secret, never from configuration.
         model_name: Name clients call the model by (the key in TorchServe's model snapshot).
+        reference_max_rows: Most training rows a version's ``reference.parquet`` (the drift
+            monitor's reference) holds; a larger train split is sampled.
+        reference_seed: Seed of that sample, so the same model and data give the same rows.
     """
 
     uri: str = ""
     endpoint_url: str | None = None
     model_name: str = Field("churn", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    reference_max_rows: int = Field(20000, ge=100, le=1_000_000)
+    reference_seed: int = Field(0, ge=0)
 
     @field_validator("endpoint_url", mode="before")
     @classmethod
@@ -267,6 +272,44 @@ class TransformerConfig(Section):
         return value
 
 
+class MonitorConfig(Section):
+    """The drift monitor (``monitoring.drift``, ``churn monitor``).
+
+    Attributes:
+        store_uri: Where reports go: a folder or ``s3://bucket/prefix``; ``None`` takes
+            ``HOME/monitoring``.
+        endpoint_url: S3 endpoint of the store and of an S3 inference log (MinIO, moto).
+        log_uri: The inference log to read; ``None`` takes the transformer's ``log_uri``,
+            else ``HOME/inference_log``.
+        window_hours: Length of the window ending now when no ``--since`` is given.
+        min_rows: Fewest current rows a decision needs; fewer gives ``insufficient_data``.
+        drift_share: Share of drifted summary columns at which the data counts as drifted.
+        textfile: node-exporter textfile the metrics go to; ``None`` takes
+            ``HOME/monitoring/churn_drift.prom``.
+        pushgateway_url: Pushgateway the metrics are pushed to as well; ``None`` pushes
+            nothing (locally).
+    """
+
+    store_uri: str | None = None
+    endpoint_url: str | None = None
+    log_uri: str | None = None
+    window_hours: float = Field(24.0, gt=0.0, le=24.0 * 366)
+    min_rows: int = Field(500, ge=1)
+    drift_share: float = Field(0.5, gt=0.0, le=1.0)
+    textfile: Path | None = None
+    pushgateway_url: str | None = None
+
+    @field_validator(
+        "store_uri", "endpoint_url", "log_uri", "textfile", "pushgateway_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Environment variables and ConfigMaps carry "unset" as "" or "none".
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
+
 class PipelineConfig(Section):
     """Kubeflow settings: images, GPU placement and resources.
 
@@ -325,6 +368,7 @@ class Settings(BaseSettings):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _registry_under_home(self) -> Settings:
