@@ -284,6 +284,11 @@ class MonitorConfig(Section):
         window_hours: Length of the window ending now when no ``--since`` is given.
         min_rows: Fewest current rows a decision needs; fewer gives ``insufficient_data``.
         drift_share: Share of drifted summary columns at which the data counts as drifted.
+            Evidently's 0.5 misses a drift that moves one quantity: a spend drift moves
+            only the spend windows, a quarter of the columns of a three-channel model. A
+            column drifts when its Wasserstein (or Jensen-Shannon) distance exceeds 0.1
+            (KS or chi2 at p < 0.05 up to 1000 reference rows), which two samples of the
+            same traffic rarely reach, so 0.2 stays clear of false alarms.
         textfile: node-exporter textfile the metrics go to; ``None`` takes
             ``HOME/monitoring/churn_drift.prom``.
         pushgateway_url: Pushgateway the metrics are pushed to as well; ``None`` pushes
@@ -295,7 +300,7 @@ class MonitorConfig(Section):
     log_uri: str | None = None
     window_hours: float = Field(24.0, gt=0.0, le=24.0 * 366)
     min_rows: int = Field(500, ge=1)
-    drift_share: float = Field(0.5, gt=0.0, le=1.0)
+    drift_share: float = Field(0.2, gt=0.0, le=1.0)
     textfile: Path | None = None
     pushgateway_url: str | None = None
 
