@@ -53,9 +53,12 @@ def drift_cmd(
     typer.echo(f"summary: {summary['summary_json']}")
     typer.echo(f"metrics: {textfile}")
     if retrain:
-        # The trigger (exactly-once submission, cooldown) lives in its own module.
-        from monitoring import trigger  # type: ignore[attr-defined]
-
+        # The trigger (exactly-once submission, cooldown) lives in its own module, which
+        # decides itself what to do with a decision other than drift.
+        try:
+            from monitoring import trigger  # type: ignore[attr-defined]
+        except ImportError:
+            fail("--retrain needs monitoring.trigger, which this installation does not have")
         trigger.maybe_retrain(summary, cfg)
 
 

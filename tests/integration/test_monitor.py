@@ -240,3 +240,17 @@ def test_the_cli_prints_the_decision_the_drifted_columns_and_the_paths_and_keeps
     listed = runner.invoke(app, ["monitor", "history"])
     assert listed.exit_code == 0
     assert " v1 " in listed.output and " drift  rows=1000 " in listed.output
+
+
+def test_retrain_without_the_trigger_module_is_one_line_after_the_report_is_written(
+    tmp_path: Path, champion: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "none", 600))
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    # None in sys.modules makes the import fail, whether or not the module exists.
+    monkeypatch.setitem(sys.modules, "monitoring.trigger", None)
+    result = CliRunner().invoke(app, ["monitor", "drift", *WINDOW, "--retrain"])
+    assert result.exit_code == 2
+    assert "error: --retrain needs monitoring.trigger" in result.output
+    assert len(history(settings_for(tmp_path))) == 1
