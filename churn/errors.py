@@ -52,3 +52,7 @@ class PipelineError(ChurnError):
 
 class ResourceError(ChurnError):
     """The work would need more memory than the machine, or the configured budget, allows."""
+
+
+class MonitorError(ChurnError):
+    """The drift monitor cannot read its inputs (log, reference, store) or write its outputs."""

@@ -191,11 +191,16 @@ class RegistryConfig(Section):
         endpoint_url: S3 endpoint for non-AWS stores (MinIO, moto); credentials come from the
             standard AWS environment or a mounted Secret, never from configuration.
         model_name: Name clients call the model by (the key in TorchServe's model snapshot).
+        reference_max_rows: Most training rows a version's ``reference.parquet`` (the drift
+            monitor's reference) holds; a larger train split is sampled.
+        reference_seed: Seed of that sample, so the same model and data give the same rows.
     """
 
     uri: str = ""
     endpoint_url: str | None = None
     model_name: str = Field("churn", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    reference_max_rows: int = Field(20000, ge=100, le=1_000_000)
+    reference_seed: int = Field(0, ge=0)
 
     @field_validator("endpoint_url", mode="before")
     @classmethod
@@ -290,6 +295,69 @@ class TransformerConfig(Section):
         return value
 
 
+class MonitorConfig(Section):
+    """The drift monitor (``monitoring.drift``, ``churn monitor``) and the retraining it starts
+    (``monitoring.trigger``).
+
+    Attributes:
+        store_uri: Where reports go: a folder or ``s3://bucket/prefix``; ``None`` takes
+            ``HOME/monitoring``.
+        endpoint_url: S3 endpoint of the store and of an S3 inference log (MinIO, moto).
+        log_uri: The inference log to read; ``None`` takes the transformer's ``log_uri``,
+            else ``HOME/inference_log``.
+        window_hours: Length of the window ending now when no ``--since`` is given.
+        min_rows: Fewest current rows a decision needs; fewer gives ``insufficient_data``.
+        drift_share: Share of drifted summary columns at which the data counts as drifted.
+            Evidently's 0.5 misses a drift that moves one quantity: a spend drift moves
+            only the spend windows, a quarter of the columns of a three-channel model. A
+            column drifts when its Wasserstein (or Jensen-Shannon) distance exceeds 0.1
+            (KS or chi2 at p < 0.05 up to 1000 reference rows), which two samples of the
+            same traffic rarely reach, so 0.2 stays clear of false alarms.
+        textfile: node-exporter textfile the metrics go to; ``None`` takes
+            ``HOME/monitoring/churn_drift.prom``.
+        pushgateway_url: Pushgateway the metrics are pushed to as well; ``None`` pushes
+            nothing (locally).
+        kfp_host: Kubeflow Pipelines API the retraining run is submitted to, for example
+            ``http://ml-pipeline.kubeflow.svc.cluster.local:8888``. Empty (the default) runs the
+            local pipeline on this machine instead.
+        kfp_namespace: Multi-user Kubeflow: the profile namespace the runs are created in
+            (``manifests/components/monitor-multi-user``). Empty on standalone KFP.
+        kfp_experiment: KFP experiment the retraining runs are filed under.
+        retrain_data: Data the retraining run trains on (the ``data`` run argument); the
+            default is ``churn run``'s.
+        retrain_cooldown_hours: Least time between two triggered runs, whatever their cause,
+            so a drift that persists over several windows does not start a run per window.
+        retrain_claim_timeout_minutes: How long a claim without a run id blocks others: past
+            it, the monitor that claimed is taken to have died before submitting, and a later
+            monitor asks KFP for the run's deterministic name before submitting again.
+    """
+
+    store_uri: str | None = None
+    endpoint_url: str | None = None
+    log_uri: str | None = None
+    window_hours: float = Field(24.0, gt=0.0, le=24.0 * 366)
+    min_rows: int = Field(500, ge=1)
+    drift_share: float = Field(0.2, gt=0.0, le=1.0)
+    textfile: Path | None = None
+    pushgateway_url: str | None = None
+    kfp_host: str = ""
+    kfp_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
+    kfp_experiment: str = Field("churn-retrain", min_length=1)
+    retrain_data: str = Field("cdnow", min_length=1)
+    retrain_cooldown_hours: float = Field(24.0, ge=0.0)
+    retrain_claim_timeout_minutes: float = Field(30.0, gt=0.0)
+
+    @field_validator(
+        "store_uri", "endpoint_url", "log_uri", "textfile", "pushgateway_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Environment variables and ConfigMaps carry "unset" as "" or "none".
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
+
+
 class PipelineConfig(Section):
     """Kubeflow settings: images, GPU placement and resources.
 
@@ -317,33 +385,6 @@ class PipelineConfig(Section):
     train_retries: int = Field(2, ge=0)
     service_account: str = "churn-pipeline"
     s3_secret_name: str = "churn-s3"
-
-
-class MonitorConfig(Section):
-    """When drift starts a retraining run, and where.
-
-    Attributes:
-        kfp_host: Kubeflow Pipelines API the retraining run is submitted to, for example
-            ``http://ml-pipeline.kubeflow.svc.cluster.local:8888``. Empty (the default) runs the
-            local pipeline on this machine instead.
-        kfp_namespace: Multi-user Kubeflow: the profile namespace the runs are created in
-            (``manifests/components/monitor-multi-user``). Empty on standalone KFP.
-        kfp_experiment: KFP experiment the retraining runs are filed under.
-        retrain_data: Data the retraining run trains on (the ``data`` run argument); the
-            default is ``churn run``'s.
-        retrain_cooldown_hours: Least time between two triggered runs, whatever their cause,
-            so a drift that persists over several windows does not start a run per window.
-        retrain_claim_timeout_minutes: How long a claim without a run id blocks others: past
-            it, the monitor that claimed is taken to have died before submitting, and a later
-            monitor asks KFP for the run's deterministic name before submitting again.
-    """
-
-    kfp_host: str = ""
-    kfp_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
-    kfp_experiment: str = Field("churn-retrain", min_length=1)
-    retrain_data: str = Field("cdnow", min_length=1)
-    retrain_cooldown_hours: float = Field(24.0, ge=0.0)
-    retrain_claim_timeout_minutes: float = Field(30.0, gt=0.0)
 
 
 class Settings(BaseSettings):

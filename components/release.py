@@ -71,6 +71,7 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     decision: Input[Artifact],
+    training_set: Input[Dataset],
     registry: dict,
     serving: dict,
     registration: Output[Artifact],
@@ -80,6 +81,9 @@ def register(
     Args:
         model: The model folder.
         evaluation: The evaluation folder; its ``metrics.json`` is published with the model.
+        training_set: The training set the model was trained on; its train split's summary
+            and the model's scores on it are published as ``reference.parquet``, the drift
+            monitor's reference (at most ``registry.reference_max_rows`` rows, seeded).
         decision: The gate's decision; the pointer moves only if the champion it compared
             against is still the champion (another run may have promoted in between), and
             over a change of input spec only if the decision allowed one.
@@ -96,6 +100,8 @@ def register(
     import logging
     from pathlib import Path
 
+    from churn.io.leftovers import owned_tempdir
+    from churn.release.reference import write_reference
     from churn.release.registry import open_registry
     from churn.settings import RegistryConfig, ServingConfig, parse_section
 
@@ -104,7 +110,20 @@ def register(
     store = open_registry(registry_cfg)
     metrics = json.loads((Path(evaluation.path) / "metrics.json").read_text())
     serving_cfg = parse_section(ServingConfig, serving, "serving")
-    published = store.publish(model.path, metrics, protocol_version=serving_cfg.protocol_version)
+    with owned_tempdir("churn-reference-") as tmp:
+        reference = write_reference(
+            model.path,
+            training_set.path,
+            Path(tmp) / "reference.parquet",
+            registry_cfg.reference_max_rows,
+            registry_cfg.reference_seed,
+        )
+        published = store.publish(
+            model.path,
+            metrics,
+            protocol_version=serving_cfg.protocol_version,
+            reference=reference,
+        )
     # The pointer moves only after publish() has written the version's _COMPLETE marker, and
     # only over the champion the gate judged against.
     judged = json.loads(Path(decision.path).read_text())

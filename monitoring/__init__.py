@@ -1,1 +1,2 @@
-"""Production monitoring: drift of served traffic and the retraining it triggers."""
+"""Production monitoring (layer 2): drift of served traffic, its reports and metrics, and the
+retraining it triggers exactly once per cause."""

@@ -108,6 +108,7 @@ def build_pipeline(settings: Settings) -> Callable:
                 model=trained.outputs["model"],
                 evaluation=evaluated.outputs["evaluation"],
                 decision=gate.outputs["decision"],
+                training_set=training_set.outputs["training_set"],
                 registry=a["registry"],
                 serving=a["serving"],
             ).set_display_name("register and promote")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from churn.cli import by_id, data, dataset, features, model, pipeline, registry, serve
+from churn.cli import by_id, data, dataset, features, model, monitor, pipeline, registry, serve
 from churn.cli.common import fail, set_settings
 from churn.errors import ChurnError
 from churn.io.processes import interrupt_descendants
@@ -27,6 +27,7 @@ app.add_typer(features.app, name="features")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(registry.app, name="registry")
+app.add_typer(monitor.app, name="monitor")
 app.command("train")(model.train_cmd)
 app.command("evaluate")(model.evaluate_cmd)
 app.command("serve")(serve.serve_cmd)

@@ -29,6 +29,43 @@ def registry_struct(tmp_path: Path) -> dict:
     return {"uri": str(tmp_path / "registry"), "model_name": "churn"}
 
 
+def tiny_training_set(tmp_path: Path, seq_len: int = 4) -> Path:
+    """A training set with the inputs of ``tiny_model`` (one channel of ``seq_len`` bins)."""
+    import numpy as np
+
+    from churn.dataset.training_set import FORMAT_VERSION, Split, TrainingSet, save_training_set
+
+    rng = np.random.default_rng(0)
+    splits = {
+        name: Split(
+            seq=rng.poisson(2.0, size=(40, 1, seq_len)).astype(np.float32),
+            num=np.zeros((40, 0), dtype=np.float32),
+            cat=np.zeros((40, 0), dtype=np.int64),
+            y=(np.arange(40) % 2).astype(np.float32),
+            customer_id=np.array([f"c{i}" for i in range(40)]),
+            cutoff=np.zeros(40, dtype=np.int64),
+        )
+        for name in ("train", "val", "test")
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "channels": ["n_txn"],
+        "seq_len": seq_len,
+        "bin_days": 7,
+        "horizon_days": 90,
+        "numeric_features": [],
+        "categorical_features": {},
+        "seq_transform": "log1p",
+        "num_transform": "signed_log1p",
+        "norm": {"seq_mean": [0.0], "seq_std": [1.0], "num_mean": [], "num_std": []},
+        "splits": {
+            name: {"cutoffs": ["1970-01-01"], "rows": 40, "positives": 20, "negatives": 20}
+            for name in splits
+        },
+    }
+    return save_training_set(TrainingSet(meta, splits), tmp_path / f"training_set_{seq_len}")
+
+
 def evaluation_folder(tmp_path: Path, auc: float) -> Path:
     folder = tmp_path / "evaluation"
     folder.mkdir()
@@ -83,6 +120,7 @@ def test_register_publishes_promotes_and_records_the_version(
         model=artifact(model),
         evaluation=artifact(evaluation_folder(tmp_path, 0.8)),
         decision=artifact(decision),
+        training_set=artifact(tiny_training_set(tmp_path)),
         registry=registry_struct(tmp_path),
         serving={"protocol_version": "v2"},
         registration=registration,
@@ -99,6 +137,14 @@ def test_register_publishes_promotes_and_records_the_version(
     properties = Path(champion.storage_uri, "config", "config.properties").read_text()
     # The serving struct reached the archive: KServe's v2 envelope.
     assert "service_envelope=kservev2\n" in properties
+    # The drift monitor's reference travels with the version, under its checksums.
+    marker = json.loads(Path(champion.storage_uri, "_COMPLETE").read_text())
+    assert "reference.parquet" in marker["files"]
+    import pyarrow.parquet as pq
+
+    reference = pq.read_table(Path(champion.storage_uri, "reference.parquet"))
+    assert reference.num_rows == 40
+    assert reference.column_names == ["seq_n_txn_sum_2", "seq_recency_bins", "churn_probability"]
 
 
 def test_register_moves_the_pointer_over_a_new_input_spec_only_as_the_gate_allowed(
@@ -123,6 +169,7 @@ def test_register_moves_the_pointer_over_a_new_input_spec_only_as_the_gate_allow
             model=artifact(model),
             evaluation=evaluation,
             decision=artifact(path),
+            training_set=artifact(tiny_training_set(tmp_path, seq_len=8)),
             registry=registry_struct(tmp_path),
             serving={},
             registration=artifact(tmp_path / "registration"),

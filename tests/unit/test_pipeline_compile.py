@@ -373,7 +373,14 @@ def test_a_folder_registry_is_refused_for_cluster_runs(fake_client: type[FakeCli
     submit("http://kfp:8080", Settings(), "churn", "r", {"registry": {"uri": "s3://models/churn"}})
     # A section travels whole: the fields the run did not name keep the settings' values.
     sent = fake_client.calls[-1][1]["arguments"]
-    assert sent == {"registry": {"uri": "s3://models/churn", "model_name": "churn"}}
+    assert sent == {
+        "registry": {
+            "uri": "s3://models/churn",
+            "model_name": "churn",
+            "reference_max_rows": 20000,
+            "reference_seed": 0,
+        }
+    }
 
 
 def test_an_unreachable_cluster_is_a_clear_error() -> None:

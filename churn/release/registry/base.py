@@ -6,6 +6,7 @@ Layout under the registry URI (``docs/architecture.md``)::
     <model_name>/versions/<version>/metrics.json
     <model_name>/versions/<version>/config/config.properties  TorchServe config for KServe
     <model_name>/versions/<version>/model-store/<model_name>.mar
+    <model_name>/versions/<version>/reference.parquet          training summary (drift monitor)
     <model_name>/versions/<version>/_COMPLETE                 written last
     <model_name>/champion.json                                the pointer, moved by promote()
     <model_name>/rollouts/<UTC time>-<version>.json           one per KServe rollout, append-only
@@ -43,6 +44,7 @@ from churn.release.archive import write_serving_layout
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "_COMPLETE"
+REFERENCE_FILE = "reference.parquet"
 # S3 only: written with If-None-Match before any upload, so a version id has one publisher.
 CLAIM_MARKER = "_CLAIM"
 CHAMPION_FILE = "champion.json"
@@ -148,6 +150,7 @@ class Registry(ABC):
         version: str | None = None,
         *,
         protocol_version: str = "v1",
+        reference: str | Path | None = None,
     ) -> VersionInfo:
         """Writes a new immutable version: model, metrics, TorchServe archive and config.
 
@@ -159,6 +162,9 @@ class Registry(ABC):
             metrics: JSON-serialisable evaluation metrics (numpy scalars are accepted).
             version: Version id; a new one from :func:`new_version_id` when ``None``.
             protocol_version: KServe protocol the archive's config selects (``v1``/``v2``).
+            reference: Parquet file of the training split's summary
+                (``churn.release.reference``); stored as ``reference.parquet``, part of the
+                version and its checksums.
 
         Returns:
             The published version.
@@ -169,6 +175,8 @@ class Registry(ABC):
         """
         model_dir = Path(model_dir)
         missing = [name for name in _MODEL_FILES if not (model_dir / name).is_file()]
+        if reference is not None and not Path(reference).is_file():
+            raise RegistryError(f"reference summary {reference} does not exist")
         if missing:
             raise RegistryError(f"{model_dir} is not a model folder: {missing} missing")
         try:
@@ -185,6 +193,8 @@ class Registry(ABC):
             stage = Path(tmp)
             shutil.copytree(model_dir, stage / "model")
             (stage / "metrics.json").write_text(metrics_text + "\n")
+            if reference is not None:
+                shutil.copyfile(reference, stage / REFERENCE_FILE)
             try:
                 # From the staged copy, so the archive matches model/ byte for byte.
                 write_serving_layout(
@@ -555,6 +565,23 @@ class Registry(ABC):
     @abstractmethod
     def storage_uri(self, version: str) -> str:
         """Where a version's files are: an ``s3://`` URI or an absolute folder path."""
+
+    def reference(self, version: str) -> bytes:
+        """A complete version's reference summary (``reference.parquet``), as bytes.
+
+        Raises:
+            RegistryError: The version is not complete or was published without one.
+        """
+        self._check_version(version)
+        if self._read_marker(version) is None:
+            raise RegistryError(f"{self.model_name} has no complete version {version}")
+        raw = self._read_optional(version, REFERENCE_FILE)
+        if raw is None:
+            raise RegistryError(
+                f"version {version} of {self.model_name} has no {REFERENCE_FILE}: it was "
+                "published without a reference summary; register a new version to monitor it"
+            )
+        return raw
 
     def _info(self, version: str, complete: bool) -> VersionInfo:
         metrics = (

@@ -1,0 +1,91 @@
+"""`churn monitor`: drift checks of the champion against its training data, and their history."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import typer
+
+from churn.cli.common import fail, settings
+
+app = typer.Typer(help="Check served traffic for drift and list past checks.", no_args_is_help=True)
+
+
+@app.command("drift")
+def drift_cmd(
+    since: str | None = typer.Option(None, "--since", help="Window start, ISO 8601 (UTC)."),
+    until: str | None = typer.Option(None, "--until", help="Window end, ISO 8601; default now."),
+    hours: float | None = typer.Option(
+        None, "--hours", min=0.0, help="Window length when --since is not given."
+    ),
+    retrain: bool = typer.Option(
+        False, "--retrain", help="On drift, hand the summary to monitoring.trigger."
+    ),
+) -> None:
+    """Compare the champion's served inputs and scores in a window with its training data.
+
+    Prints the decision (drift, no_drift or insufficient_data), the drifted columns with
+    their method and score, and where the HTML report and the JSON summary went; writes the
+    Prometheus metrics.
+    """
+    from monitoring.drift import check_drift
+    from monitoring.metrics import export
+
+    cfg = settings()
+    summary = check_drift(cfg, _when(since, "--since"), _when(until, "--until"), hours)
+    textfile = cfg.monitor.textfile or cfg.home / "monitoring" / "churn_drift.prom"
+    export(summary, time.time(), textfile, cfg.monitor.pushgateway_url)
+    rows = summary["rows"]
+    typer.echo(
+        f"decision: {summary['decision']} ({rows['current']} rows of {summary['model_version']}"
+        f" against {rows['reference']} reference rows)"
+    )
+    if summary["drift_share"] is not None:
+        typer.echo(f"drift share: {summary['drift_share']:.3f}")
+        for column in summary["drifted_columns"]:
+            typer.echo(f"  drifted: {column['column']} {column['method']} {column['score']:.4g}")
+        prediction = summary["prediction_drift"]
+        state = "drifted" if prediction["drifted"] else "stable"
+        typer.echo(f"prediction drift: {prediction['score']:.4g} ({prediction['method']}, {state})")
+    if summary["report_html"]:
+        typer.echo(f"report: {summary['report_html']}")
+    typer.echo(f"summary: {summary['summary_json']}")
+    typer.echo(f"metrics: {textfile}")
+    if retrain:
+        # The trigger (exactly-once per cause, cooldown) decides itself what to do with a
+        # decision other than drift.
+        from monitoring.trigger import maybe_retrain
+
+        done = maybe_retrain(summary, cfg)
+        run = f" as {done['run_id']}" if done.get("run_id") else ""
+        typer.echo(f"retrain: {done['action']}{run}: {done['reason']}")
+
+
+@app.command("history")
+def history_cmd() -> None:
+    """List past drift checks (time, version, window, decision, report) and retrain triggers."""
+    from monitoring.drift import history
+
+    for record in history(settings()):
+        if record.get("kind") == "trigger":
+            fields = " ".join(f"{k}={v}" for k, v in sorted(record.items()) if k != "kind")
+            typer.echo(f"trigger {fields}")
+            continue
+        window = record["window"]
+        share = record["drift_share"]
+        typer.echo(
+            f"{record['created_at']}  {record['model_version']}  {window['since']} .. "
+            f"{window['until']}  {record['decision']}  rows={record['rows']['current']}  "
+            f"share={'-' if share is None else f'{share:.3f}'}  "
+            f"{record['report_html'] or record['summary_json']}"
+        )
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r} is not an ISO 8601 time (for example 2026-11-30T12:00:00)")

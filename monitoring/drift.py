@@ -1,0 +1,313 @@
+"""Drift of served traffic against the champion's training data, measured with Evidently 0.7.
+
+One run reads the inference log (``serving.inference_log``) for a time window, keeps the
+champion version's records, and compares their input summary columns
+(``churn.features.summary``) with the version's ``reference.parquet`` in the registry
+(``churn.release.reference``): a ``DataDriftPreset`` over the summary columns, not the raw
+bins (Evidently slows sharply with many columns, evidently#763), plus a ``ValueDrift`` of
+``churn_probability`` for prediction drift.
+
+Decision: ``insufficient_data`` below ``monitor.min_rows`` current rows (Evidently is not
+run, so a thin window never raises a false alarm); else ``drift`` when the share of drifted
+summary columns reaches ``monitor.drift_share`` or the score distribution drifted; else
+``no_drift``. Outputs go to the monitoring store under ``runs/<UTC time>-<version>/``:
+``report.html`` (Evidently's) and ``summary.json``, written last, so a run with a summary is
+complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from churn.errors import MonitorError
+from churn.release.reference import SCORE_COLUMN
+from churn.release.registry import open_registry
+from churn.settings import Settings
+from monitoring.store import Store
+
+RUNS_FOLDER = "runs"
+TRIGGERS_FOLDER = "triggers"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+DECISIONS = ("drift", "no_drift", "insufficient_data")
+_UNKNOWN_CATEGORY = "<unknown>"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window ``[since, until)`` in UTC."""
+
+    since: datetime
+    until: datetime
+
+    def dates(self) -> list[str]:
+        """The ``date=`` partitions the window touches."""
+        day, last = self.since.date(), (self.until - timedelta(microseconds=1)).date()
+        out = []
+        while day <= last:
+            out.append(day.isoformat())
+            day += timedelta(days=1)
+        return out
+
+
+def resolve_window(
+    since: datetime | None, until: datetime | None, hours: float, now: datetime | None = None
+) -> Window:
+    """The window to check: ``[since, until)``, by default the last ``hours`` before now.
+
+    Naive times are taken as UTC.
+
+    Raises:
+        MonitorError: The window is empty or reversed.
+    """
+    until = _utc(until) if until is not None else now or datetime.now(UTC)
+    since = _utc(since) if since is not None else until - timedelta(hours=hours)
+    if since >= until:
+        raise MonitorError(f"the window is empty: --since {since} is not before --until {until}")
+    return Window(since, until)
+
+
+def read_current(
+    log: Store, window: Window, version: str, columns: list[str]
+) -> tuple[pd.DataFrame, int]:
+    """The champion's records of the window from the inference log.
+
+    Args:
+        log: The inference log's root.
+        window: The time window.
+        version: The model version whose records count.
+        columns: Summary columns the reference has; every log file must have them.
+
+    Returns:
+        The records (``columns`` and ``churn_probability``) and how many records of any
+        version the window held.
+
+    Raises:
+        MonitorError: A log file is unreadable or lacks a column (the message names both).
+    """
+    wanted = ["time", "model_version", SCORE_COLUMN, *columns]
+    frames, seen = [], 0
+    for date in window.dates():
+        for rel in log.list(f"date={date}"):
+            if not rel.endswith(".parquet"):
+                continue
+            location = log.location(rel)
+            try:
+                table = pq.read_table(io.BytesIO(log.read(rel)))
+            except (pa.ArrowException, OSError) as exc:
+                raise MonitorError(f"inference log file {location} is unreadable: {exc}") from exc
+            missing = [c for c in wanted if c not in table.column_names]
+            if missing:
+                raise MonitorError(
+                    f"inference log file {location} lacks columns {missing}: it was written "
+                    "for another model's inputs or by another schema"
+                )
+            frame = table.select(wanted).to_pandas()
+            times = pd.to_datetime(frame["time"], utc=True)
+            frame = frame[(times >= window.since) & (times < window.until)]
+            seen += len(frame)
+            frames.append(frame[frame["model_version"] == version])
+    if not frames:
+        return pd.DataFrame(columns=wanted), seen
+    return pd.concat(frames, ignore_index=True), seen
+
+
+def check_drift(
+    settings: Settings,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    hours: float | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """Runs one drift check of the champion and writes its report and summary.
+
+    Args:
+        settings: Resolved settings (``registry``, ``monitor``, ``transformer.log_uri``).
+        since: Window start; ``None`` takes ``until - hours``.
+        until: Window end; ``None`` takes now.
+        hours: Window length; ``None`` takes ``monitor.window_hours``.
+        now: The current time (tests).
+
+    Returns:
+        The summary written as ``summary.json`` (see the module docstring).
+
+    Raises:
+        MonitorError: No champion, no reference, no log records in the window, a log file
+            without the summary columns, or a store that refuses the outputs.
+    """
+    cfg = settings.monitor
+    now = now or datetime.now(UTC)
+    window = resolve_window(since, until, hours or cfg.window_hours, now)
+    registry = open_registry(settings.registry)
+    champion = registry.champion()
+    if champion is None:
+        raise MonitorError(f"{settings.registry.uri} has no champion of {registry.model_name}")
+    try:
+        reference = pq.read_table(io.BytesIO(registry.reference(champion.version))).to_pandas()
+    except Exception as exc:  # RegistryError, or Arrow on a damaged file
+        raise MonitorError(f"no usable reference for {champion.version}: {exc}") from exc
+    columns = [c for c in reference.columns if c != SCORE_COLUMN]
+    log = Store(log_uri(settings), cfg.endpoint_url)
+    current, seen = read_current(log, window, champion.version, columns)
+    if seen == 0:
+        raise MonitorError(
+            f"the inference log {log.uri} has no records from {window.since.isoformat()} to "
+            f"{window.until.isoformat()}"
+        )
+    summary = {
+        "model_name": registry.model_name,
+        "model_version": champion.version,
+        "window": {"since": window.since.isoformat(), "until": window.until.isoformat()},
+        "rows": {"current": len(current), "reference": len(reference), "window_all": seen},
+        "min_rows": cfg.min_rows,
+        "drift_share_threshold": cfg.drift_share,
+        "created_at": now.isoformat(),
+    }
+    store = Store(store_uri(settings), cfg.endpoint_url)
+    run = f"{RUNS_FOLDER}/{now.strftime('%Y%m%dT%H%M%S%fZ')}-{champion.version}"
+    if len(current) < cfg.min_rows:
+        summary.update(
+            decision="insufficient_data",
+            drift_share=None,
+            drifted_columns=[],
+            columns=[],
+            prediction_drift=None,
+            report_html=None,
+        )
+    else:
+        snapshot = run_report(reference, current, columns, cfg.drift_share)
+        summary.update(read_snapshot(snapshot.dict(), cfg.drift_share))
+        summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", _html(snapshot))
+    summary["summary_json"] = store.location(f"{run}/{SUMMARY_FILE}")
+    store.write(f"{run}/{SUMMARY_FILE}", (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def run_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], share: float):
+    """Evidently's data drift preset over ``columns`` and a drift check of the scores.
+
+    Returns:
+        Evidently's snapshot.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    categorical = [c for c in columns if c.startswith("cat_")]
+    numeric = [c for c in columns if c not in categorical] + [SCORE_COLUMN]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+
+    def dataset(frame: pd.DataFrame) -> object:
+        frame = frame[[*columns, SCORE_COLUMN]].copy()
+        # A missing category is a value of its own: serving logs it as null.
+        for c in categorical:
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), _UNKNOWN_CATEGORY)
+        for c in numeric:
+            frame[c] = frame[c].astype("float64")
+        return Dataset.from_pandas(frame, data_definition=definition)
+
+    report = Report(
+        [DataDriftPreset(columns=columns, drift_share=share), ValueDrift(column=SCORE_COLUMN)],
+        include_tests=True,
+    )
+    return report.run(current_data=dataset(current), reference_data=dataset(reference))
+
+
+def read_snapshot(snap: dict, share_threshold: float) -> dict:
+    """The summary's drift fields from Evidently's ``snapshot.dict()``.
+
+    Evidently 0.7 has no dataset-drift flag: a column drifted when its ``ValueDrift`` test
+    failed, and the data drifted when ``DriftedColumnsCount``'s share reached the threshold.
+
+    Returns:
+        ``decision``, ``drift_share``, ``drifted_columns`` and ``columns`` (each with
+        ``column``, ``method``, ``score``, ``threshold``, ``drifted``) and
+        ``prediction_drift`` (the same fields for ``churn_probability``).
+    """
+    failed = {
+        test["metric_config"]["params"]["column"]
+        for test in snap["tests"]
+        if test["metric_config"]["params"].get("type", "").endswith(":ValueDrift")
+        and test["status"] == "FAIL"
+    }
+    share, found = 0.0, []
+    for metric in snap["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+        elif config["type"].endswith(":ValueDrift"):
+            found.append(
+                {
+                    "column": config["column"],
+                    "method": config["method"],
+                    "score": float(metric["value"]),
+                    "threshold": float(config["threshold"]),
+                    "drifted": config["column"] in failed,
+                }
+            )
+    prediction = next(c for c in found if c["column"] == SCORE_COLUMN)
+    columns = [c for c in found if c["column"] != SCORE_COLUMN]
+    drifted = share >= share_threshold or prediction["drifted"]
+    return {
+        "decision": "drift" if drifted else "no_drift",
+        "drift_share": share,
+        "drifted_columns": [c for c in columns if c["drifted"]],
+        "columns": columns,
+        "prediction_drift": prediction,
+    }
+
+
+def history(settings: Settings) -> list[dict]:
+    """Summaries of past runs, oldest first, and the trigger records beside them.
+
+    Returns:
+        One dict per run's ``summary.json``; trigger records (``triggers/*.json``) are
+        returned as dicts with ``"kind": "trigger"`` after the runs.
+    """
+    store = Store(store_uri(settings), settings.monitor.endpoint_url)
+    out = [
+        json.loads(store.read(rel))
+        for rel in store.list(RUNS_FOLDER)
+        if rel.endswith(f"/{SUMMARY_FILE}")
+    ]
+    out += [
+        {"kind": "trigger", **json.loads(store.read(rel))}
+        for rel in store.list(TRIGGERS_FOLDER)
+        if rel.endswith(".json")
+    ]
+    return out
+
+
+def store_uri(settings: Settings) -> str:
+    """The monitoring store: ``monitor.store_uri``, else ``HOME/monitoring``."""
+    return settings.monitor.store_uri or str(settings.home / "monitoring")
+
+
+def log_uri(settings: Settings) -> str:
+    """The inference log: ``monitor.log_uri``, the transformer's, else ``HOME/inference_log``."""
+    return (
+        settings.monitor.log_uri
+        or settings.transformer.log_uri
+        or str(settings.home / "inference_log")
+    )
+
+
+def _html(snapshot: object) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="churn-drift-") as tmp:
+        path = Path(tmp) / REPORT_FILE
+        snapshot.save_html(str(path))  # type: ignore[attr-defined]
+        return path.read_bytes()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

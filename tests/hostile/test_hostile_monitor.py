@@ -1,0 +1,49 @@
+"""The drift monitor on bad windows and damaged logs: one line naming what is wrong."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from churn.cli import app
+from churn.errors import MonitorError
+from monitoring.drift import read_current, resolve_window
+from monitoring.store import Store
+
+UNTIL = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def test_a_since_that_is_not_a_time_is_one_line_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["monitor", "drift", "--since", "yesterday"])
+    assert result.exit_code == 2
+    assert "error: --since 'yesterday' is not an ISO 8601 time" in result.output
+
+
+def test_a_window_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(MonitorError, match=r"^the window is empty: --since 2026-11-30 13:00"):
+        resolve_window(datetime(2026, 11, 30, 13), UNTIL, hours=1)
+
+
+def test_a_damaged_log_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    folder = tmp_path / "log" / "date=2026-11-30"
+    folder.mkdir(parents=True)
+    (folder / "part-x.parquet").write_bytes(b"not parquet")
+    window = resolve_window(None, UNTIL, hours=2)
+    with pytest.raises(MonitorError, match=r"part-x\.parquet is unreadable"):
+        read_current(Store(str(tmp_path / "log")), window, "v1", [])
+
+
+def test_a_log_file_still_being_written_is_not_read(tmp_path: Path) -> None:
+    folder = tmp_path / "log" / "date=2026-11-30"
+    folder.mkdir(parents=True)
+    # FolderSink's temporary name while pq.write_table runs.
+    (folder / ".part-y.parquet.tmp").write_bytes(b"half a file")
+    window = resolve_window(None, UNTIL, hours=2)
+    frame, seen = read_current(Store(str(tmp_path / "log")), window, "v1", [])
+    assert seen == 0 and frame.empty

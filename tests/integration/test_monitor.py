@@ -1,0 +1,256 @@
+"""The drift monitor on real Parquet inference logs, a real registry and real Evidently.
+
+The champion is a model of the planted training set, published with its reference summary.
+Served traffic is another sample of the same generator, summarised by the serving summary
+function and written as the transformer's log; the drift kinds mirror ``churn data synth
+--drift``: amounts x1.6 (spend), purchase rates halved (rate), and 20% of customers from a
+new, busier ``enterprise`` segment (segment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from conftest import build_planted_training_set
+from typer.testing import CliRunner
+
+from churn.cli import app
+from churn.errors import MonitorError
+from churn.features.summary import summarize, summary_windows
+from churn.model.network import build_model, load_model, predict_proba, save_model
+from churn.release.reference import decode_categories, write_reference
+from churn.release.registry import open_registry
+from churn.settings import Settings
+from monitoring.drift import check_drift, history
+from serving.inference_log import log_schema, open_sink
+
+ARCH = {
+    "windows": [1, 4, 13],
+    "stem_stride": 1,
+    "hidden": 4,
+    "kernel_size": 2,
+    "dilations": [1],
+    "dropout": 0.0,
+    "embedding_dim": 2,
+    "head_hidden": 4,
+}
+UNTIL = datetime(2026, 11, 30, 12, tzinfo=UTC)
+VERSION = "v1"
+WINDOW = ("--until", UNTIL.isoformat(), "--hours", "1")
+
+
+@pytest.fixture
+def champion(tmp_path: Path, make_training_set: Callable[..., Path]) -> tuple[Path, dict]:
+    """A registry whose champion ``v1`` has a reference of 1800 training rows."""
+    dataset = make_training_set(tmp_path, seq_len=16)
+    ts = build_planted_training_set(seq_len=16)
+    spec = ts.input_spec
+    torch.manual_seed(0)
+    model_dir = save_model(build_model(spec, ARCH), spec, ARCH, 0.5, tmp_path / "model")
+    reference = write_reference(model_dir, dataset, tmp_path / "reference.parquet", 20000, 0)
+    registry = open_registry(Settings(home=tmp_path).registry)
+    registry.publish(model_dir, {"roc_auc": 0.8}, version=VERSION, reference=reference)
+    registry.promote(VERSION)
+    return model_dir, spec
+
+
+def traffic(spec: dict, model_dir: Path, drift: str, n: int, seed: int = 1) -> pa.Table:
+    """``n`` served records of the champion in the hour before UNTIL, with a drift applied."""
+    ts = build_planted_training_set(n=n, seq_len=16, seed=seed)
+    seq = np.concatenate([s.seq for s in ts.splits.values()])
+    num = np.concatenate([s.num for s in ts.splits.values()])
+    cat_idx = np.concatenate([s.cat for s in ts.splits.values()])
+    rng = np.random.default_rng(seed)
+    cat = decode_categories(cat_idx, spec["categorical_features"])
+    if drift == "spend":
+        seq[:, 1] *= 1.6
+    elif drift == "rate":
+        kept = rng.binomial(seq[:, 0].astype(np.int64), 0.5).astype(np.float32)
+        ratio = np.divide(kept, seq[:, 0], out=np.zeros_like(kept), where=seq[:, 0] > 0)
+        seq = seq * ratio[:, None, :]
+        num[:, 1] = seq[:, 0].sum(axis=1)
+    elif drift == "segment":
+        new = rng.random(len(seq)) < 0.2
+        seq[new] *= 3.0
+        cat[new, 0] = "enterprise"
+        cat_idx[new, 0] = 0
+    windows = summary_windows(ARCH["windows"], 16)
+    columns = summarize(seq, num, cat, spec, windows)
+    net, _ = load_model(model_dir)
+    scores = predict_proba(
+        net, torch.from_numpy(seq), torch.from_numpy(num), torch.from_numpy(cat_idx)
+    ).numpy()
+    times = [UNTIL - timedelta(minutes=50) + timedelta(milliseconds=i) for i in range(len(seq))]
+    records = {
+        "request_id": [f"r{i}" for i in range(len(seq))],
+        "time": times,
+        "customer_id": [f"c{i}" for i in range(len(seq))],
+        "model_version": [VERSION] * len(seq),
+        "feature_timestamp": times,
+        "churn_probability": scores.astype(np.float64),
+        "churned": scores >= 0.5,
+        **columns,
+    }
+    return pa.Table.from_pydict(records, schema=log_schema(spec, windows))
+
+
+def write_log(uri: str, table: pa.Table, endpoint_url: str | None = None) -> None:
+    open_sink(uri, endpoint_url).write(UNTIL.date().isoformat(), table)
+
+
+def settings_for(tmp_path: Path, **monitor: object) -> Settings:
+    return Settings(home=tmp_path, monitor={"min_rows": 500, **monitor})
+
+
+def test_traffic_like_the_training_data_gives_no_drift(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "none", 3000))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["decision"] == "no_drift"
+    assert summary["drifted_columns"] == []
+    assert summary["rows"] == {"current": 3000, "reference": 1800, "window_all": 3000}
+    assert Path(summary["report_html"]).read_bytes().lstrip().startswith(b"<!DOCTYPE html>")
+    assert json.loads(Path(summary["summary_json"]).read_text()) == summary
+
+
+@pytest.mark.parametrize(
+    ("drift", "expected"),
+    [
+        ("spend", {"seq_spend_sum_4", "seq_spend_sum_13"}),
+        ("rate", {"seq_n_txn_sum_13", "seq_spend_sum_13", "num_frequency"}),
+        ("segment", {"cat_segment"}),
+    ],
+)
+def test_each_kind_of_drift_gives_drift_and_names_the_drifted_columns(
+    tmp_path: Path, champion: tuple[Path, dict], drift: str, expected: set[str]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, drift, 3000))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["decision"] == "drift"
+    named = {c["column"] for c in summary["drifted_columns"]}
+    assert expected <= named, named
+    for column in summary["drifted_columns"]:
+        assert column["score"] > column["threshold"]
+        assert column["method"] in ("Wasserstein distance (normed)", "Jensen-Shannon distance")
+
+
+def test_too_few_rows_give_insufficient_data_even_when_they_drift(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "rate", 100))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["decision"] == "insufficient_data"
+    assert summary["rows"]["current"] == 100
+    assert summary["report_html"] is None
+
+
+def test_records_of_other_versions_and_outside_the_window_are_left_out(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    table = traffic(spec, model_dir, "none", 1000)
+    other = table.set_column(3, "model_version", pa.array(["v0"] * table.num_rows))
+    write_log(str(tmp_path / "inference_log"), other)
+    write_log(str(tmp_path / "inference_log"), table)
+    summary = check_drift(settings_for(tmp_path, min_rows=1), until=UNTIL, hours=1)
+    assert summary["rows"] == {"current": 1000, "reference": 1800, "window_all": 2000}
+    with pytest.raises(MonitorError, match=r"has no records from 2026-11-30T10:00"):
+        check_drift(settings_for(tmp_path), until=UNTIL - timedelta(hours=1), hours=1)
+
+
+def test_a_log_without_the_summary_columns_is_one_line_naming_file_and_columns(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    table = traffic(spec, model_dir, "none", 600).drop_columns(["cat_segment"])
+    write_log(str(tmp_path / "inference_log"), table)
+    result = subprocess.run(
+        [sys.executable, "-c", "from churn.cli import run; run()", "monitor", "drift", *WINDOW],
+        env={**os.environ, "CHURN_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: inference log")
+    assert "lacks columns ['cat_segment']" in result.stderr
+    with pytest.raises(MonitorError, match=r"part-.*\.parquet lacks columns \['cat_segment'\]"):
+        check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+
+
+def test_a_champion_without_a_reference_is_a_one_line_error(
+    tmp_path: Path, tiny_model: Callable[[Path, int], Path]
+) -> None:
+    registry = open_registry(Settings(home=tmp_path).registry)
+    registry.publish(tiny_model(tmp_path / "model", 0), {"roc_auc": 0.8}, version="v0")
+    registry.promote("v0")
+    with pytest.raises(MonitorError, match=r"^no usable reference for v0: .*no reference.parquet"):
+        check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+
+
+def test_the_log_and_the_reports_can_live_on_s3(
+    tmp_path: Path, champion: tuple[Path, dict], s3_endpoint: str, s3_bucket: str
+) -> None:
+    model_dir, spec = champion
+    log = f"s3://{s3_bucket}/log"
+    write_log(log, traffic(spec, model_dir, "spend", 1000), s3_endpoint)
+    cfg = settings_for(
+        tmp_path, log_uri=log, store_uri=f"s3://{s3_bucket}/monitoring", endpoint_url=s3_endpoint
+    )
+    summary = check_drift(cfg, until=UNTIL, hours=1)
+    assert summary["decision"] == "drift"
+    assert summary["report_html"].startswith(f"s3://{s3_bucket}/monitoring/runs/")
+    past = history(cfg)
+    assert [run["decision"] for run in past] == ["drift"]
+
+
+def test_the_cli_prints_the_decision_the_drifted_columns_and_the_paths_and_keeps_history(
+    tmp_path: Path, champion: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "spend", 1000))
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    since = (UNTIL - timedelta(hours=1)).isoformat()
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["monitor", "drift", "--since", since, "--until", UNTIL.isoformat()]
+    )
+    assert result.exit_code == 0, result.output
+    assert "decision: drift (1000 rows of v1 against 1800 reference rows)" in result.output
+    assert "  drifted: seq_spend_sum_13 Wasserstein distance (normed)" in result.output
+    assert f"report: {tmp_path}/monitoring/runs/" in result.output
+    metrics = (tmp_path / "monitoring" / "churn_drift.prom").read_text()
+    assert 'churn_drift_decision{decision="drift",model_version="v1"} 1.0' in metrics
+    assert 'churn_drift_current_rows{model_version="v1"} 1000.0' in metrics
+    assert 'churn_drift_column_score{column="seq_spend_sum_13"' in metrics
+    listed = runner.invoke(app, ["monitor", "history"])
+    assert listed.exit_code == 0
+    assert " v1 " in listed.output and " drift  rows=1000 " in listed.output
+
+
+def test_retrain_without_drift_triggers_nothing_and_says_so(
+    tmp_path: Path, champion: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "none", 600))
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["monitor", "drift", *WINDOW, "--retrain"])
+    assert result.exit_code == 0, result.output
+    assert "retrain: skipped" in result.output
+    # The report is written first; no training run and no trigger record follow.
+    assert len(history(settings_for(tmp_path))) == 1
+    assert not list(tmp_path.rglob("*.claim-*.json"))
