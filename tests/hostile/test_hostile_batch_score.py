@@ -30,7 +30,7 @@ def test_an_empty_customer_id_is_refused_with_its_row(tmp_path: Path) -> None:
 
 
 def test_a_cutoff_inside_a_day_is_refused_with_its_row(tmp_path: Path) -> None:
-    with pytest.raises(ContractError, match="row 2: cutoff .* is not at midnight UTC"):
+    with pytest.raises(ContractError, match=r"row 2: cutoff .* is not at midnight UTC"):
         read_customers(write(tmp_path, "customer_id,cutoff\nc1,2022-01-01T12:00\n"), AT)
 
 
@@ -48,7 +48,7 @@ def test_ids_keep_their_leading_zeros_and_rows_without_a_cutoff_take_the_date(
 
 
 def test_an_output_of_another_format_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ContractError, match="must end in .csv or .parquet"):
+    with pytest.raises(ContractError, match=r"must end in \.csv or \.parquet"):
         check_output(tmp_path / "scores.json", force=False)
 
 
