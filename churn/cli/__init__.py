@@ -13,7 +13,18 @@ from pathlib import Path
 
 import typer
 
-from churn.cli import by_id, data, dataset, features, model, monitor, pipeline, registry, serve
+from churn.cli import (
+    by_id,
+    data,
+    dataset,
+    features,
+    model,
+    monitor,
+    pipeline,
+    registry,
+    score,
+    serve,
+)
 from churn.cli.common import fail, set_settings
 from churn.errors import ChurnError
 from churn.io.processes import interrupt_descendants
@@ -32,6 +43,7 @@ app.command("train")(model.train_cmd)
 app.command("evaluate")(model.evaluate_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("predict")(by_id.predict_cmd)
+app.command("score")(score.score_cmd)
 app.command("run")(pipeline.run_cmd)
 
 
