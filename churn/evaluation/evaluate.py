@@ -24,7 +24,7 @@ from churn.io.atomic import check_replaceable
 from churn.io.leftovers import owner_tag, sweep
 from churn.model import metrics as m
 from churn.model.network import (
-    IDENTITY,
+    ChurnCNN,
     ModelFormatError,
     calibrate,
     load_model,
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MAX_CURVE_POINTS = 200
 
 
-def _load_model(model_dir: Path) -> tuple[torch.nn.Module, dict, float]:
+def _load_model(model_dir: Path) -> tuple[ChurnCNN, dict, float]:
     try:
         model, meta = load_model(model_dir)
     except ModelFormatError as exc:
@@ -89,9 +89,9 @@ def _logits(model: torch.nn.Module, split: Split) -> torch.Tensor:
     )
 
 
-def _score(model: torch.nn.Module, split: Split) -> np.ndarray:
+def _score(model: ChurnCNN, split: Split) -> np.ndarray:
     """Calibrated probabilities, as ``predict_proba`` and serving compute them."""
-    return calibrate(_logits(model, split), getattr(model, "calibration", IDENTITY)).numpy()
+    return calibrate(_logits(model, split), model.calibration).numpy()
 
 
 def auc_on_test_split(model_dir: str | Path, dataset_dir: str | Path) -> float:
