@@ -12,7 +12,7 @@ import torch
 from churn.dataset.training_set import Split, load_training_set
 from churn.model import metrics as m
 from churn.model.calibration import fit_platt
-from churn.model.network import load_model, predict_logits, predict_proba
+from churn.model.network import load_model, predict_logits, predict_proba, read_calibration
 from churn.model.train import train
 from churn.settings import ModelConfig, TrainConfig
 
@@ -132,3 +132,15 @@ def test_a_model_folder_without_calibration_predicts_the_raw_sigmoid(
     assert "calibration" not in json.loads(
         (tiny_model(tmp_path / "t", 0) / "model.json").read_text()
     )
+
+
+def test_logits_that_rank_churners_lower_are_left_uncalibrated() -> None:
+    from churn.model.train import _calibration
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(2000) < 0.3).astype(np.float32)
+    logits = (rng.normal(0.0, 1.0, 2000) - 2.0 * y).astype(np.float32)
+    calibration = _calibration(logits, y)
+    # A positive slope cannot fit, and a negative one would reverse the ranking.
+    assert calibration["method"] == "none" and calibration["fitted_slope"] < 0
+    assert read_calibration(calibration) == (1.0, 0.0)
