@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from churn.model import metrics as m
+from churn.model.network import PLATT
 
 MODEL_LABELS = {
     "cnn": "CNN",
@@ -221,7 +222,7 @@ figcaption { font-size: 0.85rem; color: #555; max-width: 480px; }
 def _calibration_note(result: Mapping) -> str:
     calibration = result.get("calibration") or {}
     raw = result.get("uncalibrated")
-    if calibration.get("method") != "platt" or not raw:
+    if calibration.get("method") != PLATT or not raw:
         return "<p>CNN probabilities are the raw sigmoid of its output (no calibration).</p>"
     return (
         f"<p>CNN probabilities are Platt-scaled, sigmoid({calibration['slope']:.4f} &times; "
