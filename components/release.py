@@ -15,6 +15,7 @@ def gate(
     training_set: Input[Dataset],
     allow_input_change: str,
     decision: Output[Artifact],
+    refuse_below_baseline: bool = True,
 ) -> float:
     """Decides whether the candidate replaces the champion.
 
@@ -36,6 +37,7 @@ def gate(
             differs from the champion's.
         decision: Output: JSON with the decision, its reason, the numbers compared and the
             candidate's evaluation.
+        refuse_below_baseline: Refuse a candidate significantly below its best baseline.
 
     Returns:
         1.0 when the candidate is promoted, else 0.0.
@@ -60,6 +62,7 @@ def gate(
             training_set.path,
             allow_input_change=allow_input_change,
             evaluation=metrics,
+            refuse_below_baseline=refuse_below_baseline,
         ),
         "evaluation": evaluation.uri,
     }

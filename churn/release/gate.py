@@ -140,6 +140,7 @@ def gate_decision(
     *,
     allow_input_change: str = "",
     evaluation: Mapping | None = None,
+    refuse_below_baseline: bool = True,
 ) -> dict:
     """Applies :func:`decide` against the registry's champion, re-scored on the same rows.
 
@@ -156,6 +157,8 @@ def gate_decision(
         evaluation: The candidate's ``metrics.json``; a candidate that reaches the threshold
             but is significantly below its best baseline is refused (see
             :func:`best_baseline_comparison`), before any champion is re-scored.
+        refuse_below_baseline: ``False`` records the comparison without refusing (smoke
+            runs on logs too small to train a model worth serving).
 
     Returns:
         ``promote``, ``reason``, ``candidate_auc``, ``threshold``, ``best_baseline`` (see
@@ -175,7 +178,7 @@ def gate_decision(
     changes: list[str] = []
     best_baseline = best_baseline_comparison(evaluation)
     promote, reason = decide(float(candidate_auc), float(threshold), None)
-    if promote and _significantly_worse(best_baseline):
+    if promote and refuse_below_baseline and _significantly_worse(best_baseline):
         assert best_baseline is not None
         promote, reason = False, _below_baseline(candidate_auc, threshold, best_baseline)
     elif champion is not None:

@@ -297,3 +297,16 @@ def test_a_champion_whose_files_are_damaged_stays_and_is_not_compared_on_its_rec
     assert result["champion_version"] == "champ" and result["champion_auc"] is None
     assert "champion champ cannot be re-scored on this run's test split" in result["reason"]
     assert "model-store" in result["reason"]
+
+
+def test_with_the_baseline_rule_off_the_comparison_is_recorded_but_does_not_refuse() -> None:
+    evaluation = small_log_evaluation([-0.1306, -0.0874])
+    result = gate_decision(
+        0.755,
+        0.70,
+        StubRegistry(),  # type: ignore[arg-type]
+        evaluation=evaluation,
+        refuse_below_baseline=False,
+    )
+    assert result["promote"] is True
+    assert result["best_baseline"]["ci95"] == [-0.1306, -0.0874]
