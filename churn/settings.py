@@ -175,10 +175,15 @@ class EvalConfig(Section):
         threshold_metric: Metric maximised on the validation split to pick the decision
             threshold.
         auc_threshold: Minimum test ROC-AUC for promotion.
+        refuse_below_baseline: Refuse a candidate whose test ROC-AUC is significantly below
+            the best baseline of its own evaluation (the DeLong 95% interval of the
+            difference lies below 0). ``False`` only for smoke runs on logs too small to
+            train a model worth serving.
     """
 
     threshold_metric: Literal["f1", "youden"] = "f1"
     auc_threshold: float = Field(0.70, ge=0.0, le=1.0)
+    refuse_below_baseline: bool = True
 
 
 class RegistryConfig(Section):

@@ -15,6 +15,7 @@ def gate(
     training_set: Input[Dataset],
     allow_input_change: str,
     decision: Output[Artifact],
+    refuse_below_baseline: bool = True,
 ) -> float:
     """Decides whether the candidate replaces the champion.
 
@@ -26,7 +27,9 @@ def gate(
         auc_threshold: Minimum ROC-AUC for promotion.
         registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
             ``endpoint_url`` (non-AWS stores) and ``model_name``.
-        evaluation: The candidate's evaluation folder; the decision records where it is.
+        evaluation: The candidate's evaluation folder; the decision records where it is, and
+            the candidate is refused when its ``metrics.json`` shows it significantly below
+            the best baseline.
         training_set: The candidate's training set: the champion is re-scored on its test
             split, so both ROC-AUCs come from the same rows.
         allow_input_change: Names a deliberate change of the input spec (channels, bins,
@@ -34,6 +37,7 @@ def gate(
             differs from the champion's.
         decision: Output: JSON with the decision, its reason, the numbers compared and the
             candidate's evaluation.
+        refuse_below_baseline: Refuse a candidate significantly below its best baseline.
 
     Returns:
         1.0 when the candidate is promoted, else 0.0.
@@ -49,6 +53,7 @@ def gate(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     registry_cfg = parse_section(RegistryConfig, registry, "registry")
     store = open_registry(registry_cfg)
+    metrics = json.loads((Path(evaluation.path) / "metrics.json").read_text())
     result = {
         **gate_decision(
             candidate_auc,
@@ -56,6 +61,8 @@ def gate(
             store,
             training_set.path,
             allow_input_change=allow_input_change,
+            evaluation=metrics,
+            refuse_below_baseline=refuse_below_baseline,
         ),
         "evaluation": evaluation.uri,
     }

@@ -69,6 +69,11 @@ class RunArguments(BaseModel):
         description="Minimum test ROC-AUC for promotion.",
         json_schema_extra={"cli": 1},
     )
+    refuse_below_baseline: bool = Field(
+        True,
+        description="Refuse a candidate significantly below the best baseline of its own "
+        "evaluation (DeLong 95% interval of the difference below 0).",
+    )
     allow_input_change: str = Field(
         "",
         description="Names a deliberate change of the input spec (channels, bins, length, "
@@ -134,6 +139,7 @@ class RunArguments(BaseModel):
             "horizon_days": settings.features.horizon_days,
             "epochs": settings.train.epochs,
             "auc_threshold": settings.eval.auc_threshold,
+            "refuse_below_baseline": settings.eval.refuse_below_baseline,
             "threshold_metric": settings.eval.threshold_metric,
             "data_endpoint_url": settings.registry.endpoint_url or "",
             "registry": settings.registry,

@@ -98,6 +98,7 @@ def build_pipeline(settings: Settings) -> Callable:
             evaluation=evaluated.outputs["evaluation"],
             training_set=training_set.outputs["training_set"],
             allow_input_change=a["allow_input_change"],
+            refuse_below_baseline=a["refuse_below_baseline"],
         ).set_display_name("AUC gate")
 
         # Float against float: kfp.local compiles a comparison that mixes int and float to

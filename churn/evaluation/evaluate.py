@@ -23,7 +23,13 @@ from churn.evaluation.baselines import run_baselines
 from churn.io.atomic import check_replaceable
 from churn.io.leftovers import owner_tag, sweep
 from churn.model import metrics as m
-from churn.model.network import ModelFormatError, load_model, predict_proba
+from churn.model.network import (
+    ChurnCNN,
+    ModelFormatError,
+    calibrate,
+    load_model,
+    predict_logits,
+)
 from churn.model.spec import SPEC_FIELDS
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,7 @@ log = logging.getLogger(__name__)
 MAX_CURVE_POINTS = 200
 
 
-def _load_model(model_dir: Path) -> tuple[torch.nn.Module, dict, float]:
+def _load_model(model_dir: Path) -> tuple[ChurnCNN, dict, float]:
     try:
         model, meta = load_model(model_dir)
     except ModelFormatError as exc:
@@ -77,11 +83,15 @@ def _check_splits(ts: TrainingSet, dataset_dir: Path) -> None:
             )
 
 
-def _score(model: torch.nn.Module, split: Split) -> np.ndarray:
-    probs = predict_proba(
+def _logits(model: torch.nn.Module, split: Split) -> torch.Tensor:
+    return predict_logits(
         model, torch.from_numpy(split.seq), torch.from_numpy(split.num), torch.from_numpy(split.cat)
     )
-    return probs.numpy().astype(np.float64)
+
+
+def _score(model: ChurnCNN, split: Split) -> np.ndarray:
+    """Calibrated probabilities, as ``predict_proba`` and serving compute them."""
+    return calibrate(_logits(model, split), model.calibration).numpy()
 
 
 def auc_on_test_split(model_dir: str | Path, dataset_dir: str | Path) -> float:
@@ -223,7 +233,9 @@ def evaluate(
         The contents of ``metrics.json``: the CNN's test ``roc_auc``, ``pr_auc``,
         ``accuracy``, ``precision``, ``recall``, ``f1``, ``log_loss``, ``brier``,
         ``threshold``, ``n_test``, ``positive_rate`` and ``predicted_positive_rate``; ``val``
-        (the CNN's validation metrics at the same threshold); ``baselines`` (the same test
+        (the CNN's validation metrics at the same threshold); ``calibration`` (the model
+        folder's, ``None`` without one) and ``uncalibrated`` (the CNN's test ``log_loss`` and
+        ``brier`` of the raw sigmoid, for comparison); ``baselines`` (the same test
         metrics per baseline) and ``baseline_params``; ``splits`` (row and class counts and
         cutoffs per split); ``roc_curve`` (``fpr``, ``tpr``, ``thresholds``, at most 200
         points) and ``confusion_matrix`` (``categories`` and ``matrix``, rows true classes,
@@ -252,7 +264,11 @@ def evaluate(
     _check_splits(ts, dataset_dir)
 
     val, test = ts.splits["val"], ts.splits["test"]
-    val_scores, test_scores = _score(model, val), _score(model, test)
+    val_scores = _score(model, val)
+    test_logits = _logits(model, test)
+    test_scores = calibrate(test_logits, model.calibration).numpy()
+    # The raw sigmoid, for the report's comparison: what serving answered before calibration.
+    raw_scores = calibrate(test_logits).numpy()
     log.info("fitting baselines on %d training rows", len(ts.splits["train"]))
     baselines = run_baselines(ts, threshold_metric=threshold_metric, seed=seed)
 
@@ -264,6 +280,11 @@ def evaluate(
             "model_dir": str(model_dir),
             "dataset_dir": str(dataset_dir),
             "val": val_metrics,
+            "calibration": meta.get("calibration"),
+            "uncalibrated": {
+                "log_loss": m.log_loss(test.y, raw_scores),
+                "brier": m.brier(test.y, raw_scores),
+            },
             "baselines": {
                 name: _test_metrics(test.y, b.test_scores, b.threshold)
                 for name, b in baselines.items()
@@ -283,7 +304,7 @@ def evaluate(
     )
 
     scores = {"cnn": test_scores, **{name: b.test_scores for name, b in baselines.items()}}
-    images = report.make_plots(test.y, scores, threshold)
+    images = report.make_plots(test.y, scores, threshold, uncalibrated=raw_scores)
     page = report.render_report(result, images)
     files = {**images, "report.html": page.encode("utf-8")}
     # allow_nan=False: NaN is not JSON, and the pipeline's readers would choke on it.

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from churn.model import metrics as m
+from churn.model.network import PLATT
 
 MODEL_LABELS = {
     "cnn": "CNN",
@@ -42,7 +43,10 @@ METRIC_ROWS: tuple[tuple[str, str, bool | None], ...] = (
 PLOTS = {
     "roc.png": "ROC curves on the test split",
     "pr.png": "Precision-recall curves on the test split",
-    "calibration.png": "Reliability diagram on the test split (10 equal-width bins)",
+    "calibration.png": (
+        "Reliability diagram on the test split (10 equal-width bins): the CNN calibrated on "
+        "validation, and dotted before calibration"
+    ),
     "confusion_matrix.png": "CNN confusion matrix on the test split at the model threshold",
     "score_hist.png": "CNN test scores by true class",
 }
@@ -65,7 +69,10 @@ def _figure() -> tuple[Figure, Axes]:
 
 
 def make_plots(
-    y_test: np.ndarray, scores: Mapping[str, np.ndarray], threshold: float
+    y_test: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    threshold: float,
+    uncalibrated: np.ndarray | None = None,
 ) -> dict[str, bytes]:
     """Draws the evaluation plots.
 
@@ -74,6 +81,8 @@ def make_plots(
         scores: Test probabilities per model; ``"cnn"`` must be present and comes first in
             the legends, the others are overlaid for comparison.
         threshold: The CNN's decision threshold (marked on its plots).
+        uncalibrated: The CNN's test probabilities before calibration, drawn dashed in the
+            reliability diagram only (its ranking curves are the calibrated ones).
 
     Returns:
         PNG bytes keyed by file name, the keys of :data:`PLOTS`.
@@ -107,6 +116,9 @@ def make_plots(
     for name, s in scores.items():
         frac, mean, _ = m.calibration_bins(y_test, s, n_bins=10)
         ax.plot(mean, frac, marker="o", label=_label(name))
+    if uncalibrated is not None:
+        frac, mean, _ = m.calibration_bins(y_test, uncalibrated, n_bins=10)
+        ax.plot(mean, frac, marker="x", linestyle=":", color="grey", label="CNN, uncalibrated")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="Perfect")
     ax.set(xlabel="Mean predicted probability", ylabel="Observed churn rate")
     ax.set(title="Reliability", xlim=(0, 1), ylim=(0, 1))
@@ -207,6 +219,19 @@ figcaption { font-size: 0.85rem; color: #555; max-width: 480px; }
 """
 
 
+def _calibration_note(result: Mapping) -> str:
+    calibration = result.get("calibration") or {}
+    raw = result.get("uncalibrated")
+    if calibration.get("method") != PLATT or not raw:
+        return "<p>CNN probabilities are the raw sigmoid of its output (no calibration).</p>"
+    return (
+        f"<p>CNN probabilities are Platt-scaled, sigmoid({calibration['slope']:.4f} &times; "
+        f"logit {calibration['intercept']:+.4f}), fitted on the validation split; the ranking "
+        f"is unchanged. Uncalibrated, its test log loss was {raw['log_loss']:.4f} and its "
+        f"Brier score {raw['brier']:.4f}.</p>"
+    )
+
+
 def render_report(result: Mapping, images: Mapping[str, bytes], title: str = "") -> str:
     """Renders the evaluation as one self-contained HTML page.
 
@@ -235,6 +260,7 @@ def render_report(result: Mapping, images: Mapping[str, bytes], title: str = "")
         f"{esc(str(result.get('threshold_metric', '')))} on the validation split; no threshold "
         f"is ever chosen on the test split.</p>"
     )
+    summary += _calibration_note(result)
     comparisons = "".join(
         f"<li>CNN minus {esc(_label(name))}: {c['difference']:+.4f} "
         + (
@@ -255,8 +281,9 @@ def render_report(result: Mapping, images: Mapping[str, bytes], title: str = "")
         "Brier score). Baselines use RFM and aggregate features of the same sequences: "
         "gradient-boosted trees stopped early on the validation split, and logistic "
         "regression on standardised features with its regularisation chosen on the "
-        "validation split. Log loss and Brier score also measure calibration: a model "
-        "trained with a positive-class weight scores worse on them without ranking worse.</p>"
+        "validation split. Log loss and Brier score also measure calibration: the CNN is "
+        "trained with a positive-class weight, which shifts its raw scores, so its "
+        "probabilities are recalibrated on the validation split.</p>"
     )
     return (
         "<!DOCTYPE html>\n"

@@ -31,6 +31,11 @@ ARCHITECTURE_FIELDS = (
     "head_hidden",
 )
 _RESERVED_META_KEYS = ("format_version", "architecture", "input_spec", "threshold")
+# Optional: a folder without it is read as before (identity calibration).
+_CALIBRATION_KEY = "calibration"
+PLATT = "platt"
+# Recorded when the validation logits did not rank churners higher, so no positive slope fits.
+UNCALIBRATED = "none"
 
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -39,6 +44,9 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 # attributes beside them in ``numeric_features`` may be (a balance, a score), and the contract
 # forbids attributes of these names.
 NON_NEGATIVE_FEATURES = frozenset({"tenure_days", "recency_days", "frequency", "monetary"})
+
+
+IDENTITY = (1.0, 0.0)
 
 
 class ModelFormatError(ValueError):
@@ -118,6 +126,10 @@ class ChurnCNN(nn.Module):
         self.num_mean: torch.Tensor
         self.num_std: torch.Tensor
         self.n_numeric = n_numeric
+        # Platt scaling of the logit, (slope, intercept): not a buffer, so model.pt keeps the
+        # state_dict of folders written before calibration existed; load_model sets it from
+        # model.json and predict_proba applies it.
+        self.calibration = IDENTITY
         self.register_buffer("seq_mean", torch.tensor(seq_mean, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("seq_std", torch.tensor(seq_std, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("num_mean", torch.tensor(num_mean, dtype=torch.float32).view(1, -1))
@@ -248,6 +260,7 @@ def save_model(
     threshold: float,
     out_dir: str | Path,
     extra: dict | None = None,
+    calibration: dict | None = None,
 ) -> Path:
     """Writes a model folder atomically: ``model.pt`` (state_dict) and ``model.json``.
 
@@ -262,16 +275,21 @@ def save_model(
         threshold: Decision threshold on the churn probability (churn when ``p >= threshold``).
         out_dir: Destination folder.
         extra: JSON-serialisable fields added to ``model.json`` (for example the training
-            history); they may not reuse the reserved keys.
+            history); they may not reuse the reserved keys or ``calibration``.
+        calibration: Platt scaling applied to the logits before the sigmoid,
+            ``{"method": "platt", "slope": a, "intercept": b, ...}`` with ``a > 0`` (further
+            keys are kept as a record of the fit); ``None`` writes none (identity). The
+            threshold must be on the calibrated scale.
 
     Returns:
         The destination path.
 
     Raises:
-        ValueError: ``extra`` reuses a reserved key or the threshold is not a finite number.
+        ValueError: ``extra`` reuses a reserved key, the threshold is not a finite number, or
+            the calibration is malformed.
     """
     extra = dict(extra or {})
-    clash = [k for k in _RESERVED_META_KEYS if k in extra]
+    clash = [k for k in (*_RESERVED_META_KEYS, _CALIBRATION_KEY) if k in extra]
     if clash:
         raise ValueError(f"extra may not set the reserved model.json keys {clash}")
     if not math.isfinite(float(threshold)):
@@ -285,6 +303,9 @@ def save_model(
         "threshold": float(threshold),
         **extra,
     }
+    if calibration is not None:
+        read_calibration(calibration)
+        meta[_CALIBRATION_KEY] = dict(calibration)
     text = json.dumps(meta, indent=2)
     # Imported here: serving ships this file without the churn package and never saves.
     from churn.io.atomic import staging_dir
@@ -302,7 +323,9 @@ def load_model(path: str | Path) -> tuple[ChurnCNN, dict]:
         path: The model folder.
 
     Returns:
-        The model on the CPU in eval mode, and the parsed ``model.json``.
+        The model on the CPU in eval mode, with the folder's calibration (identity when
+        ``model.json`` has none, as in folders written before calibration existed), and the
+        parsed ``model.json``.
 
     Raises:
         ModelFormatError: The folder or a file is missing, ``model.json`` is malformed or of an
@@ -332,6 +355,7 @@ def load_model(path: str | Path) -> tuple[ChurnCNN, dict]:
         )
     try:
         model = build_model(meta["input_spec"], meta["architecture"])
+        model.calibration = read_calibration(meta.get(_CALIBRATION_KEY))
     except (ModelFormatError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFormatError(f"{meta_path}: {exc}") from exc
     try:
@@ -458,14 +482,73 @@ def _number(value: object, what: str, index: int) -> float:
     )
 
 
-def predict_proba(
+def read_calibration(calibration: object) -> tuple[float, float]:
+    """Reads the ``calibration`` field of ``model.json``.
+
+    Args:
+        calibration: The field's value; ``None`` (absent) means identity.
+
+    Returns:
+        ``(slope, intercept)`` of the Platt scaling ``sigmoid(slope * logit + intercept)``;
+        identity for method ``"none"``.
+
+    Raises:
+        ModelFormatError: The field is not an object, names an unknown method, or its slope is
+            not a positive finite number (which would reverse or flatten the ranking) or its
+            intercept not a finite one.
+    """
+    if calibration is None:
+        return IDENTITY
+    if not isinstance(calibration, dict):
+        raise ModelFormatError(f"calibration must be an object, got {reprlib.repr(calibration)}")
+    method = calibration.get("method")
+    if method == UNCALIBRATED:
+        return IDENTITY
+    if method != PLATT:
+        raise ModelFormatError(
+            f"calibration.method must be {PLATT!r} or {UNCALIBRATED!r}, got {reprlib.repr(method)}"
+        )
+    values = []
+    for key in ("slope", "intercept"):
+        value = calibration.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ModelFormatError(f"calibration.{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ModelFormatError(f"calibration.{key} must be finite, got {value!r}")
+        values.append(float(value))
+    if values[0] <= 0.0:
+        raise ModelFormatError(
+            f"calibration.slope must be > 0 to keep the ranking, got {values[0]!r}"
+        )
+    return values[0], values[1]
+
+
+def calibrate(logits: torch.Tensor, calibration: tuple[float, float] = IDENTITY) -> torch.Tensor:
+    """Turns logits into churn probabilities through Platt scaling.
+
+    In float64: float32 would round neighbouring probabilities into ties (its spacing near
+    p is about 6e-8 * p, finer than the logits' once the sigmoid compresses them) and move
+    the AUC that calibration must leave unchanged.
+
+    Args:
+        logits: Model outputs, any float dtype.
+        calibration: ``(slope, intercept)``; the slope is positive, so the order is kept.
+
+    Returns:
+        ``sigmoid(slope * logits + intercept)`` as float64.
+    """
+    slope, intercept = calibration
+    return torch.sigmoid(logits.double() * slope + intercept)
+
+
+def predict_logits(
     model: nn.Module,
     seq: torch.Tensor,
     num: torch.Tensor,
     cat: torch.Tensor,
     batch_size: int = 8192,
 ) -> torch.Tensor:
-    """Churn probabilities, computed without gradients in batches on the model's device.
+    """Uncalibrated churn logits, computed without gradients in batches on the model's device.
 
     Args:
         model: The model, normally in eval mode (as :func:`load_model` returns it).
@@ -475,7 +558,7 @@ def predict_proba(
         batch_size: Rows per forward pass; bounds memory on large inputs.
 
     Returns:
-        Probabilities, float32 [N], on the CPU.
+        Logits, float32 [N], on the CPU.
     """
     device = next(model.parameters()).device
     out = []
@@ -483,6 +566,29 @@ def predict_proba(
         for start in range(0, len(seq), batch_size):
             end = start + batch_size
             batch = (t[start:end].to(device) for t in (seq, num, cat))
-            logits = model(*batch)
-            out.append(torch.sigmoid(logits.float()).cpu())
+            out.append(model(*batch).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def predict_proba(
+    model: nn.Module,
+    seq: torch.Tensor,
+    num: torch.Tensor,
+    cat: torch.Tensor,
+    batch_size: int = 8192,
+) -> torch.Tensor:
+    """Calibrated churn probabilities: what serving, batch scoring and evaluation report.
+
+    Args:
+        model: The model, normally in eval mode (as :func:`load_model` returns it, with its
+            folder's calibration).
+        seq: Raw sequences, float32 [N, C, L].
+        num: Raw numeric features, float32 [N, F].
+        cat: Categorical indices, int64 [N, K].
+        batch_size: Rows per forward pass; bounds memory on large inputs.
+
+    Returns:
+        Probabilities, float64 [N], on the CPU (see :func:`calibrate`).
+    """
+    logits = predict_logits(model, seq, num, cat, batch_size)
+    return calibrate(logits, getattr(model, "calibration", IDENTITY))

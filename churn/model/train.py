@@ -25,8 +25,22 @@ from tqdm import tqdm
 from churn.dataset.training_set import Split, load_training_set
 from churn.errors import DatasetError, ModelError
 from churn.io.atomic import check_replaceable
-from churn.model.metrics import THRESHOLD_METRICS, binary_metrics, choose_threshold, roc_auc
-from churn.model.network import build_model, save_model
+from churn.model.calibration import fit_platt
+from churn.model.metrics import (
+    THRESHOLD_METRICS,
+    binary_metrics,
+    choose_threshold,
+    log_loss,
+    roc_auc,
+)
+from churn.model.network import (
+    PLATT,
+    UNCALIBRATED,
+    build_model,
+    calibrate,
+    read_calibration,
+    save_model,
+)
 from churn.settings import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,7 +59,9 @@ def train(
     """Trains the CNN on a training set folder and writes a model folder.
 
     Only the ``train`` and ``val`` splits are read; the test split is never opened, so it stays
-    untouched for evaluation. The decision threshold is chosen on the validation split.
+    untouched for evaluation. Platt scaling is fitted on the validation logits of the best
+    epoch (see ``churn.model.calibration``), and the decision threshold is then chosen on the
+    calibrated validation probabilities, the scale serving answers on.
 
     Class imbalance is handled in the loss: ``BCEWithLogitsLoss(pos_weight=w)`` multiplies the
     loss of every positive (churned) row by ``w``. ``train_cfg.pos_weight`` sets ``w``:
@@ -76,7 +92,8 @@ def train(
 
     Returns:
         A summary: ``model_dir``, ``device``, ``world_size``, ``epochs_run``, ``best_epoch``,
-        ``best_val_auc``, ``threshold``, ``threshold_metric``, ``val_precision``,
+        ``best_val_auc``, ``threshold``, ``threshold_metric``, ``calibration`` (as written to
+        ``model.json``), ``val_precision``,
         ``val_recall``, ``val_f1`` (at the threshold), ``pos_weight``, ``train_rows``,
         ``val_rows``, ``samples_per_sec`` and ``seconds``.
 
@@ -210,9 +227,12 @@ def train(
     assert best_state is not None  # the first epoch always beats -inf
     model.load_state_dict(best_state)
 
-    # The threshold is chosen on full-precision probabilities, as serving computes them.
+    # The threshold is chosen on full-precision calibrated probabilities, as serving computes
+    # them, so it sits on the scale clients see.
     val_logits = _predict_logits(model, val_t, rank, world)
-    val_prob = torch.sigmoid(torch.from_numpy(val_logits)).numpy()
+    calibration = _calibration(val_logits, val_split.y)
+    model.calibration = read_calibration(calibration)
+    val_prob = calibrate(torch.from_numpy(val_logits), model.calibration).numpy()
     threshold = choose_threshold(val_split.y, val_prob, threshold_metric)
     val_metrics = binary_metrics(val_split.y, val_prob, threshold)
     train_seconds = sum(h["seconds"] for h in history)
@@ -226,6 +246,7 @@ def train(
         "best_val_auc": best_auc,
         "threshold": threshold,
         "threshold_metric": threshold_metric,
+        "calibration": calibration,
         **{f"val_{k}": val_metrics[k] for k in ("precision", "recall", "f1")},
         "pos_weight": pos_weight,
         "train_rows": n_train,
@@ -252,7 +273,9 @@ def train(
                 "config": train_cfg.model_dump(),
             },
         }
-        save_model(model, ts.input_spec, architecture, threshold, out_dir, extra=extra)
+        save_model(
+            model, ts.input_spec, architecture, threshold, out_dir, extra, calibration=calibration
+        )
         log.info(
             "wrote %s: best epoch %d, val AUC %.4f, threshold %.4f (%s)",
             out_dir,
@@ -265,6 +288,36 @@ def train(
         # Other ranks return only once the model folder exists.
         dist.barrier()
     return summary
+
+
+def _calibration(val_logits: np.ndarray, y: np.ndarray) -> dict:
+    """Platt scaling fitted on the validation logits, with the log loss it moves."""
+    logits = torch.from_numpy(val_logits)
+    before = log_loss(y, calibrate(logits).numpy())
+    slope, intercept = fit_platt(val_logits, y)
+    if slope <= 0:
+        log.warning(
+            "no calibration: the validation logits do not rank churners higher "
+            "(Platt slope %.4g), so the probabilities stay the raw sigmoid",
+            slope,
+        )
+        return {"method": UNCALIBRATED, "fitted_slope": slope, "val_log_loss": before}
+    after = log_loss(y, calibrate(logits, (slope, intercept)).numpy())
+    log.info(
+        "Platt scaling on validation: slope %.4f, intercept %.4f, log loss %.4f -> %.4f",
+        slope,
+        intercept,
+        before,
+        after,
+    )
+    return {
+        "method": PLATT,
+        "slope": slope,
+        "intercept": intercept,
+        "fitted_on": "val",
+        "val_log_loss_before": before,
+        "val_log_loss_after": after,
+    }
 
 
 def train_epoch(

@@ -1,8 +1,11 @@
 """The promotion gate: whether a freshly evaluated model may replace the champion.
 
-A candidate is promoted only when its test ROC-AUC reaches the configured threshold and is
-strictly higher than the current champion's. A tie keeps the champion: retraining on the same
-data gives the same score, and swapping versions for nothing would only churn deployments.
+A candidate is promoted only when its test ROC-AUC reaches the configured threshold, is not
+significantly below the best baseline of its own evaluation (the upper end of the DeLong 95%
+interval of CNN minus that baseline is below 0: on the same rows, a model that plain
+features beat should not be served), and is strictly higher than the current champion's. A
+tie keeps the champion: retraining on the same data gives the same score, and swapping
+versions for nothing would only churn deployments.
 
 The champion's ROC-AUC is always its score on the candidate's own test split: the one it
 recorded at its own evaluation comes from another test window (an easier one would promote a
@@ -25,6 +28,7 @@ When the champion cannot be re-scored there, no recorded number stands in for th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +84,54 @@ def decide(candidate_auc: float, threshold: float, champion_auc: float | None) -
     )
 
 
+def best_baseline_comparison(evaluation: Mapping | None) -> dict | None:
+    """The candidate's comparison with the best baseline of its own evaluation.
+
+    Args:
+        evaluation: The candidate's ``metrics.json`` (``baselines`` with each ROC-AUC, and
+            ``auc_vs_baselines`` with the DeLong comparison to each); ``None``, or one
+            without them, gives nothing to compare.
+
+    Returns:
+        ``name`` and ``roc_auc`` of the baseline with the highest test ROC-AUC, with
+        ``difference`` and ``ci95`` of CNN minus it (``ci95`` is ``None`` when a class has a
+        single test row); ``None`` when there is no baseline.
+    """
+    baselines = (evaluation or {}).get("baselines") or {}
+    comparisons = (evaluation or {}).get("auc_vs_baselines") or {}
+    scored = {
+        name: float(row["roc_auc"])
+        for name, row in baselines.items()
+        if isinstance(row, Mapping)
+        and isinstance(row.get("roc_auc"), int | float)
+        and isinstance(comparisons.get(name), Mapping)
+    }
+    if not scored:
+        return None
+    name = max(scored, key=lambda n: scored[n])
+    return {
+        "name": name,
+        "roc_auc": scored[name],
+        "difference": comparisons[name].get("difference"),
+        "ci95": comparisons[name].get("ci95"),
+    }
+
+
+def _significantly_worse(best: dict | None) -> bool:
+    ci = (best or {}).get("ci95")
+    return isinstance(ci, list | tuple) and len(ci) == 2 and ci[1] < 0
+
+
+def _below_baseline(candidate_auc: float, threshold: float, best: dict) -> str:
+    low, high = best["ci95"]
+    return (
+        f"candidate ROC-AUC {candidate_auc:.4f} reaches the threshold {threshold:.4f} but is "
+        f"significantly below the best baseline, {best['name']} ({best['roc_auc']:.4f}): CNN "
+        f"minus {best['name']} is {best['difference']:+.4f}, DeLong 95% interval {low:+.4f} "
+        f"to {high:+.4f} on the same test rows, wholly below 0"
+    )
+
+
 def gate_decision(
     candidate_auc: float,
     threshold: float,
@@ -87,6 +139,8 @@ def gate_decision(
     dataset_dir: str | Path | None = None,
     *,
     allow_input_change: str = "",
+    evaluation: Mapping | None = None,
+    refuse_below_baseline: bool = True,
 ) -> dict:
     """Applies :func:`decide` against the registry's champion, re-scored on the same rows.
 
@@ -100,9 +154,16 @@ def gate_decision(
         allow_input_change: Names a deliberate change of the input spec; a candidate whose
             spec differs from the champion's is then judged on the threshold alone. ``""``
             refuses such a candidate.
+        evaluation: The candidate's ``metrics.json``; a candidate that reaches the threshold
+            but is significantly below its best baseline is refused (see
+            :func:`best_baseline_comparison`), before any champion is re-scored.
+        refuse_below_baseline: ``False`` records the comparison without refusing (smoke
+            runs on logs too small to train a model worth serving).
 
     Returns:
-        ``promote``, ``reason``, ``candidate_auc``, ``threshold``, ``champion_version``,
+        ``promote``, ``reason``, ``candidate_auc``, ``threshold``, ``best_baseline`` (see
+        :func:`best_baseline_comparison`; ``None`` without an evaluation),
+        ``champion_version``,
         ``champion_auc`` and ``champion_auc_basis`` (``None`` unless the champion was
         re-scored), ``input_changes`` (what differs from the champion's input spec),
         ``allow_input_change``, and ``decided_at`` (UTC).
@@ -115,9 +176,12 @@ def gate_decision(
     allowed = allow_input_change.strip()
     champion_auc: float | None = None
     changes: list[str] = []
-    if champion is None:
-        promote, reason = decide(float(candidate_auc), float(threshold), None)
-    else:
+    best_baseline = best_baseline_comparison(evaluation)
+    promote, reason = decide(float(candidate_auc), float(threshold), None)
+    if promote and refuse_below_baseline and _significantly_worse(best_baseline):
+        assert best_baseline is not None
+        promote, reason = False, _below_baseline(candidate_auc, threshold, best_baseline)
+    elif champion is not None:
         try:
             changes, champion_auc = _against_champion(registry, champion, dataset_dir)
         except (ChurnError, ValueError) as exc:
@@ -131,6 +195,7 @@ def gate_decision(
         "reason": reason,
         "candidate_auc": float(candidate_auc),
         "threshold": float(threshold),
+        "best_baseline": best_baseline,
         "champion_version": champion.version if champion is not None else None,
         "champion_auc": champion_auc,
         "champion_auc_basis": RESCORED if champion_auc is not None else None,

@@ -52,10 +52,19 @@ def registry(settings: Settings) -> Registry:
 
 @pytest.fixture(scope="module")
 def promoted_run(settings: Settings) -> dict:
-    """A first run whose threshold any model passes, deployed to a local TorchServe."""
+    """A first run whose threshold any model passes, deployed to a local TorchServe.
+
+    Its two-epoch, 8-wide CNN on 800 customers is significantly below logistic regression
+    (0.7388 against 0.7664), so the gate's baseline rule (tests/unit/test_gate.py) is off here.
+    """
     return run_local(
         settings,
-        {"data": DATA, "auc_threshold": 0.0, "deploy_target": "local"},
+        {
+            "data": DATA,
+            "auc_threshold": 0.0,
+            "refuse_below_baseline": False,
+            "deploy_target": "local",
+        },
         enable_caching=True,
     )
 
@@ -144,7 +153,8 @@ def test_a_candidate_no_better_than_the_champion_on_the_same_rows_is_not_promote
     registry.promote(seeded.version)
     before = registry_state(registry)
 
-    summary = run_local(settings, {"data": DATA, "auc_threshold": 0.0}, enable_caching=True)
+    args = {"data": DATA, "auc_threshold": 0.0, "refuse_below_baseline": False}
+    summary = run_local(settings, args, enable_caching=True)
 
     assert not summary["promoted"]
     assert f"does not beat the champion's {summary['roc_auc']['cnn']:.4f}" in summary["reason"]
@@ -172,7 +182,12 @@ def test_a_candidate_with_another_input_spec_replaces_the_champion_only_when_the
     registry.promote(champion.version, allow_input_change="another log")
     change = f"channels: added [{first!r}], removed ['orders']"
 
-    args = {"data": DATA, "auc_threshold": 0.0, "deploy_target": "none"}
+    args = {
+        "data": DATA,
+        "auc_threshold": 0.0,
+        "refuse_below_baseline": False,
+        "deploy_target": "none",
+    }
     refused = run_local(settings, args, enable_caching=True)
     assert not refused["promoted"]
     assert (

@@ -22,7 +22,7 @@ from ts.utils.util import PredictionException
 
 from churn.dataset.training_set import load_training_set
 from churn.errors import ServingError
-from churn.model.network import load_model, predict_proba
+from churn.model.network import load_model, predict_logits, predict_proba
 from churn.model.train import train
 from churn.release.registry import LocalRegistry
 from churn.release.torchserve import LocalTorchServe
@@ -242,3 +242,22 @@ def test_handler_speaks_v2_in_process(served: Served, tmp_path: Path) -> None:
     body["inputs"][1]["datatype"] = "FP32"
     with pytest.raises(PredictionException, match=r"input 1 .*'customer-1'.* BYTES"):
         envelope.handle([{"body": json.dumps(body).encode()}], context)
+
+
+def test_the_served_probability_is_the_calibrated_one(served: Served, tmp_path: Path) -> None:
+    with zipfile.ZipFile(served.version_dir / "model-store" / "churn.mar") as zf:
+        zf.extractall(tmp_path)
+    context = _Context(tmp_path, served.version)
+    handler = ChurnHandler()
+    handler.initialize(context)
+    results = handler.handle(served.instances, context)
+
+    model, meta = load_model(served.model_dir)
+    assert meta["calibration"]["method"] == "platt"
+    calibrated = predict_proba(model, *served.arrays).numpy()
+    raw = torch.sigmoid(predict_logits(model, *served.arrays).double()).numpy()
+    got = np.array([r["churn_probability"] for r in results])
+    np.testing.assert_allclose(got, calibrated, rtol=0, atol=1e-12)
+    # Not the raw sigmoid: the archive's model.py applies the folder's calibration.
+    assert np.abs(got - raw).max() > 1e-3
+    assert [r["churned"] for r in results] == [bool(p >= meta["threshold"]) for p in got]

@@ -96,6 +96,34 @@ def test_gate_returns_a_float_and_writes_its_decision(
     assert decision.metadata["promote"] is record["promote"]
 
 
+def test_gate_refuses_a_candidate_its_metrics_show_significantly_below_a_baseline(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    metrics = {
+        "roc_auc": 0.755,
+        "baselines": {"logistic_regression": {"roc_auc": 0.864}},
+        "auc_vs_baselines": {
+            "logistic_regression": {"difference": -0.109, "se": 0.011, "ci95": [-0.13, -0.088]}
+        },
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    decision = artifact(tmp_path / "decision")
+    answer = release.gate(
+        candidate_auc=0.755,
+        auc_threshold=0.7,
+        registry=registry_struct(tmp_path),
+        evaluation=artifact(folder),
+        training_set=artifact(tmp_path / "unused"),
+        allow_input_change="",
+        decision=decision,
+    )
+    assert answer == 0.0
+    record = json.loads(Path(decision.path).read_text())
+    assert "significantly below the best baseline, logistic_regression" in record["reason"]
+
+
 def test_a_bad_registry_struct_is_refused_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"registry\.model_name"):
         release.gate(

@@ -88,6 +88,11 @@ def test_writes_metrics_plots_and_report(evaluated: tuple[dict, Path], trained) 
     # The CNN keeps the threshold training chose on validation.
     model_json = json.loads((trained[1] / "model.json").read_text())
     assert result["threshold"] == model_json["threshold"]
+    # Its probabilities are the calibrated ones; the raw sigmoid's scores sit beside them.
+    assert result["calibration"] == model_json["calibration"]
+    assert result["calibration"]["method"] == "platt"
+    assert set(result["uncalibrated"]) == {"log_loss", "brier"}
+    assert result["uncalibrated"]["log_loss"] != result["log_loss"]
     assert result["n_test"] == result["splits"]["test"]["rows"] == 200
 
     curve = result["roc_curve"]
@@ -115,6 +120,7 @@ def test_report_is_self_contained(evaluated: tuple[dict, Path]) -> None:
     for model in ("CNN", "Gradient boosting", "Logistic regression"):
         assert model in page
     assert 'class="best"' in page
+    assert "Platt-scaled" in page and "Uncalibrated, its test log loss was" in page
     assert "Training set splits" in page
 
 

@@ -122,6 +122,78 @@ def test_rejection_record_refuses_a_promotion() -> None:
         rejection_record(decision, "report.html")
 
 
+def small_log_evaluation(lr_ci: list[float] | None, gb_ci: list[float] | None = None) -> dict:
+    """The evaluation of the small synthetic log in issue 15: CNN 0.755, LR 0.864, GB 0.730."""
+    return {
+        "roc_auc": 0.755,
+        "baselines": {
+            "hist_gradient_boosting": {"roc_auc": 0.730},
+            "logistic_regression": {"roc_auc": 0.864},
+        },
+        "auc_vs_baselines": {
+            "hist_gradient_boosting": {"difference": 0.025, "se": 0.01, "ci95": gb_ci},
+            "logistic_regression": {"difference": -0.109, "se": 0.011, "ci95": lr_ci},
+        },
+    }
+
+
+def test_a_candidate_significantly_below_the_best_baseline_is_refused_and_the_reason_says_so() -> (
+    None
+):
+    evaluation = small_log_evaluation([-0.1306, -0.0874], gb_ci=[0.005, 0.045])
+    result = gate_decision(0.755, 0.70, StubRegistry(), evaluation=evaluation)  # type: ignore[arg-type]
+    assert result["promote"] is False
+    assert result["reason"] == (
+        "candidate ROC-AUC 0.7550 reaches the threshold 0.7000 but is significantly below the "
+        "best baseline, logistic_regression (0.8640): CNN minus logistic_regression is -0.1090, "
+        "DeLong 95% interval -0.1306 to -0.0874 on the same test rows, wholly below 0"
+    )
+    assert result["best_baseline"] == {
+        "name": "logistic_regression",
+        "roc_auc": 0.864,
+        "difference": -0.109,
+        "ci95": [-0.1306, -0.0874],
+    }
+
+
+def test_the_baseline_refusal_comes_before_any_champion_is_rescored() -> None:
+    registry = StubRegistry(champion_with({"roc_auc": 0.5}))
+    evaluation = small_log_evaluation([-0.1306, -0.0874])
+    result = gate_decision(0.755, 0.70, registry, evaluation=evaluation)  # type: ignore[arg-type]
+    assert result["promote"] is False and "significantly below the best" in result["reason"]
+    assert result["champion_auc"] is None
+
+
+@pytest.mark.parametrize("lr_ci", [[-0.0021, 0.0017], [-0.05, 0.0], None], ids=str)
+def test_a_candidate_not_significantly_below_the_best_baseline_is_judged_as_before(
+    lr_ci: list[float] | None,
+) -> None:
+    # An interval that reaches 0 is a tie, and without an interval nothing is significant.
+    evaluation = small_log_evaluation(lr_ci)
+    result = gate_decision(0.755, 0.70, StubRegistry(), evaluation=evaluation)  # type: ignore[arg-type]
+    assert result["promote"] is True and "no champion yet" in result["reason"]
+    assert result["best_baseline"]["name"] == "logistic_regression"
+
+
+def test_only_the_best_baseline_counts() -> None:
+    # Significantly below gradient boosting (0.730) but not below the better logistic model.
+    evaluation = small_log_evaluation([-0.002, 0.001], gb_ci=[-0.05, -0.01])
+    result = gate_decision(0.755, 0.70, StubRegistry(), evaluation=evaluation)  # type: ignore[arg-type]
+    assert result["promote"] is True
+
+
+def test_below_the_threshold_the_reason_stays_the_threshold() -> None:
+    evaluation = small_log_evaluation([-0.1306, -0.0874])
+    result = gate_decision(0.655, 0.70, StubRegistry(), evaluation=evaluation)  # type: ignore[arg-type]
+    assert result["promote"] is False
+    assert result["reason"] == "candidate ROC-AUC 0.6550 is below the threshold 0.7000"
+
+
+def test_without_an_evaluation_there_is_no_baseline_to_compare() -> None:
+    result = gate_decision(0.755, 0.70, StubRegistry())  # type: ignore[arg-type]
+    assert result["promote"] is True and result["best_baseline"] is None
+
+
 def trained(root: Path, make_training_set) -> tuple[Path, Path]:
     """A planted training set under ``root`` and a model trained on it for one epoch."""
     from churn.model.train import train
@@ -226,3 +298,16 @@ def test_a_champion_whose_files_are_damaged_stays_and_is_not_compared_on_its_rec
     assert result["champion_version"] == "champ" and result["champion_auc"] is None
     assert "champion champ cannot be re-scored on this run's test split" in result["reason"]
     assert "model-store" in result["reason"]
+
+
+def test_with_the_baseline_rule_off_the_comparison_is_recorded_but_does_not_refuse() -> None:
+    evaluation = small_log_evaluation([-0.1306, -0.0874])
+    result = gate_decision(
+        0.755,
+        0.70,
+        StubRegistry(),  # type: ignore[arg-type]
+        evaluation=evaluation,
+        refuse_below_baseline=False,
+    )
+    assert result["promote"] is True
+    assert result["best_baseline"]["ci95"] == [-0.1306, -0.0874]
