@@ -86,6 +86,7 @@ class Stack:
     root: Path
     repo: FeatureRepo
     registry: LocalRegistry
+    version: str
     version_dir: Path
     customers: list[str]
 
@@ -123,7 +124,7 @@ def build_stack(root: Path, customers: int) -> Stack:
         repo.sources / "sequences.parquet", columns=["customer_id", "snapshot_ts"]
     )
     ids = sorted(rows.loc[rows["snapshot_ts"] == latest, "customer_id"].astype(str))
-    return Stack(root, repo, registry, version_dir, ids)
+    return Stack(root, repo, registry, info.version, version_dir, ids)
 
 
 class RawClient:
@@ -344,7 +345,9 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
         "torchserve": lambda: LocalTorchServe(
             stack.version_dir / "model-store", "churn", workdir=root / "ts"
         ),
-        "kserve": lambda: LocalKServePredictor(stack.version_dir, "churn", workdir=root / "ks"),
+        "kserve": lambda: LocalKServePredictor(
+            stack.version_dir, "churn", stack.version, workdir=root / "ks"
+        ),
     }
     for name, make_predictor in predictors.items():
         with make_predictor() as predictor:
