@@ -95,6 +95,10 @@ class FeatureConfig(Section):
             ``None`` takes what is available when the step starts (the machine's, or the
             container's limit when lower). Work whose estimate exceeds it is refused.
         repo_template: The Feast repository that each feature build copies.
+        engine: What builds the snapshots: ``pandas`` in this process, or ``spark``
+            (``churn.features.spark_job``); the tables are the same.
+        spark_master: Spark master of the ``spark`` engine's session when none is running
+            (``local[*]``: every core of this machine; ``spark://host:7077``...).
     """
 
     bin_days: PositiveInt = 7
@@ -107,6 +111,8 @@ class FeatureConfig(Section):
     max_event_time: datetime | None = None
     memory_budget_mb: PositiveInt | None = None
     repo_template: Path = Field(default_factory=_template_folder)
+    engine: Literal["pandas", "spark"] = "pandas"
+    spark_master: str = Field("local[*]", min_length=1)
 
 
 class ModelConfig(Section):
