@@ -93,9 +93,9 @@ def day_column(ts: Column) -> Column:
     """Right-closed day index, ``ceil(us / day)``, in exact integer arithmetic."""
     us = F.unix_micros(ts)
     rest = F.pmod(us, F.lit(DAY_US))
-    return ((us - rest).cast("long") / F.lit(DAY_US)).cast("long") + F.when(rest != 0, 1).otherwise(
-        0
-    )
+    # pmod keeps the remainder >= 0, so days before 1970 round up too; the quotient is exact.
+    whole_days = ((us - rest) / F.lit(DAY_US)).cast("long")
+    return whole_days + F.when(rest > 0, 1).otherwise(0)
 
 
 def daily_activity(tx: DataFrame, channels: list[str]) -> DataFrame:
