@@ -62,7 +62,11 @@ DAY_US = DAY_NS // 1000
 SPARK_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.ui.showConsoleProgress": "false",
 }
+# A local session's shuffles: Spark's default of 200 partitions is 200 tasks per stage for a
+# machine with a few cores.
+LOCAL_SHUFFLE_PARTITIONS = "8"
 
 
 def session(master: str | None = None, **conf: str) -> SparkSession:
@@ -79,8 +83,11 @@ def session(master: str | None = None, **conf: str) -> SparkSession:
     for key, value in {**SPARK_CONF, **conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    # A running session (spark-submit's, a test's) gets the SQL settings the job relies on;
+    # the others are fixed once its context starts.
     for key, value in SPARK_CONF.items():
-        spark.conf.set(key, value)
+        if key.startswith("spark.sql."):
+            spark.conf.set(key, value)
     return spark
 
 
@@ -274,7 +281,11 @@ def snapshots_from_pandas(
         cfg: Feature settings: ``bin_days``, ``seq_len`` and ``spark_master``.
         signup: The validated customers table, if any.
     """
-    spark = session(cfg.spark_master)
+    local = cfg.spark_master.startswith("local")
+    spark = session(
+        cfg.spark_master,
+        **({"spark.sql.shuffle.partitions": LOCAL_SHUFFLE_PARTITIONS} if local else {}),
+    )
     columns = ["customer_id", "timestamp", "amount", *channels[len(BASE_CHANNELS) :]]
     frame = tx[columns].assign(customer_id=tx["customer_id"].astype(str))
     events = spark.createDataFrame(pa.Table.from_pandas(frame, preserve_index=False))
