@@ -124,23 +124,35 @@ def test_spark_snapshots_equal_the_pandas_ones_on_cdnow(spark):
 
 
 def _build(tmp_path, engine, log, customers):
-    from churn.features.build import build_features
+    from typer.testing import CliRunner
+
+    from churn.cli import app
     from churn.features.store import FeatureRepo
 
-    cfg = FeatureConfig(bin_days=1, seq_len=28, horizon_days=30, engine=engine)
-    build_features(
-        log, tmp_path / engine, cfg, customers=customers, cutoffs=["2020-01-01", "2020-03-02"]
-    )
+    args = ["features", "build", "-t", str(log), "--customers", str(customers)]
+    args += ["--repo", str(tmp_path / engine), "--cutoffs", "2020-01-01,2020-03-02"]
+    args += ["--bin-days", "1", "--seq-len", "28", "--engine", engine]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
     return FeatureRepo(tmp_path / engine)
 
 
-def test_features_build_on_spark_writes_the_same_feast_sources_and_feast_reads_them(
-    spark, tmp_path
+def test_features_build_engine_spark_writes_the_same_feast_sources_and_feast_reads_them(
+    spark, tmp_path, monkeypatch
 ):
+    calls = []
+    real = spark_job.snapshots_from_pandas
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spark_job, "snapshots_from_pandas", spy)
     log, customers = tmp_path / "tx.parquet", tmp_path / "customers.parquet"
     crafted_log().to_parquet(log)
     crafted_customers().assign(region="eu").to_parquet(customers)
     repos = {e: _build(tmp_path, e, log, customers) for e in ("pandas", "spark")}
+    assert len(calls) == 1  # the Spark engine ran once, for --engine spark only
     tables = {e: pq.read_table(r.sources / "sequences.parquet") for e, r in repos.items()}
     assert tables["spark"].schema == tables["pandas"].schema
     assert tables["spark"].equals(tables["pandas"])
