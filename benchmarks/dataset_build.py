@@ -9,7 +9,16 @@ process so peak memory is its own:
 * ``baseline``: one DuckDB ``ASOF LEFT JOIN`` over the same Parquet file, then the same
   conversion.
 
-Usage: ``python benchmarks/dataset_build.py [--customers 100000] [--cutoffs 10]``
+The feature build is measured too, from a synthetic log (``churn.data.synth``, 730 days) to
+the snapshot tables at its cutoffs and latest time, each engine in its own process:
+
+* ``pandas``: ``daily_activity`` + ``build_snapshots``, what ``churn features build`` runs.
+* ``spark``: ``churn.features.spark_job.snapshots_from_pandas`` on ``local[*]`` (what
+  ``--engine spark`` runs, transfers to and from the JVM included); the session's start is
+  reported apart. Both tables are checked equal.
+
+Usage: ``python benchmarks/dataset_build.py [--customers 100000] [--cutoffs 10]
+[--build-customers 20000] [--part retrieval|build|all]``
 """
 
 from __future__ import annotations
@@ -130,8 +139,54 @@ def run_baseline(root: Path) -> dict:
     return {"seconds": seconds, "rows": len(feats.seq), "checksum": float(feats.seq[:, 1].sum())}
 
 
+def prepare_log(root: Path, customers: int) -> None:
+    """Writes a synthetic log for the feature build (not timed)."""
+    from churn.data.synth import generate, make_spec
+
+    generate(make_spec(customers, 730, seed=0), root / "synth")
+
+
+def run_build(engine: str, root: Path) -> dict:
+    from churn.data.contract import load_transactions
+    from churn.features.activity import channel_names, daily_activity
+    from churn.features.sequences import build_snapshots
+    from churn.settings import FeatureConfig
+
+    tx = load_transactions(root / "synth" / "transactions.parquet")
+    meta = json.loads((root / "synth" / "generator.json").read_text())
+    times = sorted({*(pd.Timestamp(c) for c in meta["cutoffs"]), tx["timestamp"].max().ceil("D")})
+    cfg = FeatureConfig(engine=engine)
+    channels = channel_names(tx)
+    started = time.perf_counter()
+    if engine == "spark":
+        from churn.features.spark_job import session, snapshots_from_pandas
+
+        session(cfg.spark_master).sparkContext.setLogLevel("ERROR")
+        startup = time.perf_counter() - started
+        started = time.perf_counter()
+        snaps = snapshots_from_pandas(tx, channels, times, cfg)
+    else:
+        startup = 0.0
+        activity = daily_activity(tx, channels)
+        snaps = build_snapshots(activity, channels, times, cfg.bin_days, cfg.seq_len)
+    seconds = time.perf_counter() - started
+    np.save(root / f"build_{engine}.npy", snaps.seq)
+    return {
+        "seconds": seconds,
+        "startup": startup,
+        "rows": len(snaps),
+        "transactions": len(tx),
+        "checksum": float(snaps.seq.astype(np.float64).sum()),
+    }
+
+
 def worker(kind: str, root: Path) -> None:
-    result = run_feast(root) if kind == "feast" else run_baseline(root)
+    if kind.startswith("build-"):
+        result = run_build(kind.removeprefix("build-"), root)
+    elif kind == "feast":
+        result = run_feast(root)
+    else:
+        result = run_baseline(root)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -140,7 +195,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--cutoffs", type=int, default=10)
-    parser.add_argument("--worker", choices=["feast", "baseline"])
+    parser.add_argument("--build-customers", type=int, default=20_000)
+    parser.add_argument("--part", choices=["retrieval", "build", "all"], default="all")
+    parser.add_argument("--worker", choices=["feast", "baseline", "build-pandas", "build-spark"])
     parser.add_argument("--root", type=Path)
     args = parser.parse_args()
     if args.worker:
@@ -148,31 +205,65 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench_dataset_") as tmp:
         root = Path(tmp)
-        t = time.perf_counter()
-        prepare(root, args.customers, args.cutoffs)
-        seconds = time.perf_counter() - t
-        print(f"prepared {args.customers} customers x {args.cutoffs} cutoffs in {seconds:.1f} s")
-        results = {}
-        # Baseline, then Feast, then the baseline again: the machine's load drifts.
-        for kind in ("baseline", "feast", "baseline"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", kind, "--root", str(root)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            previous = results.get(kind)
-            if previous is None or result["seconds"] < previous["seconds"]:
-                results[kind] = result
-        feast, base = results["feast"], results["baseline"]
-        assert feast["rows"] == base["rows"] == args.customers * args.cutoffs
-        assert abs(feast["checksum"] - base["checksum"]) <= 1e-6 * abs(base["checksum"])
-        ratio = feast["seconds"] / base["seconds"]
-        print(f"entity rows           {feast['rows']:>12,}   (L={SEQ_LEN}, C={len(CHANNELS)})")
-        for label, r in (("duckdb ASOF baseline", base), ("feast historical", feast)):
-            print(f"{label:<21} {r['seconds']:>10.2f} s   peak {r['peak_rss_mb']:,.0f} MB")
-        print(f"ratio feast/baseline  {ratio:>10.2f} x   (goal <= 1.5x, < 4 GB)")
+        if args.part in ("retrieval", "all"):
+            retrieval(root, args)
+        if args.part in ("build", "all"):
+            feature_build(root, args)
+
+
+def _run_worker(kind: str, root: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--root", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        sys.exit(f"worker {kind} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def retrieval(root: Path, args: argparse.Namespace) -> None:
+    """Feast's point-in-time retrieval against a DuckDB ASOF join."""
+    t = time.perf_counter()
+    prepare(root, args.customers, args.cutoffs)
+    seconds = time.perf_counter() - t
+    print(f"prepared {args.customers} customers x {args.cutoffs} cutoffs in {seconds:.1f} s")
+    results = {}
+    # Baseline, then Feast, then the baseline again: the machine's load drifts.
+    for kind in ("baseline", "feast", "baseline"):
+        result = _run_worker(kind, root)
+        previous = results.get(kind)
+        if previous is None or result["seconds"] < previous["seconds"]:
+            results[kind] = result
+    feast, base = results["feast"], results["baseline"]
+    assert feast["rows"] == base["rows"] == args.customers * args.cutoffs
+    assert abs(feast["checksum"] - base["checksum"]) <= 1e-6 * abs(base["checksum"])
+    ratio = feast["seconds"] / base["seconds"]
+    print(f"entity rows           {feast['rows']:>12,}   (L={SEQ_LEN}, C={len(CHANNELS)})")
+    for label, r in (("duckdb ASOF baseline", base), ("feast historical", feast)):
+        print(f"{label:<21} {r['seconds']:>10.2f} s   peak {r['peak_rss_mb']:,.0f} MB")
+    print(f"ratio feast/baseline  {ratio:>10.2f} x   (goal <= 1.5x, < 4 GB)")
+
+
+def feature_build(root: Path, args: argparse.Namespace) -> None:
+    """The snapshot tables of a synthetic log, on pandas and on Spark."""
+    t = time.perf_counter()
+    prepare_log(root, args.build_customers)
+    print(f"simulated {args.build_customers} customers in {time.perf_counter() - t:.1f} s")
+    pandas_run, spark_run = _run_worker("build-pandas", root), _run_worker("build-spark", root)
+    assert pandas_run["rows"] == spark_run["rows"]
+    np.testing.assert_allclose(
+        np.load(root / "build_spark.npy"), np.load(root / "build_pandas.npy"), rtol=2e-7
+    )
+    print(
+        f"feature build         {pandas_run['transactions']:>12,} transactions -> "
+        f"{pandas_run['rows']:,} snapshot rows (L=52, bin 7 days)"
+    )
+    for label, r in (("pandas", pandas_run), ("spark local[*]", spark_run)):
+        print(f"{label:<21} {r['seconds']:>10.2f} s   peak {r['peak_rss_mb']:,.0f} MB (driver)")
+    print(f"spark session start   {spark_run['startup']:>10.2f} s   (not in the figure above)")
+    ratio = spark_run["seconds"] / pandas_run["seconds"]
+    print(f"ratio spark/pandas    {ratio:>10.2f} x")
 
 
 if __name__ == "__main__":

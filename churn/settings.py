@@ -110,6 +110,10 @@ class FeatureConfig(Section):
         partial_defection_window_days: Under ``partial_defection``, the trailing window
             (t - W, t] whose spend sets the customer's rate; ``None`` takes the feature lookback
             (``bin_days * seq_len``), the history the model sees.
+        engine: What builds the snapshots: ``pandas`` in this process, or ``spark``
+            (``churn.features.spark_job``); the tables are the same.
+        spark_master: Spark master of the ``spark`` engine's session when none is running
+            (``local[*]``: every core of this machine; ``spark://host:7077``...).
     """
 
     bin_days: PositiveInt = 7
@@ -125,6 +129,8 @@ class FeatureConfig(Section):
     churn_definition: Literal["lapse", "partial_defection", "contract"] = "lapse"
     partial_defection_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     partial_defection_window_days: PositiveInt | None = None
+    engine: Literal["pandas", "spark"] = "pandas"
+    spark_master: str = Field("local[*]", min_length=1)
 
 
 class ModelConfig(Section):

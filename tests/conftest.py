@@ -167,6 +167,25 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session for the whole test session: starting the JVM takes seconds."""
+    from churn.features.spark_job import session
+
+    spark = session(
+        "local[2]",
+        **{
+            "spark.sql.shuffle.partitions": "4",
+            "spark.default.parallelism": "2",
+            "spark.ui.enabled": "false",
+            "spark.driver.memory": "1g",
+        },
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 HTTP endpoint on 127.0.0.1: moto's server, one for the whole session."""
     from moto.server import ThreadedMotoServer

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from churn.cli.common import settings
+
+
+class Engine(StrEnum):
+    pandas = "pandas"
+    spark = "spark"
+
 
 app = typer.Typer(help="Build and serve sequence features with Feast.", no_args_is_help=True)
 
@@ -37,6 +44,9 @@ def features_build(
         "--cancellations",
         help="Optional cancellations table (customer_id, timestamp) for contract churn labels.",
     ),
+    engine: Engine | None = typer.Option(
+        None, "--engine", help="What builds the snapshots (default: features.engine)."
+    ),
 ) -> None:
     """Write the Feast sources (snapshots at cutoffs and latest time) and apply the repo."""
     from churn.features.build import build_features
@@ -45,6 +55,7 @@ def features_build(
     cfg = settings().features.model_copy()
     cfg.bin_days = cfg.bin_days if bin_days is None else bin_days
     cfg.seq_len = cfg.seq_len if seq_len is None else seq_len
+    cfg.engine = cfg.engine if engine is None else engine.value
     summary = build_features(
         transactions,
         repo_dir(repo),

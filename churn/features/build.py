@@ -65,7 +65,7 @@ def _check_ids_match(
         )
 
 
-def _choose_cutoffs(
+def choose_cutoffs(
     cutoffs: list[str] | None,
     first: pd.Timestamp,
     end: pd.Timestamp,
@@ -118,7 +118,8 @@ def build_features(
     Args:
         transactions: Transaction log (CSV or Parquet) following the data contract.
         repo_dir: Working folder of the feature repository (created from the template).
-        cfg: Feature settings (bins, sequence length, horizon, cutoff schedule).
+        cfg: Feature settings (bins, sequence length, horizon, cutoff schedule, and the engine:
+            pandas here, or Spark through :mod:`churn.features.spark_job`; same tables).
         customers: Optional customers table.
         cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule,
             fitted to the log's span (see :func:`churn.data.cutoffs.fit_default_cutoffs`).
@@ -161,7 +162,7 @@ def build_features(
             "default one day after now): the serving snapshot would be taken in the future"
         )
     first = tx["timestamp"].min()
-    chosen = _choose_cutoffs(cutoffs, first, end, cfg, transactions)
+    chosen = choose_cutoffs(cutoffs, first, end, cfg, transactions)
     latest = end.ceil("D")
     snapshot_times = sorted({*chosen, latest})
     try:
@@ -170,9 +171,15 @@ def build_features(
         raise ContractError(f"{transactions}: {exc.args[0]}") from exc
     activity = daily_activity(tx, channels)
     _check_snapshot_memory(snapshot_row_count(activity, snapshot_times), len(channels), cfg)
-    snapshots = build_snapshots(
-        activity, channels, snapshot_times, cfg.bin_days, cfg.seq_len, signup=profile
-    )
+    if cfg.engine == "spark":
+        # Imported here: pyspark and its JVM are needed only by this engine.
+        from churn.features.spark_job import snapshots_from_pandas
+
+        snapshots = snapshots_from_pandas(tx, channels, snapshot_times, cfg, signup=profile)
+    else:
+        snapshots = build_snapshots(
+            activity, channels, snapshot_times, cfg.bin_days, cfg.seq_len, signup=profile
+        )
     numeric_attrs: list[str] = []
     categorical_attrs: list[str] = []
     if profile is not None:
