@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from churn.errors import ContractError
+from churn.settings import FeatureConfig
 
 log = logging.getLogger(__name__)
 
@@ -219,3 +220,43 @@ def parse_cutoff_list(text: str) -> list[str] | None:
     """
     items = [item.strip() for item in text.split(",") if item.strip()]
     return items or None
+
+
+def observed_until_of(tx: pd.DataFrame, override: str | pd.Timestamp | None = None) -> pd.Timestamp:
+    """The last instant the log covers: an explicit value, else its latest timestamp."""
+    if override is not None:
+        try:
+            ts = pd.Timestamp(override)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"observed-until {override!r} is not a date or timestamp") from exc
+        if ts is pd.NaT:
+            raise ContractError(f"observed-until {override!r} is not a date or timestamp")
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return tx["timestamp"].max()
+
+
+def choose_cutoffs(
+    cutoffs: list[str] | None,
+    first: pd.Timestamp,
+    end: pd.Timestamp,
+    cfg: FeatureConfig,
+    transactions: object,
+) -> list[pd.Timestamp]:
+    """The given cutoffs, or the automatic schedule fitted to the log's span."""
+    if not cutoffs:
+        return fit_default_cutoffs(
+            first,
+            end,
+            cfg.horizon_days,
+            cfg.cutoff_step_days,
+            cfg.n_train_cutoffs,
+            what=str(transactions),
+        )
+    chosen = parse_cutoffs(cutoffs)
+    early = [c.date().isoformat() for c in chosen if c <= first]
+    if early:
+        raise ContractError(
+            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
+            "they would have no history"
+        )
+    return chosen

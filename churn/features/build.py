@@ -15,7 +15,7 @@ from churn.data.contract import (
     load_customers,
     load_transactions,
 )
-from churn.data.cutoffs import fit_default_cutoffs, parse_cutoffs
+from churn.data.cutoffs import choose_cutoffs, observed_until_of
 from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
 from churn.features.memory import FEATURE_COPIES, check_memory, sequence_bytes
@@ -24,19 +24,6 @@ from churn.features.store import FeatureRepo
 from churn.settings import FeatureConfig
 
 log = logging.getLogger(__name__)
-
-
-def observed_until_of(tx: pd.DataFrame, override: str | pd.Timestamp | None = None) -> pd.Timestamp:
-    """The last instant the log covers: an explicit value, else its latest timestamp."""
-    if override is not None:
-        try:
-            ts = pd.Timestamp(override)
-        except (ValueError, TypeError) as exc:
-            raise ContractError(f"observed-until {override!r} is not a date or timestamp") from exc
-        if ts is pd.NaT:
-            raise ContractError(f"observed-until {override!r} is not a date or timestamp")
-        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return tx["timestamp"].max()
 
 
 def _check_ids_match(
@@ -63,33 +50,6 @@ def _check_ids_match(
             transactions,
             customers,
         )
-
-
-def choose_cutoffs(
-    cutoffs: list[str] | None,
-    first: pd.Timestamp,
-    end: pd.Timestamp,
-    cfg: FeatureConfig,
-    transactions: object,
-) -> list[pd.Timestamp]:
-    """The given cutoffs, or the automatic schedule fitted to the log's span."""
-    if not cutoffs:
-        return fit_default_cutoffs(
-            first,
-            end,
-            cfg.horizon_days,
-            cfg.cutoff_step_days,
-            cfg.n_train_cutoffs,
-            what=str(transactions),
-        )
-    chosen = parse_cutoffs(cutoffs)
-    early = [c.date().isoformat() for c in chosen if c <= first]
-    if early:
-        raise ContractError(
-            f"cutoffs {early} are at or before the first event of {transactions} ({first}); "
-            "they would have no history"
-        )
-    return chosen
 
 
 def _check_snapshot_memory(rows: int, channels: int, cfg: FeatureConfig) -> None:

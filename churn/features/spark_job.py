@@ -441,7 +441,7 @@ def run_job(spark: SparkSession, args: argparse.Namespace) -> dict:
         ContractError: The inputs break the data contract or the cutoffs are invalid.
         OutputError: ``args.out`` exists.
     """
-    from churn.features.build import choose_cutoffs, observed_until_of
+    from churn.data.cutoffs import choose_cutoffs, observed_until_of
 
     out = args.out.rstrip("/")
     if _exists(spark, out):
