@@ -225,6 +225,9 @@ class PipelineConfig(Section):
         train_namespace: Namespace of the Kubeflow Trainer ``TrainJob`` that the training
             step submits when a run asks for ``train_nodes`` > 1 (it holds the S3 Secret
             and the trainer's account; ``manifests/components/distributed-training``).
+        training_runtime: ClusterTrainingRuntime the TrainJob names: Kubeflow Trainer's
+            ``torch-distributed``, or ``churn-torch-gpu`` from ``manifests/overlays/gpu``
+            (placed on the GPU pool by the cluster's admin).
         trainer_service_account: ServiceAccount of the TrainJob's node pods.
         trainjob_timeout_seconds: How long the training step waits for its TrainJob to
             complete before it fails (the job is left in place for inspection).
@@ -247,6 +250,7 @@ class PipelineConfig(Section):
     service_account: str = "churn-pipeline"
     s3_secret_name: str = "churn-s3"
     train_namespace: str = Field("churn", min_length=1)
+    training_runtime: str = Field("torch-distributed", min_length=1)
     trainer_service_account: str = Field("churn-trainer", min_length=1)
     trainjob_timeout_seconds: float = Field(86400.0, gt=0)
     artifact_endpoint_url: str = ""

@@ -65,6 +65,8 @@ class TrainJobSpec:
         accelerator: Resource name of a GPU.
         node_selector: Labels of the GPU node pool (empty for none).
         toleration_key: Taint key the GPU nodes carry (``""`` for none).
+        runtime: The ClusterTrainingRuntime (a torch runtime whose node container is
+            ``node``).
     """
 
     name: str
@@ -85,6 +87,7 @@ class TrainJobSpec:
     accelerator: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = field(default_factory=dict)
     toleration_key: str = ""
+    runtime: str = RUNTIME
 
 
 def command(spec: TrainJobSpec) -> list[str]:
@@ -147,7 +150,11 @@ def build_train_job(spec: TrainJobSpec) -> dict[str, Any]:
             "labels": {"app.kubernetes.io/part-of": "churn-platform"},
         },
         "spec": {
-            "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": RUNTIME},
+            "runtimeRef": {
+                "apiGroup": GROUP,
+                "kind": "ClusterTrainingRuntime",
+                "name": spec.runtime,
+            },
             "trainer": {
                 "image": spec.image,
                 "command": command(spec),
@@ -350,6 +357,7 @@ def train_on_cluster(
             else {}
         ),
         toleration_key=pipeline.gpu_toleration_key if gpus_per_node else "",
+        runtime=pipeline.training_runtime,
     )
     run_train_job(build_train_job(spec), pipeline.trainjob_timeout_seconds, poll_s, api)
     dest = Path(model_path)

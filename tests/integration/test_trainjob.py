@@ -279,6 +279,7 @@ def test_train_on_cluster_trains_through_s3_and_fills_the_step_output(
     assert summary["epochs_run"] == 1 and summary["threshold"] == meta["threshold"]
     (post,) = trainer_api.calls("POST")
     assert post[2]["spec"]["trainer"]["image"] == PipelineConfig().image  # CPU nodes
+    assert post[2]["spec"]["runtimeRef"]["name"] == PipelineConfig().training_runtime
 
 
 def test_a_training_failure_inside_the_job_names_the_cause(
