@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -121,3 +122,19 @@ def test_redis_validates_strictly_runs_locked_down_and_reads_its_password_from_a
     (env,) = container["env"]
     assert env["valueFrom"]["secretKeyRef"] == {"name": "churn-redis", "key": "password"}
     assert {d["kind"] for d in docs} >= {"Namespace", "Service", "NetworkPolicy"}
+
+
+def test_the_e2e_tests_skip_cleanly_without_a_cluster_naming_how_to_run_them() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CHURN_TEST_CLUSTER"}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/e2e"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "4 skipped" in done.stdout and "passed" not in done.stdout
+    assert "CHURN_TEST_CLUSTER=1" in done.stdout and "make kind-e2e" in done.stdout
