@@ -53,11 +53,8 @@ def run(args: argparse.Namespace) -> dict:
     Raises:
         ChurnError: Bad settings, a bad training set, or S3 refused a read or write.
     """
-    try:
-        model_cfg = parse_section(ModelConfig, json.loads(args.model_settings), "model")
-        train_cfg = parse_section(TrainConfig, json.loads(args.train_settings), "train")
-    except json.JSONDecodeError as exc:
-        raise ChurnError(f"--model-settings/--train-settings: not JSON: {exc}") from exc
+    model_cfg = parse_section(ModelConfig, _json_object(args.model_settings, "model"), "model")
+    train_cfg = parse_section(TrainConfig, _json_object(args.train_settings, "train"), "train")
     with tempfile.TemporaryDirectory(prefix="churn-train-") as scratch:
         dataset = Path(args.dataset)
         if is_s3_uri(args.dataset):
@@ -75,6 +72,17 @@ def run(args: argparse.Namespace) -> dict:
             upload_folder(out, args.out, args.endpoint_url)
             summary["model_dir"] = args.out
     return summary
+
+
+def _json_object(text: str, section: str) -> dict:
+    """A ``--<section>-settings`` value: a JSON object, or a one-line error naming it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ChurnError(f"--{section}-settings is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ChurnError(f"--{section}-settings must be a JSON object, got {text!r}")
+    return value
 
 
 def _rank() -> int:
