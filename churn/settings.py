@@ -40,6 +40,8 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "CHURN_"
+# The project's CPU image: every pipeline step but training, and the KServe transformer.
+DEFAULT_IMAGE = "ghcr.io/churn-platform/churn:0.1.0"
 PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Lists read from the environment as "1,2,4" (pydantic-settings would expect JSON).
@@ -197,6 +199,10 @@ class ServingConfig(Section):
             again. The default matches a Deployment's ``progressDeadlineSeconds`` (600).
         rollout_poll_seconds: How often the deploy reads the InferenceService's status while
             it waits.
+        transformer_image: Image of the KServe transformer (``serving.transformer``) that an
+            InferenceService the deploy creates gets in front of its predictor; ``""``
+            creates none. A release moves the transformer's ``storageUris`` with the
+            predictor's whenever the live service has one.
     """
 
     host: str = "127.0.0.1"
@@ -208,6 +214,64 @@ class ServingConfig(Section):
     protocol_version: Literal["v1", "v2"] = "v1"
     rollout_timeout_seconds: float = Field(600.0, gt=0, le=3600)
     rollout_poll_seconds: float = Field(5.0, gt=0, le=60)
+    transformer_image: str = DEFAULT_IMAGE
+
+
+class TransformerConfig(Section):
+    """The KServe transformer that serves predictions by customer id (``serving.transformer``).
+
+    In KServe, ``--predictor_host``, ``--model_name`` and ``--http_port`` arrive as arguments
+    and win over the fields here; ``churn serve`` passes them too.
+
+    Attributes:
+        host: Interface the transformer binds: 127.0.0.1 on a workstation; ``0.0.0.0`` in a
+            pod, where the Service must reach it.
+        port: Its HTTP port.
+        predictor_host: ``host:port`` of the predictor it calls.
+        predictor_protocol: Protocol of the predictor calls, ``v1`` or ``v2``.
+        predictor_timeout_seconds: How long one predictor call may take before the request
+            fails with 503.
+        max_ids_per_request: Most customer ids one request may carry; more is a 400.
+        max_feature_age_hours: Features older than this are reported per customer instead of
+            scored; ``None`` scores features of any age (a log from the past, such as CDNOW,
+            has only old features). Set it in production, above the materialization interval.
+        feature_repo: Folder with the ``feature_store.yaml`` of the online store (SQLite
+            locally, Redis in the cluster); ``None`` takes ``HOME/feature_repo``.
+        model_dir: The served registry version (``model/model.json`` inside) or a model
+            folder; KServe's storage initializer puts it at ``/mnt/models``.
+        log_uri: Where the inference log goes: a folder or ``s3://bucket/prefix``; ``None``
+            takes ``HOME/inference_log``.
+        log_endpoint_url: S3 endpoint of the log store for non-AWS stores (MinIO, moto).
+        log_batch_size: Records per Parquet file at most.
+        log_flush_seconds: Longest time a record waits before its batch is written.
+        log_queue_size: Records waiting to be written at most; beyond it records are dropped
+            (and counted) rather than slowing predictions down.
+    """
+
+    host: str = "127.0.0.1"
+    port: Port = 8090
+    predictor_host: str = Field("127.0.0.1:8080", min_length=1)
+    predictor_protocol: Literal["v1", "v2"] = "v1"
+    predictor_timeout_seconds: float = Field(10.0, gt=0.0)
+    max_ids_per_request: PositiveInt = 128
+    max_feature_age_hours: float | None = Field(None, gt=0.0)
+    feature_repo: Path | None = None
+    model_dir: Path = Path("/mnt/models")
+    log_uri: str | None = None
+    log_endpoint_url: str | None = None
+    log_batch_size: PositiveInt = 1000
+    log_flush_seconds: float = Field(5.0, gt=0.0)
+    log_queue_size: PositiveInt = 10000
+
+    @field_validator(
+        "max_feature_age_hours", "feature_repo", "log_uri", "log_endpoint_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Environment variables and ConfigMaps carry "unset" as "" or "none".
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
 
 
 class PipelineConfig(Section):
@@ -235,7 +299,7 @@ class PipelineConfig(Section):
             (KFP 2.17's SeaweedFS: ``http://seaweedfs.kubeflow:8333``); ``""`` for AWS.
     """
 
-    image: str = "ghcr.io/churn-platform/churn:0.1.0"
+    image: str = DEFAULT_IMAGE
     gpu_image: str = "ghcr.io/churn-platform/churn-gpu:0.1.0"
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_count: int = Field(1, ge=0)
@@ -283,6 +347,7 @@ class Settings(BaseSettings):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")

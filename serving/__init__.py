@@ -1,1 +1,1 @@
-"""TorchServe serving code that ships inside the model archive (see ``handler.py``)."""
+"""Serving processes: the KServe predictor (``predictor``), the second runtime beside TorchServe."""

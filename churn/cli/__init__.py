@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from churn.cli import data, dataset, features, model, pipeline, registry, serve
+from churn.cli import by_id, data, dataset, features, model, pipeline, registry, serve
 from churn.cli.common import fail, set_settings
 from churn.errors import ChurnError
 from churn.io.processes import interrupt_descendants
@@ -30,6 +30,7 @@ app.add_typer(registry.app, name="registry")
 app.command("train")(model.train_cmd)
 app.command("evaluate")(model.evaluate_cmd)
 app.command("serve")(serve.serve_cmd)
+app.command("predict")(by_id.predict_cmd)
 app.command("run")(pipeline.run_cmd)
 
 

@@ -76,20 +76,44 @@ def features_get(
     repo: Path | None = typer.Option(
         None, "--repo", help="Feature repo folder (default: HOME/feature_repo)."
     ),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="A model folder or registry version: show exactly the request it gets "
+        "(default: every feature the store holds).",
+    ),
 ) -> None:
-    """Print the online features of customers (as the server would see them)."""
+    """Print the request the server builds from the online store, one JSON line per customer."""
     import json
 
+    from churn.features.request import (
+        build_request,
+        check_fits,
+        model_feature_spec,
+        store_input_spec,
+    )
     from churn.features.store import FeatureRepo
 
     repo_ = FeatureRepo(repo_dir(repo))
-    spec = repo_.spec
-    feats = repo_.online_features(customer_ids)
-    for i, cid in enumerate(customer_ids):
+    if model is None:
+        input_spec = store_input_spec(repo_.spec)
+    else:
+        from serving.transformer import load_model_meta
+
+        input_spec = load_model_meta(model)["input_spec"]
+        check_fits(repo_.spec, input_spec)
+    # What the transformer reads and the same function it calls: what is printed is what the
+    # model is sent.
+    spec = model_feature_spec(input_spec)
+    request = build_request(
+        customer_ids, repo_.online_reader(spec).read(customer_ids), spec, input_spec
+    )
+    for i, cid in enumerate(request.customer_ids):
+        timestamp = request.feature_timestamp(i)
         row = {
             "customer_id": cid,
-            "has_history": bool(feats.has_history[i]),
-            "sequence": {c: feats.seq[i, j].tolist() for j, c in enumerate(spec["channels"])},
-            "context": dict(zip(spec["context_features"], feats.context[i].tolist(), strict=True)),
+            "known": bool(request.known[i]),
+            "feature_timestamp": None if timestamp is None else timestamp.isoformat(),
+            **request.instances[i],
         }
         typer.echo(json.dumps(row))

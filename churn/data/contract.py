@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pandas.tseries.api import guess_datetime_format
+
+# Public since pandas 2.2, but pandas-stubs 2.3 does not declare it yet.
+from pandas.tseries.api import guess_datetime_format  # type: ignore[attr-defined]
 
 from churn.errors import ContractError
 from churn.settings import FeatureConfig

@@ -177,7 +177,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         config: RepoConfig,
         feature_views: list[FeatureView],
         feature_refs: list[str],
-        entity_df: pd.DataFrame | str,
+        entity_df: pd.DataFrame | str | None,
         registry: BaseRegistry,
         project: str,
         full_feature_names: bool = False,
@@ -185,16 +185,20 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     ) -> RetrievalJob:
         plan = AsofDuckDBOfflineStore._plan(config, feature_views, feature_refs, entity_df)
         if plan is None or filter_by_created_timestamp:
+            # Feast's DuckDB store narrows its parent's signature (no None); whatever it does
+            # with an entity_df it cannot take is its own behaviour, unchanged here.
             return DuckDBOfflineStore.get_historical_features(
                 config,
                 feature_views,
                 feature_refs,
-                entity_df,
+                entity_df,  # type: ignore[arg-type]
                 registry,
                 project,
                 full_feature_names,
                 filter_by_created_timestamp,
             )
+        # _plan() answers None for anything but a DataFrame (SQL entity queries, none).
+        assert isinstance(entity_df, pd.DataFrame)
         return AsofRetrievalJob(entity_df, plan, feature_refs, full_feature_names)
 
     @staticmethod

@@ -17,6 +17,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,8 @@ class Features:
         numeric: float32 [N, A] numeric attributes; zeros where unknown.
         categorical: str [N, K] categorical attributes; ``""`` where unknown.
         has_history: bool [N]; False where the store had no snapshot row.
+        event_ts: int64 [N] unix seconds of each row's snapshot (online reads only; 0 where
+            the store had no row), ``None`` for point-in-time reads.
     """
 
     seq: np.ndarray
@@ -57,6 +60,7 @@ class Features:
     numeric: np.ndarray
     categorical: np.ndarray
     has_history: np.ndarray
+    event_ts: np.ndarray | None = None
 
 
 def _built_before_the_marker(path: Path) -> bool:
@@ -186,14 +190,7 @@ class FeatureRepo:
         log.info("applied %s: %s", self.path, ", ".join(o.name for o in objects))
 
     def feature_refs(self) -> list[str]:
-        spec = self.spec
-        refs = [f"{SEQUENCE_VIEW}:seq_{c}" for c in spec["channels"]]
-        refs += [f"{SEQUENCE_VIEW}:{f}" for f in spec["context_features"]]
-        refs += [
-            f"{PROFILE_VIEW}:{f}"
-            for f in spec["numeric_attributes"] + spec["categorical_attributes"]
-        ]
-        return refs
+        return feature_refs(self.spec)
 
     def historical_features(self, entity_rows: pd.DataFrame) -> Features:
         """Point-in-time-correct features for (customer, time) rows, through Feast.
@@ -260,6 +257,16 @@ class FeatureRepo:
         log.info("materialized snapshot %s into the online store", latest)
         return latest
 
+    def online_reader(self, spec: dict | None = None) -> OnlineReader:
+        """A reader of the online store that keeps its Feast client between reads.
+
+        Args:
+            spec: Which features to read, in the form of the repository's ``spec.json``
+                (``channels``, ``seq_len``, ``context_features``, ``numeric_attributes``,
+                ``categorical_attributes``); ``None`` reads every feature the sources hold.
+        """
+        return OnlineReader(self.store(), self.spec if spec is None else spec, str(self.path))
+
     def online_features(self, customer_ids: list[str]) -> Features:
         """Features of the latest materialized snapshot, from the online store.
 
@@ -268,14 +275,80 @@ class FeatureRepo:
 
         Returns:
             Features in the order given; unknown customers get zeros and ``has_history=False``.
+
+        Raises:
+            FeatureStoreError: The online store cannot be read (for example it was never
+                materialized).
         """
-        spec = self.spec
-        response = self.store().get_online_features(
-            features=self.feature_refs(),
-            entity_rows=[{"customer_id": str(c)} for c in customer_ids],
+        return self.online_reader().read(customer_ids)
+
+
+def feature_refs(spec: dict) -> list[str]:
+    """Feast references (``view:feature``) of the features a spec names."""
+    refs = [f"{SEQUENCE_VIEW}:seq_{c}" for c in spec["channels"]]
+    refs += [f"{SEQUENCE_VIEW}:{f}" for f in spec["context_features"]]
+    refs += [
+        f"{PROFILE_VIEW}:{f}" for f in spec["numeric_attributes"] + spec["categorical_attributes"]
+    ]
+    return refs
+
+
+class OnlineReader:
+    """Reads the latest features of customers from a Feast online store (SQLite or Redis).
+
+    Building a ``FeatureStore`` loads its registry, which takes far longer than one lookup; a
+    server keeps one reader for its lifetime.
+
+    Args:
+        store: The ``feast.FeatureStore`` (its ``feature_store.yaml`` names the online store).
+        spec: Which features to read (see :meth:`FeatureRepo.online_reader`).
+        where: How to name the store in error messages (the repository folder).
+    """
+
+    def __init__(self, store: Any, spec: dict, where: str) -> None:
+        self.store = store
+        self.spec = spec
+        self.where = where
+        self._refs = feature_refs(spec)
+
+    def read(self, customer_ids: list[str]) -> Features:
+        """Features of the latest materialized snapshot of each customer.
+
+        Args:
+            customer_ids: Customers to look up.
+
+        Returns:
+            Features in the order given, with ``event_ts``; unknown customers get zeros,
+            ``has_history=False`` and ``event_ts=0``.
+
+        Raises:
+            FeatureStoreError: The online store cannot be read, or holds sequences of another
+                length than the spec's.
+        """
+        from feast.online_response import TIMESTAMP_POSTFIX
+
+        try:
+            response = self.store.get_online_features(
+                features=self._refs,
+                entity_rows=[{"customer_id": str(c)} for c in customer_ids],
+            )
+            columns = response.to_dict(include_event_timestamps=True)
+        except Exception as exc:
+            # sqlite3, redis and Feast's own errors all mean the same to the caller: no
+            # features, and what to do about it.
+            raise FeatureStoreError(
+                f"the online store of {self.where} cannot be read ({type(exc).__name__}: "
+                f"{exc}); run `churn features materialize` after `churn features build`"
+            ) from exc
+        # The first channel's timestamp is the snapshot's: materialization writes the whole
+        # sequence row at once.
+        event_ts = np.asarray(
+            columns[f"seq_{self.spec['channels'][0]}{TIMESTAMP_POSTFIX}"], dtype=np.int64
         )
-        table = pa.table(response.to_dict())
-        return features_from_arrow(table, spec)
+        table = pa.table({k: v for k, v in columns.items() if not k.endswith(TIMESTAMP_POSTFIX)})
+        features = features_from_arrow(table, self.spec)
+        features.event_ts = np.where(features.has_history, event_ts, 0)
+        return features
 
 
 def features_from_arrow(table: pa.Table, spec: dict) -> Features:
@@ -287,6 +360,10 @@ def features_from_arrow(table: pa.Table, spec: dict) -> Features:
     has_history = np.zeros(n, dtype=bool)
     for c, name in enumerate(channels):
         column = table[f"seq_{name}"].combine_chunks()
+        if pa.types.is_null(column.type):
+            # Feast's answer when no id of the request is in the online store: every value
+            # is None, so the column has no list type to read lengths from.
+            continue
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
         if (lengths[valid] != seq_len).any():
@@ -311,7 +388,8 @@ def features_from_arrow(table: pa.Table, spec: dict) -> Features:
     categorical = (
         np.stack(
             [
-                np.asarray(table[f].fill_null("").to_pylist(), dtype=object).astype(str)
+                # Not fill_null(""): a column of only nulls has no string type to fill.
+                np.array(["" if v is None else str(v) for v in table[f].to_pylist()], dtype=str)
                 for f in spec["categorical_attributes"]
             ],
             axis=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,12 +48,51 @@ def sample_instance(dataset_dir: str | Path, split: str = "test", row: int = 0) 
     return str(part.customer_id[row]), instance
 
 
+def online_instance(
+    feature_repo: str | Path, input_spec: dict, customer_id: str
+) -> tuple[dict | None, str]:
+    """A customer's request from the online store, built as the transformer builds it.
+
+    Args:
+        feature_repo: The feature repository.
+        input_spec: The model's input spec.
+        customer_id: The customer.
+
+    Returns:
+        The instance, or ``None`` with the reason when the repository is not built, its online
+        store not materialized, or the customer not in it.
+
+    Raises:
+        FeatureStoreError: The repository's features do not fit the model.
+    """
+    from churn.features.request import build_request, check_fits, model_feature_spec
+    from churn.features.store import FeatureRepo, FeatureStoreError
+
+    repo = FeatureRepo(feature_repo)
+    spec = model_feature_spec(input_spec)
+    try:
+        check_fits(repo.spec, input_spec)
+    except FeatureStoreError as exc:
+        if not (repo.sources / "spec.json").is_file():
+            return None, str(exc)
+        raise
+    try:
+        features = repo.online_reader(spec).read([customer_id])
+    except FeatureStoreError as exc:
+        return None, str(exc)
+    request = build_request([customer_id], features, spec, input_spec)
+    if not request.known[0]:
+        return None, f"the online store of {feature_repo} has no features of {customer_id}"
+    return request.instances[0], "online store"
+
+
 def deploy_version(
     target: str,
     version: str,
     registry_cfg: RegistryConfig,
     serving_cfg: ServingConfig,
     dataset_dir: str | Path,
+    feature_repo: str | Path | None = None,
 ) -> dict:
     """Deploys a registered version.
 
@@ -62,17 +102,25 @@ def deploy_version(
     waits until it is Ready (``rollout_timeout_seconds``), restores the previous storage URI
     if it never is, and records the rollout in the registry either way; ``none`` does nothing.
 
+    The local request is for the first customer of the training set's test split: built
+    from the online store with ``churn.features.request.build_request`` (what the
+    transformer sends) when ``feature_repo`` is given and its online store holds the
+    customer, else from the training set's row.
+
     Args:
         target: ``local``, ``kserve`` or ``none``.
         version: The version id.
         registry_cfg: Registry settings.
         serving_cfg: Namespace, service account and protocol for KServe.
-        dataset_dir: Training set folder the smoke-test request comes from.
+        dataset_dir: Training set folder the smoke-test customer (and fallback request)
+            comes from.
+        feature_repo: Feature repository whose online store the local request is read from.
 
     Returns:
-        What was done: the target and version, plus the request's customer and prediction
-        (``local``) or the InferenceService's namespace, name, storage URI, the previous
-        version and the rollout record's path (``kserve``).
+        What was done: the target and version, plus the request's customer, its source
+        (``online store`` or ``training set``) and the prediction (``local``), or the
+        InferenceService's namespace, name, storage URI, the previous version and the rollout
+        record's path (``kserve``).
         ``kserve`` deploys only the current champion: a version another run has superseded
         since it registered gets ``skipped`` instead, with the reason.
 
@@ -99,16 +147,26 @@ def deploy_version(
     from churn.release.torchserve import LocalTorchServe
 
     customer_id, instance = sample_instance(dataset_dir)
+    source = "training set"
     with owned_tempdir("churn-deploy-") as tmp:
         registry.download(version, tmp)
+        if feature_repo is not None:
+            input_spec = json.loads((Path(tmp) / "model" / "model.json").read_text())["input_spec"]
+            online, why = online_instance(feature_repo, input_spec, customer_id)
+            if online is None:
+                log.warning("the smoke test's request comes from the training set: %s", why)
+            else:
+                instance, source = online, why
         # Free ports rather than the configured ones: a served model may already hold them.
         with LocalTorchServe(
             Path(tmp) / "model-store", registry_cfg.model_name, host=serving_cfg.host
         ) as server:
             prediction = server.predict([instance])[0]
     log.info(
-        "local TorchServe answered for customer %s: churn probability %.4f (%s %s)",
+        "local TorchServe answered for customer %s (request from the %s): churn probability "
+        "%.4f (%s %s)",
         customer_id,
+        source,
         prediction["churn_probability"],
         registry_cfg.model_name,
         version,
@@ -117,6 +175,7 @@ def deploy_version(
         "target": target,
         "version": version,
         "customer_id": customer_id,
+        "request_source": source,
         "prediction": prediction,
     }
 

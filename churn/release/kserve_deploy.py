@@ -28,16 +28,22 @@ from kserve import (
     V1beta1ModelFormat,
     V1beta1ModelSpec,
     V1beta1PredictorSpec,
+    V1beta1TransformerSpec,
 )
+from kserve.models.v1beta1_storage_uri import V1beta1StorageUri
 from kubernetes.client import (
     ApiClient,
     V1Capabilities,
+    V1ConfigMapVolumeSource,
+    V1Container,
     V1EmptyDirVolumeSource,
     V1EnvVar,
+    V1EnvVarSource,
     V1ObjectMeta,
     V1PodSecurityContext,
     V1ResourceRequirements,
     V1SeccompProfile,
+    V1SecretKeySelector,
     V1SecurityContext,
     V1Volume,
     V1VolumeMount,
@@ -63,6 +69,27 @@ SCRATCH_ENV = {
     "TEMP": "/tmp",
     "LOG_LOCATION": "/home/model-server/logs",
     "METRICS_LOCATION": "/home/model-server/logs",
+}
+# The transformer (manifests/base/inferenceservice.yaml, field for field): the model version at
+# /mnt/models, Feast's configuration from the ConfigMap, secrets only by reference.
+TRANSFORMER_MODEL_DIR = "/mnt/models"
+FEAST_CONFIG = ("churn-feast", "/etc/churn/feast")
+TRANSFORMER_ENV = {
+    "CHURN_TRANSFORMER__HOST": "0.0.0.0",
+    "CHURN_TRANSFORMER__FEATURE_REPO": FEAST_CONFIG[1],
+    "CHURN_TRANSFORMER__MODEL_DIR": TRANSFORMER_MODEL_DIR,
+    # Materialization runs daily: a day and a half leaves room for one late run.
+    "CHURN_TRANSFORMER__MAX_FEATURE_AGE_HOURS": "36",
+    "CHURN_TRANSFORMER__LOG_URI": "s3://churn-models/inference-log",
+    "CHURN_HOME": "/tmp/churn",
+    "HOME": "/tmp",
+    "FEAST_USAGE": "False",
+}
+TRANSFORMER_SECRET_ENV = {
+    "FEAST_REGISTRY_URL": "churn-feast",
+    "REDIS_CONNECTION_STRING": "churn-feast",
+    "AWS_ACCESS_KEY_ID": "churn-s3",
+    "AWS_SECRET_ACCESS_KEY": "churn-s3",
 }
 _REMOTE_SCHEMES = ("s3://", "gs://", "https://", "pvc://", "hf://", "oci://")
 # PredictorReady's reason once the predictor Deployment has finished rolling out (Standard mode).
@@ -183,8 +210,63 @@ def build_inference_service(
                         V1VolumeMount(name=name, mount_path=path) for name, path in SCRATCH.items()
                     ],
                 ),
-            )
+            ),
+            transformer=_transformer(storage_uri, serving, resources, pod_security)
+            if serving.transformer_image
+            else None,
         ),
+    )
+
+
+def _transformer(
+    storage_uri: str,
+    serving: ServingConfig,
+    resources: Resources,
+    pod_security: V1PodSecurityContext,
+) -> V1beta1TransformerSpec:
+    """The transformer in front of the predictor, on the same registry version."""
+    limits = {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"}
+    env = [V1EnvVar(name=k, value=v) for k, v in TRANSFORMER_ENV.items()] + [
+        V1EnvVar(
+            name=key,
+            value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=secret, key=key)),
+        )
+        for key, secret in TRANSFORMER_SECRET_ENV.items()
+    ]
+    return V1beta1TransformerSpec(
+        service_account_name=serving.service_account,
+        min_replicas=resources.min_replicas,
+        max_replicas=resources.max_replicas,
+        security_context=pod_security,
+        storage_uris=[V1beta1StorageUri(uri=storage_uri, mount_path=TRANSFORMER_MODEL_DIR)],
+        volumes=[
+            V1Volume(name="tmp", empty_dir=V1EmptyDirVolumeSource(size_limit="256Mi")),
+            V1Volume(name="feast-config", config_map=V1ConfigMapVolumeSource(name=FEAST_CONFIG[0])),
+        ],
+        containers=[
+            V1Container(
+                name=CONTAINER_NAME,
+                image=serving.transformer_image,
+                command=["python", "-m", "serving.transformer"],
+                # KServe appends --model_name, --predictor_host and --http_port.
+                args=["--predictor_protocol", serving.protocol_version],
+                env=env,
+                resources=V1ResourceRequirements(requests=limits, limits=dict(limits)),
+                security_context=V1SecurityContext(
+                    run_as_non_root=True,
+                    run_as_user=RUN_AS_USER,
+                    allow_privilege_escalation=False,
+                    privileged=False,
+                    read_only_root_filesystem=True,
+                    capabilities=V1Capabilities(drop=["ALL"]),
+                    seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
+                ),
+                volume_mounts=[
+                    V1VolumeMount(name="tmp", mount_path="/tmp"),
+                    V1VolumeMount(name="feast-config", mount_path=FEAST_CONFIG[1], read_only=True),
+                ],
+            )
+        ],
     )
 
 
@@ -201,9 +283,9 @@ def to_manifest(isvc: V1beta1InferenceService) -> dict:
 
 
 def storage_patch(
-    isvc: V1beta1InferenceService, storage_uri: str | None = None
+    isvc: V1beta1InferenceService, storage_uri: str | None = None, transformer: bool = False
 ) -> V1beta1InferenceService:
-    """The part of an InferenceService a release changes: the predictor's ``storageUri``.
+    """The part of an InferenceService a release changes: the version's storage URIs.
 
     Replicas, resources and everything else belong to whoever applied the manifests (the
     production overlay sets 2 to 6 replicas); a release that sent the whole object would
@@ -212,11 +294,15 @@ def storage_patch(
     Args:
         isvc: The full object from :func:`build_inference_service`.
         storage_uri: The URI to point at instead of ``isvc``'s (a rollback's).
+        transformer: Whether the live service has a transformer, whose ``storageUris`` name
+            the same version (a list, which a merge patch replaces whole). Without one, the
+            patch adds none: a transformer without containers would be refused.
 
     Returns:
         A minimal object: name, namespace, container name, model format and storage URI.
     """
     model = isvc.spec.predictor.model
+    uri = storage_uri or model.storage_uri
     return V1beta1InferenceService(
         api_version=isvc.api_version,
         kind=isvc.kind,
@@ -227,9 +313,14 @@ def storage_patch(
                 model=V1beta1ModelSpec(
                     name=model.name,
                     model_format=V1beta1ModelFormat(name=model.model_format.name),
-                    storage_uri=storage_uri or model.storage_uri,
+                    storage_uri=uri,
                 )
+            ),
+            transformer=V1beta1TransformerSpec(
+                storage_uris=[V1beta1StorageUri(uri=uri, mount_path=TRANSFORMER_MODEL_DIR)]
             )
+            if transformer
+            else None,
         ),
     )
 
@@ -478,9 +569,10 @@ def _apply(
     _check_mode(current, namespace, name)
     model = ((current.get("spec") or {}).get("predictor") or {}).get("model") or {}
     before = baseline_of(current)
+    has_transformer = bool((current.get("spec") or {}).get("transformer"))
     stored = _call(
         f"patching InferenceService {namespace}/{name}",
-        lambda: client.patch(name, storage_patch(isvc), namespace=namespace),
+        lambda: client.patch(name, storage_patch(isvc, None, has_transformer), namespace=namespace),
     )
     unchanged = _generation(stored) == _generation(current)
     return model.get("storageUri"), None if unchanged else before
@@ -497,12 +589,16 @@ def _restore(
     name = isvc.metadata.name
     log.warning("restoring %s/%s to %s", namespace, name, previous)
     try:
-        before = baseline_of(
-            _call(f"reading {namespace}/{name}", lambda: client.get(name, namespace=namespace))
+        current = _call(
+            f"reading {namespace}/{name}", lambda: client.get(name, namespace=namespace)
         )
+        before = baseline_of(current)
+        has_transformer = bool((current.get("spec") or {}).get("transformer"))
         _call(
             f"restoring {namespace}/{name} to {previous}",
-            lambda: client.patch(name, storage_patch(isvc, previous), namespace=namespace),
+            lambda: client.patch(
+                name, storage_patch(isvc, previous, has_transformer), namespace=namespace
+            ),
         )
     except ServingError as exc:
         return Verdict("failed", RESTORE_FAILED, str(exc))

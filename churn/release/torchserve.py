@@ -59,7 +59,16 @@ def free_port(host: str = _LOOPBACK) -> int:
         return sock.getsockname()[1]
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` now.
+
+    Args:
+        host: Interface.
+        port: TCP port.
+
+    Returns:
+        ``True`` when a listener could bind it.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As TorchServe's Netty does: old TIME_WAIT connections do not block, a listener does.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -148,6 +157,11 @@ class LocalTorchServe:
     def running(self) -> bool:
         """Whether the TorchServe process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def metrics_url(self) -> str:
+        """URL of the Prometheus metrics."""
+        return f"{self.addresses.metrics}/metrics"
 
     @property
     def predict_url(self) -> str:
@@ -244,7 +258,7 @@ class LocalTorchServe:
             host, port = url.removeprefix("http://").rsplit(":", 1)
             if not 1 <= int(port) <= 65535:
                 raise ServingError(f"{url}: the port must lie in 1..65535")
-            if not _port_is_free(host, int(port)):
+            if not port_is_free(host, int(port)):
                 raise ServingError(
                     f"{url} is already in use by {serve_record.port_holder(int(port))}: stop "
                     "that server or pick another port"

@@ -55,13 +55,29 @@ class ChurnHandler(BaseHandler):
             context: TorchServe's context; ``system_properties["model_dir"]`` holds the
                 archive's files and ``manifest["model"]["modelVersion"]`` the model version.
         """
-        self.manifest = context.manifest
         model_dir = Path(context.system_properties["model_dir"])
-        self._model_module = _import_model_module(model_dir / "model.py")
-        self.model, meta = self._model_module.load_model(model_dir)
+        self.setup(_import_model_module(model_dir / "model.py"), model_dir, context.manifest)
+
+    def setup(self, model_module: Any, model_dir: Path, manifest: dict) -> None:
+        """Loads the model with a given copy of the model code.
+
+        The KServe predictor (``serving/predictor.py``) calls this with ``churn.model.network``
+        and the registry version's model folder, so both runtimes parse, score and answer
+        through the same code.
+
+        Args:
+            model_module: A module with ``load_model``, ``encode_instances`` and
+                ``predict_proba`` (``churn/model/network.py`` or the archive's copy of it).
+            model_dir: Folder with ``model.pt`` and ``model.json``.
+            manifest: ``{"model": {"modelName": ..., "modelVersion": ...}}``, as in a model
+                archive's manifest.
+        """
+        self.manifest = manifest
+        self._model_module = model_module
+        self.model, meta = model_module.load_model(model_dir)
         self.input_spec = meta["input_spec"]
         self.threshold = float(meta["threshold"])
-        self.model_version = self.manifest["model"]["modelVersion"]
+        self.model_version = manifest["model"]["modelVersion"]
         self.device = torch.device("cpu")
         self.initialized = True
 
@@ -206,6 +222,9 @@ def _read_body(data: list) -> tuple[list, dict]:
     body = data[0].get("body")
     if body is None:
         body = data[0].get("data")
+    if isinstance(body, str):
+        # TorchServe's worker decodes a text/* body to a string; it is JSON all the same.
+        body = body.encode("utf-8")
     if isinstance(body, (bytes, bytearray)):
         try:
             body = json.loads(body.decode("utf-8")) if body else None

@@ -117,3 +117,29 @@ def test_dataset_for_unbuilt_cutoff_is_refused(repo, tmp_path):
             repo.path, tmp_path / "ds", 30, cutoffs=["2020-02-01", "2020-03-02", "2020-03-15"]
         )
     assert not (tmp_path / "ds").exists()
+
+
+def test_online_store_answers_a_request_of_only_unknown_customers(repo):
+    # Feast answers all-None columns without a list type; reading them used to crash.
+    materialize(repo.path)
+    online = repo.online_features(["ghost", "nobody"])
+    assert online.has_history.tolist() == [False, False]
+    assert not online.seq.any() and not online.context.any() and not online.numeric.any()
+    assert online.categorical.tolist() == [[""], [""]]
+    assert online.event_ts.tolist() == [0, 0]
+
+
+def test_online_features_carry_their_snapshot_time(repo):
+    materialize(repo.path)
+    online = repo.online_features(["c1", "ghost"])
+    latest = pd.Timestamp(repo.spec["latest_snapshot"])
+    assert online.event_ts.tolist() == [latest.value // 10**9, 0]
+
+
+def test_an_online_store_never_materialized_is_a_clear_error(repo, tmp_path):
+    from churn.features.store import FeatureStoreError
+
+    fresh = tmp_path / "repo"
+    shutil.copytree(repo.path, fresh, ignore=shutil.ignore_patterns("online_store.db"))
+    with pytest.raises(FeatureStoreError, match="run `churn features materialize`"):
+        FeatureRepo(fresh).online_features(["c1"])

@@ -63,8 +63,14 @@ def served_uri(kube_api) -> str:
 def assert_only_storage_patched(kube_api) -> None:
     for _, _, body in kube_api.calls("PATCH"):
         model = body["spec"]["predictor"]["model"]
-        assert set(body["spec"]) == {"predictor"} and set(body["spec"]["predictor"]) == {"model"}
+        assert set(body["spec"]["predictor"]) == {"model"}
         assert set(model) == {"name", "modelFormat", "storageUri"}
+        # The service the deploy created has a transformer: its storageUris name the same
+        # version, and nothing else of it is sent.
+        assert set(body["spec"]) == {"predictor", "transformer"}
+        assert body["spec"]["transformer"] == {
+            "storageUris": [{"uri": model["storageUri"], "mountPath": "/mnt/models"}]
+        }
 
 
 def test_a_good_version_is_waited_for_until_its_rollout_finishes(

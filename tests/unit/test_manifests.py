@@ -37,14 +37,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = PROJECT_ROOT / "manifests"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inferenceservice-v1beta1.schema.json.gz"
 OVERLAYS = ["local", "production", "multi-user", "gpu"]
+# Overlays that switch the runtime (components/kserve-runtime): test_runtime_manifests.py.
+RUNTIME_OVERLAYS = ["production-kserve"]
 K8S_VERSION = "1.32.0"
 INFERENCE_PORT = 8080
 # The labels KServe puts on every predictor pod (pkg/controller/v1beta1/inferenceservice/
 # components/predictor.go): InferenceServicePodLabelKey and KServiceComponentLabel.
 PREDICTOR_POD_LABELS = {"serving.kserve.io/inferenceservice": "churn", "component": "predictor"}
+TRANSFORMER_POD_LABELS = {**PREDICTOR_POD_LABELS, "component": "transformer"}
+COMPONENTS = ("predictor", "transformer")
 CLIENT_LABEL = {"churn.io/client": "true"}
 GATEWAY_LABEL = {"churn.io/ingress-gateway": "true"}
-BASE_KINDS = {"Namespace", "ServiceAccount", "Role", "RoleBinding", "LimitRange", "NetworkPolicy"}
+BASE_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "LimitRange",
+    "NetworkPolicy",
+    "ConfigMap",
+}
 KINDS = {
     "local": BASE_KINDS,
     "production": BASE_KINDS | {"PodDisruptionBudget"},
@@ -136,19 +148,24 @@ def errors(validator: jsonschema.Draft7Validator, doc: dict) -> list[str]:
     ]
 
 
-def containers(predictor: dict) -> list[dict]:
-    """Every container the predictor spec names: the model, extra containers, init containers."""
+def containers(component: dict) -> list[dict]:
+    """Every container a component spec names: the model, containers, init containers."""
     return [
-        predictor["model"],
-        *predictor.get("containers", []),
-        *predictor.get("initContainers", []),
+        *([component["model"]] if "model" in component else []),
+        *component.get("containers", []),
+        *component.get("initContainers", []),
     ]
 
 
-def predictor_labels(docs: list[dict]) -> dict[str, str]:
-    """The labels a predictor pod carries: the InferenceService's own plus KServe's."""
+def pod_labels(docs: list[dict], component_labels: dict[str, str]) -> dict[str, str]:
+    """The labels a component's pod carries: the InferenceService's own plus KServe's."""
     isvc = only(docs, "InferenceService")
-    return {**isvc["metadata"].get("labels", {}), **PREDICTOR_POD_LABELS}
+    return {**isvc["metadata"].get("labels", {}), **component_labels}
+
+
+def predictor_labels(docs: list[dict]) -> dict[str, str]:
+    """The labels a predictor pod carries."""
+    return pod_labels(docs, PREDICTOR_POD_LABELS)
 
 
 def selects(policy: dict, labels: dict[str, str]) -> bool:
@@ -167,8 +184,8 @@ def test_every_overlay_renders_and_is_tested() -> None:
         for path in (MANIFESTS / "overlays").iterdir()
         if (path / "kustomization.yaml").is_file()
     )
-    assert on_disk == sorted(OVERLAYS)
-    for name in on_disk:
+    assert on_disk == sorted(OVERLAYS + RUNTIME_OVERLAYS)
+    for name in OVERLAYS:
         docs = render(MANIFESTS / "overlays" / name)
         expected = KINDS[name] | {"InferenceService"} | CUSTOM_KINDS.get(name, set())
         assert {doc["kind"] for doc in docs} == expected
@@ -254,7 +271,9 @@ def test_inference_service_fits_the_crd(
     model = isvc["spec"]["predictor"]["model"]
     assert (model["modelFormat"]["name"], model["runtime"]) == ("pytorch", "kserve-torchserve")
     typo = copy.deepcopy(isvc)
-    typo["spec"]["predictor"]["model"]["storageURI"] = model.pop("storageUri")
+    # Popped from the copy: the overlay fixture is shared by the module's tests.
+    typo_model = typo["spec"]["predictor"]["model"]
+    typo_model["storageURI"] = typo_model.pop("storageUri")
     assert any("storageURI" in e for e in errors(isvc_validator, typo))
     # The predictor is a PodSpec extension: its volumes and security context are schema-checked
     # field by field, not passed through as unknown fields.
@@ -265,6 +284,14 @@ def test_inference_service_fits_the_crd(
     found = errors(isvc_validator, typo)
     assert any("sizelimit" in e for e in found)
     assert any("readOnlyRootFileSystem" in e for e in found)
+    # So is the transformer: its storage URIs and its containers.
+    typo = copy.deepcopy(isvc)
+    transformer = typo["spec"]["transformer"]
+    transformer["storageUris"][0]["mountpath"] = transformer["storageUris"][0].pop("mountPath")
+    transformer["containers"][0]["envFrom"] = [{"secretRef": {"nme": "churn-s3"}}]
+    found = errors(isvc_validator, typo)
+    assert any("mountpath" in e for e in found)
+    assert any("nme" in e for e in found)
 
 
 def predictor_pod(isvc: dict) -> dict:
@@ -290,10 +317,20 @@ def predictor_pod(isvc: dict) -> dict:
     }
 
 
-def test_predictor_pod_parts_validate_as_a_pod(overlay: list[dict]) -> None:
-    kubernetes_validate.validate(
-        predictor_pod(only(overlay, "InferenceService")), K8S_VERSION, strict=True
-    )
+def transformer_pod(isvc: dict) -> dict:
+    """The pod parts of the transformer as a v1 Pod."""
+    transformer = isvc["spec"]["transformer"]
+    spec = {
+        key: transformer[key]
+        for key in ("serviceAccountName", "securityContext", "volumes", "containers")
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"}, "spec": spec}
+
+
+def test_predictor_and_transformer_pod_parts_validate_as_pods(overlay: list[dict]) -> None:
+    isvc = only(overlay, "InferenceService")
+    kubernetes_validate.validate(predictor_pod(isvc), K8S_VERSION, strict=True)
+    kubernetes_validate.validate(transformer_pod(isvc), K8S_VERSION, strict=True)
 
 
 def test_the_schema_check_catches_wrong_types(isvc_validator: jsonschema.Draft7Validator) -> None:
@@ -359,12 +396,13 @@ def test_namespace_enforces_restricted_pod_security(overlay: list[dict]) -> None
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
 
 
-def test_every_container_runs_as_non_root(overlay: list[dict]) -> None:
-    predictor = only(overlay, "InferenceService")["spec"]["predictor"]
-    pod = predictor["securityContext"]
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_every_container_runs_as_non_root(overlay: list[dict], name: str) -> None:
+    component = only(overlay, "InferenceService")["spec"][name]
+    pod = component["securityContext"]
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
-    for container in containers(predictor):
+    for container in containers(component):
         ctx = container["securityContext"]
         assert ctx.get("runAsNonRoot", pod["runAsNonRoot"]) is True
         assert ctx.get("runAsUser", pod["runAsUser"]) != 0
@@ -378,16 +416,23 @@ def test_every_container_runs_as_non_root(overlay: list[dict]) -> None:
             assert resources["limits"][name] == resources["requests"][name]
 
 
-def test_every_container_has_a_read_only_root_and_bounded_scratch(overlay: list[dict]) -> None:
-    predictor = only(overlay, "InferenceService")["spec"]["predictor"]
-    volumes = {volume["name"]: volume for volume in predictor["volumes"]}
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_every_container_has_a_read_only_root_and_bounded_scratch(
+    overlay: list[dict], name: str
+) -> None:
+    component = only(overlay, "InferenceService")["spec"][name]
+    volumes = {volume["name"]: volume for volume in component["volumes"]}
     for volume in volumes.values():
-        assert parse_quantity(volume["emptyDir"]["sizeLimit"]) > 0, volume["name"]
-    for container in containers(predictor):
+        if "configMap" not in volume:
+            assert parse_quantity(volume["emptyDir"]["sizeLimit"]) > 0, volume["name"]
+    for container in containers(component):
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         for mount in container.get("volumeMounts", []):
-            assert "emptyDir" in volumes[mount["name"]], mount
-    model = predictor["model"]
+            # Writable mounts are bounded scratch; configuration is mounted read-only.
+            assert "emptyDir" in volumes[mount["name"]] or mount.get("readOnly") is True, mount
+    if name == "transformer":
+        return
+    model = component["model"]
     mounts = {mount["mountPath"] for mount in model["volumeMounts"]}
     assert mounts >= TORCHSERVE_WRITES
     env = {var["name"]: var["value"] for var in model["env"]}
@@ -395,16 +440,19 @@ def test_every_container_has_a_read_only_root_and_bounded_scratch(overlay: list[
         assert any(env[name] == m or env[name].startswith(m + "/") for m in mounts), name
 
 
-def test_ephemeral_storage_is_bounded(overlay: list[dict]) -> None:
-    predictor = only(overlay, "InferenceService")["spec"]["predictor"]
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_ephemeral_storage_is_bounded(overlay: list[dict], name: str) -> None:
+    component = only(overlay, "InferenceService")["spec"][name]
     limit = 0
-    for container in containers(predictor):
+    for container in containers(component):
         resources = container["resources"]
         assert parse_quantity(resources["requests"]["ephemeral-storage"]) > 0
         limit += parse_quantity(resources["limits"]["ephemeral-storage"])
     # The pod's limit (the sum of its containers') also covers its emptyDirs: they must fit,
     # or filling them evicts the pod.
-    scratch = sum(parse_quantity(v["emptyDir"]["sizeLimit"]) for v in predictor["volumes"])
+    scratch = sum(
+        parse_quantity(v["emptyDir"]["sizeLimit"]) for v in component["volumes"] if "emptyDir" in v
+    )
     assert scratch < limit
     # Containers KServe injects (the storage initializer) get defaults from the namespace.
     (item,) = only(overlay, "LimitRange")["spec"]["limits"]
@@ -444,30 +492,114 @@ def test_namespace_denies_all_traffic_by_default(overlay: list[dict]) -> None:
 
 def test_inference_port_admits_only_labelled_callers(overlay: list[dict]) -> None:
     isvc = only(overlay, "InferenceService")
-    pod = predictor_labels(overlay)
     policies = [d for d in overlay if d["kind"] == "NetworkPolicy"]
-    # Apart from the training nodes' policy (which admits only each other, tested below),
-    # only the predictor's own policy admits anything, and only to predictor pods.
-    admitting = [
-        p
+    # Apart from the training nodes' policy (which admits only each other, tested in
+    # test_training_nodes_reach_each_other_and_storage_only), only the two components' own
+    # policies admit anything, each only to its own pods.
+    admitting = {
+        p["metadata"]["name"]: p
         for p in policies
         if p["spec"].get("ingress")
         and p["spec"]["podSelector"] != {"matchLabels": TRAINER_POD_LABEL}
-    ]
-    assert [p["metadata"]["name"] for p in admitting] == ["churn-predictor-ingress"]
-    (policy,) = admitting
-    assert policy["spec"]["podSelector"] == {"matchLabels": PREDICTOR_POD_LABELS}
-    assert selects(policy, pod)
-    (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
-    # A rule without `from` (or with an empty selector) admits every pod in every namespace.
+    }
+    assert sorted(admitting) == ["churn-predictor-ingress", "churn-transformer-ingress"]
     caller = {"matchLabels": CLIENT_LABEL}
-    assert rule["from"] == [
+    # A rule without `from` (or with an empty selector) admits every pod in every namespace.
+    callers = [
         {"namespaceSelector": caller, "podSelector": caller},
         {"namespaceSelector": {"matchLabels": GATEWAY_LABEL}},
     ]
+    # A podSelector without a namespaceSelector: churn's transformer pods in this namespace.
+    from_transformer = [{"podSelector": {"matchLabels": TRANSFORMER_POD_LABELS}}]
+    for name, labels, sources in (
+        ("churn-transformer-ingress", TRANSFORMER_POD_LABELS, callers),
+        ("churn-predictor-ingress", PREDICTOR_POD_LABELS, callers + from_transformer),
+    ):
+        policy = admitting[name]
+        assert policy["spec"]["podSelector"] == {"matchLabels": labels}
+        assert selects(policy, pod_labels(overlay, labels))
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
+        assert rule["from"] == sources
     # The policy can only hold in Standard mode; Knative would route through its queue-proxy.
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_the_transformer_reaches_only_its_predictor_the_feature_store_and_storage(
+    overlay: list[dict],
+) -> None:
+    rules = [
+        rule
+        for policy in applying_policies(overlay, pod_labels(overlay, TRANSFORMER_POD_LABELS))
+        for rule in policy["spec"].get("egress", [])
+    ]
+    by_ports = {}
+    for rule in rules:
+        assert rule.get("to") and rule.get("ports"), rule
+        by_ports[frozenset((p["protocol"], p["port"]) for p in rule["ports"])] = rule["to"]
+    assert set(by_ports) == {
+        frozenset({("UDP", 53), ("TCP", 53)}),
+        frozenset({("TCP", INFERENCE_PORT)}),
+        frozenset({("TCP", 6379), ("TCP", 5432)}),
+        frozenset({("TCP", 443)}),
+        frozenset({("TCP", 8333), ("TCP", 9000)}),
+    }
+    assert by_ports[frozenset({("TCP", INFERENCE_PORT)})] == [
+        {"podSelector": {"matchLabels": PREDICTOR_POD_LABELS}}
+    ]
+    assert by_ports[frozenset({("TCP", 6379), ("TCP", 5432)})] == [
+        {"namespaceSelector": {"matchLabels": {"churn.io/feature-store": "true"}}}
+    ]
+    (ipv4,) = [
+        peer["ipBlock"]
+        for peer in by_ports[frozenset({("TCP", 443)})]
+        if peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+    ]
+    assert "169.254.0.0/16" in ipv4["except"]  # no cloud metadata endpoint
+    # None of the transformer's egress applies to predictors.
+    predictor_policies = applying_policies(overlay, pod_labels(overlay, PREDICTOR_POD_LABELS))
+    assert not any("transformer" in p["metadata"]["name"] for p in predictor_policies)
+
+
+def test_the_transformer_serves_the_predictors_version_with_feast_from_a_configmap(
+    overlay: list[dict],
+) -> None:
+    from churn.settings import load_settings
+
+    isvc = only(overlay, "InferenceService")
+    transformer, model = isvc["spec"]["transformer"], isvc["spec"]["predictor"]["model"]
+    # Both read one registry version: a release moves both URIs.
+    assert transformer["storageUris"] == [{"uri": model["storageUri"], "mountPath": "/mnt/models"}]
+    (container,) = transformer["containers"]
+    assert container["command"] == ["python", "-m", "serving.transformer"]
+    args = container["args"]
+    assert args[args.index("--predictor_protocol") + 1] == model["protocolVersion"]
+    # KServe appends these itself, naming the InferenceService's predictor.
+    assert not {"--predictor_host", "--http_port", "--model_name"} & set(args)
+    env = {var["name"]: var for var in container["env"]}
+    assert env["CHURN_TRANSFORMER__MODEL_DIR"]["value"] == "/mnt/models"
+    # In a pod the transformer must listen beyond the loopback for the Service to reach it.
+    assert env["CHURN_TRANSFORMER__HOST"]["value"] == "0.0.0.0"
+    settings = load_settings(env={k: v["value"] for k, v in env.items() if "value" in v})
+    assert settings.transformer.max_feature_age_hours is not None
+    assert settings.transformer.log_uri.startswith("s3://")
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    repo = mounts[env["CHURN_TRANSFORMER__FEATURE_REPO"]["value"]]
+    volumes = {volume["name"]: volume for volume in transformer["volumes"]}
+    configmap = named(overlay, "ConfigMap", volumes[repo["name"]]["configMap"]["name"])
+    text = configmap["data"]["feature_store.yaml"]
+    served = yaml.safe_load(text)
+    production = yaml.safe_load(
+        (PROJECT_ROOT / "feature_repo" / "production" / "feature_store.yaml").read_text()
+    )
+    for key in ("project", "registry", "online_store", "entity_key_serialization_version"):
+        assert served[key] == production[key], key
+    # Every secret comes from a Secret reference: the ones Feast's file names and the log's.
+    placeholders = set(re.findall(r"\$\{(\w+)\}", text))
+    assert placeholders == {"FEAST_REGISTRY_URL", "REDIS_CONNECTION_STRING"}
+    for name in placeholders | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}:
+        assert set(env[name]) == {"name", "valueFrom"}
+        assert set(env[name]["valueFrom"]) == {"secretKeyRef"}, name
 
 
 def test_egress_allows_only_dns_and_object_storage(overlay: list[dict]) -> None:
@@ -536,7 +668,8 @@ def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Vali
             "churn", storage_uri, ServingConfig(), Resources(cpu="1", memory="2Gi")
         )
     )
-    # Also the hardening: an InferenceService that deploy() creates runs as locked down.
+    # Also the hardening and the transformer: an InferenceService that deploy() creates is
+    # the base manifest, field for field.
     assert built == base
     assert errors(isvc_validator, built) == []
 
@@ -559,14 +692,28 @@ def test_a_release_moves_only_the_storage_uri_of_a_sized_service(
 ) -> None:
     production = only(render(MANIFESTS / "overlays" / "production"), "InferenceService")
     new = build_inference_service("churn", "s3://models/churn/versions/v9", ServingConfig())
-    patched = merge_patch(production, to_manifest(storage_patch(new)))
+    patched = merge_patch(production, to_manifest(storage_patch(new, transformer=True)))
     assert patched["spec"]["predictor"]["model"]["storageUri"] == "s3://models/churn/versions/v9"
-    # Everything the overlay sized survives; only the storage URI differs.
+    # The transformer reads the same version's model.json: its storageUris move too.
+    assert patched["spec"]["transformer"]["storageUris"] == [
+        {"uri": "s3://models/churn/versions/v9", "mountPath": "/mnt/models"}
+    ]
+    # Everything the overlay sized survives; only the storage URIs differ.
     patched["spec"]["predictor"]["model"]["storageUri"] = production["spec"]["predictor"]["model"][
         "storageUri"
     ]
+    patched["spec"]["transformer"]["storageUris"] = production["spec"]["transformer"]["storageUris"]
     assert patched == production
     assert errors(isvc_validator, patched) == []
+
+
+def test_a_release_adds_no_transformer_to_a_service_without_one() -> None:
+    new = build_inference_service("churn", "s3://models/churn/versions/v9", ServingConfig())
+    assert "transformer" not in to_manifest(storage_patch(new))["spec"]
+    bare = ServingConfig(transformer_image="")
+    assert (
+        "transformer" not in to_manifest(build_inference_service("churn", "s3://b/v", bare))["spec"]
+    )
 
 
 def test_builder_sets_protocol_and_refuses_what_kserve_cannot_serve(
@@ -576,6 +723,8 @@ def test_builder_sets_protocol_and_refuses_what_kserve_cannot_serve(
         build_inference_service("churn", "s3://b/v1", ServingConfig(protocol_version="v2"))
     )
     assert v2["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
+    # The transformer calls the predictor in the predictor's protocol.
+    assert v2["spec"]["transformer"]["containers"][0]["args"] == ["--predictor_protocol", "v2"]
     assert errors(isvc_validator, v2) == []
     with pytest.raises(ServingError, match="s3://"):
         build_inference_service(
