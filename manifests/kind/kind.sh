@@ -4,8 +4,9 @@
 #   kind.sh up      the cluster, then pinned installs: cert-manager, KServe (Standard mode),
 #                   Kubeflow Pipelines (platform-agnostic, which ships SeaweedFS as its S3)
 #   kind.sh load    build both images from docker/ and load them into the cluster's nodes
-#   kind.sh deploy  the local overlay, Redis (Feast online store), the churn bucket, and the
-#                   churn-s3 / churn-redis Secrets from the environment
+#   kind.sh deploy  the local overlay, Redis and PostgreSQL (Feast online store and registry),
+#                   the churn bucket, and the Secrets (churn-s3, churn-feast...) from the
+#                   environment
 #   kind.sh e2e     the tests in tests/e2e against this cluster
 #   kind.sh down    delete the cluster
 #
@@ -77,6 +78,10 @@ load() {
   kind load docker-image "$IMAGE" "$GPU_IMAGE" --name "$CLUSTER"
 }
 
+random_password() {
+  head -c 24 /dev/urandom | base64 | tr -d '/+='
+}
+
 # Applies a generic Secret whose values never appear on a command line or in a file in git.
 apply_secret() {
   local namespace=$1 name=$2 env_file=$3
@@ -100,17 +105,25 @@ deploy() {
     secret="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)"
   fi
   printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$key" "$secret" >"$scratch/s3.env"
-  printf 'password=%s\n' "${CHURN_REDIS_PASSWORD:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}" \
-    >"$scratch/redis.env"
+  local redis_pw="${CHURN_REDIS_PASSWORD:-$(random_password)}"
+  local db_pw="${CHURN_FEAST_DB_PASSWORD:-$(random_password)}"
+  printf 'password=%s\n' "$redis_pw" >"$scratch/redis.env"
+  printf 'password=%s\n' "$db_pw" >"$scratch/db.env"
+  # What the transformer reads (manifests/base/feast-configmap.yaml), pointing at the store below.
+  printf 'FEAST_REGISTRY_URL=%s\nREDIS_CONNECTION_STRING=%s\n' \
+    "postgresql+psycopg://feast:$db_pw@postgres.churn-feast:5432/feast" \
+    "redis.churn-feast:6379,password=$redis_pw" >"$scratch/feast.env"
   kubectl apply -k "$ROOT/manifests/overlays/local"
   apply_secret churn churn-s3 "$scratch/s3.env"
   kubectl -n churn annotate --overwrite secret churn-s3 \
     serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 \
     serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1
-  kubectl apply -f "$ROOT/manifests/kind/redis.yaml"
+  kubectl apply -f "$ROOT/manifests/kind/feature-store.yaml"
   apply_secret churn-feast churn-redis "$scratch/redis.env"
-  apply_secret churn churn-redis "$scratch/redis.env"
+  apply_secret churn-feast churn-feast-db "$scratch/db.env"
+  apply_secret churn churn-feast "$scratch/feast.env"
   kubectl -n churn-feast rollout status deployment/redis --timeout=180s
+  kubectl -n churn-feast rollout status deployment/postgres --timeout=180s
   kubectl -n kubeflow exec deploy/seaweedfs -- sh -c "echo 's3.bucket.create -name $BUCKET' | weed shell" \
     || echo "note: bucket $BUCKET may exist already"
 }

@@ -110,18 +110,28 @@ def test_the_cluster_config_is_a_kind_cluster_with_a_worker() -> None:
     assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
 
 
-def test_redis_validates_strictly_runs_locked_down_and_reads_its_password_from_a_secret() -> None:
-    docs = [d for d in yaml.safe_load_all((KIND / "redis.yaml").read_text()) if d]
+def test_the_feature_store_validates_strictly_runs_locked_down_with_secrets_by_reference() -> None:
+    docs = [d for d in yaml.safe_load_all((KIND / "feature-store.yaml").read_text()) if d]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    (env,) = container["env"]
-    assert env["valueFrom"]["secretKeyRef"] == {"name": "churn-redis", "key": "password"}
-    assert {d["kind"] for d in docs} >= {"Namespace", "Service", "NetworkPolicy"}
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert sorted(deployments) == ["postgres", "redis"]
+    secrets = {}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+        assert not any("PASSWORD" in e["name"] for e in container["env"] if "value" in e)
+        (secrets[name],) = refs
+    assert secrets == {
+        "redis": {"name": "churn-redis", "key": "password"},
+        "postgres": {"name": "churn-feast-db", "key": "password"},
+    }
+    (namespace,) = [d for d in docs if d["kind"] == "Namespace"]
+    # The label the transformer's egress policy (manifests/base/networkpolicy.yaml) admits.
+    assert namespace["metadata"]["labels"]["churn.io/feature-store"] == "true"
 
 
 def test_the_e2e_tests_skip_cleanly_without_a_cluster_naming_how_to_run_them() -> None:
