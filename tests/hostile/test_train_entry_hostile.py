@@ -55,3 +55,15 @@ def test_a_missing_training_set_is_one_line_naming_it(tmp_path: Path) -> None:
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and "nowhere" in line, line
     assert not (tmp_path / "model").exists()
+
+
+def test_a_local_run_asking_for_several_training_nodes_is_refused_before_any_step(
+    tmp_path: Path,
+) -> None:
+    from churn.errors import PipelineError
+    from churn.settings import Settings
+    from pipelines.local import run_local
+
+    with pytest.raises(PipelineError, match=r"train_nodes=2 submits a Kubeflow Trainer TrainJob"):
+        run_local(Settings(home=tmp_path), {"train_nodes": 2})
+    assert not (tmp_path / "pipeline_root").exists()
