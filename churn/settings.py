@@ -81,8 +81,9 @@ class FeatureConfig(Section):
     Attributes:
         bin_days: Width of one sequence step in days (1 = daily, 7 = weekly).
         seq_len: Number of bins L in each sequence (the lookback is ``bin_days * seq_len``).
-        horizon_days: Label horizon H: churned means no transaction in (t, t + H]. At least 1:
-            a negative horizon would put the test cutoff into training.
+        horizon_days: Label horizon H: the label looks at (t, t + H] (see
+            ``churn_definition``). At least 1: a negative horizon would put the test cutoff
+            into training.
         cutoff_step_days: Spacing of the automatically chosen training cutoffs.
         n_train_cutoffs: How many training cutoffs the automatic schedule produces.
         extra_channels: Extra numeric event columns aggregated as channels; ``None`` takes
@@ -97,6 +98,18 @@ class FeatureConfig(Section):
             ``None`` takes what is available when the step starts (the machine's, or the
             container's limit when lower). Work whose estimate exceeds it is refused.
         repo_template: The Feast repository that each feature build copies.
+        churn_definition: What churned means for the label at cutoff ``t`` (see
+            ``churn.dataset.labels``): ``lapse``, no transaction in (t, t + H];
+            ``partial_defection``, spend in (t, t + H] below ``partial_defection_fraction`` of
+            the customer's own trailing spend rate scaled to H; ``contract``, a cancellation in
+            (t, t + H] (needs a cancellations table; customers who cancelled at or before t are
+            not labelled).
+        partial_defection_fraction: Under ``partial_defection``, the share of the expected
+            spend below which a customer counts as defected; strictly between 0 and 1 (0 would
+            be lapse, 1 would label half of a steady population).
+        partial_defection_window_days: Under ``partial_defection``, the trailing window
+            (t - W, t] whose spend sets the customer's rate; ``None`` takes the feature lookback
+            (``bin_days * seq_len``), the history the model sees.
     """
 
     bin_days: PositiveInt = 7
@@ -109,6 +122,9 @@ class FeatureConfig(Section):
     max_event_time: datetime | None = None
     memory_budget_mb: PositiveInt | None = None
     repo_template: Path = Field(default_factory=_template_folder)
+    churn_definition: Literal["lapse", "partial_defection", "contract"] = "lapse"
+    partial_defection_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    partial_defection_window_days: PositiveInt | None = None
 
 
 class ModelConfig(Section):
@@ -320,6 +336,33 @@ class PipelineConfig(Section):
     artifact_endpoint_url: str = ""
 
 
+class MonitorConfig(Section):
+    """When drift starts a retraining run, and where.
+
+    Attributes:
+        kfp_host: Kubeflow Pipelines API the retraining run is submitted to, for example
+            ``http://ml-pipeline.kubeflow.svc.cluster.local:8888``. Empty (the default) runs the
+            local pipeline on this machine instead.
+        kfp_namespace: Multi-user Kubeflow: the profile namespace the runs are created in
+            (``manifests/components/monitor-multi-user``). Empty on standalone KFP.
+        kfp_experiment: KFP experiment the retraining runs are filed under.
+        retrain_data: Data the retraining run trains on (the ``data`` run argument); the
+            default is ``churn run``'s.
+        retrain_cooldown_hours: Least time between two triggered runs, whatever their cause,
+            so a drift that persists over several windows does not start a run per window.
+        retrain_claim_timeout_minutes: How long a claim without a run id blocks others: past
+            it, the monitor that claimed is taken to have died before submitting, and a later
+            monitor asks KFP for the run's deterministic name before submitting again.
+    """
+
+    kfp_host: str = ""
+    kfp_namespace: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
+    kfp_experiment: str = Field("churn-retrain", min_length=1)
+    retrain_data: str = Field("cdnow", min_length=1)
+    retrain_cooldown_hours: float = Field(24.0, ge=0.0)
+    retrain_claim_timeout_minutes: float = Field(30.0, gt=0.0)
+
+
 class Settings(BaseSettings):
     """Every setting of the platform.
 
@@ -349,6 +392,7 @@ class Settings(BaseSettings):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _registry_under_home(self) -> Settings:

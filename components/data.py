@@ -53,6 +53,7 @@ def build_features(
             customers=source.customers,
             cutoffs=parse_cutoff_list(cutoffs) or source.cutoffs,
             observed_until=source.observed_until,
+            cancellations=source.cancellations,
         )
     feature_repo.metadata.update(
         {
@@ -66,21 +67,33 @@ def build_features(
 
 
 def build_training_set(
-    feature_repo: Input[Dataset], horizon_days: int, training_set: Output[Dataset]
+    feature_repo: Input[Dataset],
+    horizon_days: int,
+    features: dict,
+    training_set: Output[Dataset],
 ) -> None:
     """Builds the point-in-time-correct training set folder through Feast.
 
     Args:
         feature_repo: The feature repository from ``build_features``.
         horizon_days: Label horizon in days.
+        features: ``FeatureConfig`` fields; the churn definition and its parameters label.
         training_set: Output: the training set folder (``meta.json`` and split ``.npz``).
     """
     import logging
 
     from churn.dataset.build import build_dataset
+    from churn.dataset.labels import ChurnDefinition
+    from churn.settings import FeatureConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = build_dataset(feature_repo.path, training_set.path, horizon_days)
+    cfg = parse_section(FeatureConfig, {**features, "horizon_days": horizon_days}, "features")
+    summary = build_dataset(
+        feature_repo.path,
+        training_set.path,
+        horizon_days,
+        definition=ChurnDefinition.from_config(cfg),
+    )
     for name, split in summary["splits"].items():
         training_set.metadata[f"{name}_rows"] = split["rows"]
         training_set.metadata[f"{name}_positives"] = split["positives"]

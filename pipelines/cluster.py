@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -87,15 +88,50 @@ def compile_pipeline(out: str | Path, settings: Settings) -> Path:
     return out
 
 
-def _client(host: str):
+def _client(host: str, namespace: str = ""):
     import kfp
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     try:
-        return kfp.Client(host=host)
+        # Multi-user Kubeflow files runs and experiments under a profile namespace.
+        return kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
     except (ApiException, HTTPError, OSError) as exc:
         raise PipelineError(f"cannot reach Kubeflow Pipelines at {host}: {exc}") from exc
+
+
+def runs_named(host: str, run_name: str, namespace: str = "") -> list[tuple[str, str]]:
+    """The runs on a Kubeflow Pipelines cluster whose display name is ``run_name``.
+
+    Args:
+        host: KFP API endpoint.
+        run_name: Exact display name.
+        namespace: Profile namespace on multi-user Kubeflow; ``""`` on standalone KFP.
+
+    Returns:
+        ``(run id, state)`` pairs, states as KFP spells them (``PENDING``, ``RUNNING``...).
+
+    Raises:
+        PipelineError: The cluster cannot be reached or refuses the query.
+    """
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    client = _client(host, namespace)
+    predicate = {"operation": "EQUALS", "key": "display_name", "stringValue": run_name}
+    found: list[tuple[str, str]] = []
+    token = ""
+    try:
+        while True:
+            page = client.list_runs(
+                page_token=token, page_size=100, filter=json.dumps({"predicates": [predicate]})
+            )
+            found += [(run.run_id, str(run.state)) for run in page.runs or []]
+            token = page.next_page_token or ""
+            if not token:
+                return found
+    except (ApiException, HTTPError, OSError) as exc:
+        raise PipelineError(f"cannot list runs on Kubeflow Pipelines at {host}: {exc}") from exc
 
 
 def submit(
@@ -104,6 +140,7 @@ def submit(
     experiment: str,
     run_name: str,
     arguments: dict[str, Any] | None = None,
+    namespace: str = "",
 ) -> str:
     """Compiles the pipeline and starts one run on a Kubeflow Pipelines cluster.
 
@@ -113,6 +150,7 @@ def submit(
         experiment: Experiment name (created when missing).
         run_name: Name of the run.
         arguments: Pipeline arguments that override the compiled defaults.
+        namespace: Profile namespace on multi-user Kubeflow; ``""`` on standalone KFP.
 
     Returns:
         The run id.
@@ -124,7 +162,7 @@ def submit(
     from kfp_server_api.exceptions import ApiException
 
     arguments = cluster_arguments(arguments or {}, settings)
-    client = _client(host)
+    client = _client(host, namespace)
     with owned_tempdir("churn-pipeline-") as tmp:
         package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
         try:

@@ -75,7 +75,9 @@ def build_pipeline(settings: Settings) -> Callable:
             data_endpoint_url=a["data_endpoint_url"],
         ).set_display_name("build features")
         training_set = ops.build_training_set(
-            feature_repo=features.outputs["feature_repo"], horizon_days=a["horizon_days"]
+            feature_repo=features.outputs["feature_repo"],
+            horizon_days=a["horizon_days"],
+            features=a["features"],
         ).set_display_name("build training set")
         trained = ops.train(
             training_set=training_set.outputs["training_set"],

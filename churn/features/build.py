@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn.data.contract import event_time_bound, load_customers, load_transactions
+from churn.data.contract import (
+    event_time_bound,
+    load_cancellations,
+    load_customers,
+    load_transactions,
+)
 from churn.data.cutoffs import fit_default_cutoffs, parse_cutoffs
 from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
@@ -103,6 +108,7 @@ def build_features(
     customers: str | Path | None = None,
     cutoffs: list[str] | None = None,
     observed_until: str | None = None,
+    cancellations: str | Path | None = None,
 ) -> dict:
     """Builds the Feast sources from a transaction log and applies the repository.
 
@@ -117,6 +123,8 @@ def build_features(
         cutoffs: Training cutoffs (midnight UTC dates); ``None`` uses the automatic schedule,
             fitted to the log's span (see :func:`churn.data.cutoffs.fit_default_cutoffs`).
         observed_until: End of the observation period; defaults to the last event.
+        cancellations: Optional cancellations table, kept beside the log for contract labels
+            (``features.churn_definition=contract``).
 
     Returns:
         A summary: rows, customers, snapshots, channels, repository path.
@@ -136,6 +144,16 @@ def build_features(
     profile = load_customers(customers) if customers is not None else None
     if profile is not None:
         _check_ids_match(tx, profile, transactions, customers)
+    cancelled = (
+        load_cancellations(cancellations, latest_event=latest_event)
+        if cancellations is not None
+        else None
+    )
+    if cancelled is not None and not cancelled["customer_id"].isin(tx["customer_id"]).any():
+        raise ContractError(
+            f"none of the customers of {cancellations} is in {transactions} (for example "
+            f"{cancelled['customer_id'].iloc[0]!r}): write the ids in the same form in both files"
+        )
     end = observed_until_of(tx, observed_until)
     if end > latest_event:
         raise ContractError(
@@ -180,9 +198,10 @@ def build_features(
         "observed_from": first.isoformat(),
         "observed_until": end.isoformat(),
         "source": str(transactions),
+        "cancellations": None if cancellations is None else str(cancellations),
     }
     repo.init_from(cfg.repo_template)
-    repo.write_sources(snapshots, tx, profile, spec)
+    repo.write_sources(snapshots, tx, profile, spec, cancelled)
     repo.apply()
     summary = {
         "repo": str(repo.path),

@@ -35,6 +35,7 @@ TEMPLATE_FILES = ("feature_store.yaml", "customer_features.py", ".feastignore")
 REPO_MARKER = "churn-feature-repo.json"
 SEQUENCE_VIEW = "customer_sequences"
 PROFILE_VIEW = "customer_profile"
+CANCELLATIONS_FILE = "cancellations.parquet"
 
 
 class FeatureStoreError(ChurnError):
@@ -142,6 +143,7 @@ class FeatureRepo:
         transactions: pd.DataFrame,
         customers: pd.DataFrame | None,
         spec: dict,
+        cancellations: pd.DataFrame | None = None,
     ) -> None:
         """Writes every source file into a temporary folder, then renames it into place.
 
@@ -150,6 +152,7 @@ class FeatureRepo:
             transactions: The validated log; labels are computed from it.
             customers: The validated customers table, if any.
             spec: Description of the sources (written as ``spec.json``).
+            cancellations: The validated cancellations table, if any; contract labels read it.
         """
         with staging_dir(self.sources) as tmp:
             pq.write_table(snapshots.to_arrow(), tmp / "sequences.parquet", row_group_size=65536)
@@ -159,6 +162,8 @@ class FeatureRepo:
                 for column in spec["numeric_attributes"]:
                     profile[column] = profile[column].astype(np.float32)
                 profile.to_parquet(tmp / "customers.parquet", index=False)
+            if cancellations is not None:
+                cancellations.to_parquet(tmp / CANCELLATIONS_FILE, index=False)
             (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
 
     def definitions(self) -> list:

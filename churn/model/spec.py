@@ -6,6 +6,10 @@ features with their vocabularies), what one sequence step means (``bin_days``) a
 answer means (``horizon_days``, the label's definition). Two models that differ in any of them
 answer different requests, or the same request with a different meaning, and neither can be
 scored on the other's training set. ``norm`` is not among them: each model carries its own.
+
+``churn_definition`` (lapse, partial defection or contract, with its parameters) is part of the
+answer's meaning like the horizon: the gate never compares models of different definitions. A
+spec written before the field existed is lapse, the only definition there was.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ SPEC_FIELDS = (
     "seq_len",
     "bin_days",
     "horizon_days",
+    "churn_definition",
     "numeric_features",
     "categorical_features",
 )
+# What a spec without the field means (models trained before the definitions existed).
+_DEFAULTS = {"churn_definition": {"name": "lapse"}}
 # Vocabularies can hold thousands of values; a message names a few of them.
 _SHOWN = 5
 
@@ -35,7 +42,7 @@ def input_spec_changes(old: dict, new: dict) -> list[str]:
     """
     changes = []
     for key in SPEC_FIELDS:
-        before, after = old.get(key), new.get(key)
+        before, after = old.get(key, _DEFAULTS.get(key)), new.get(key, _DEFAULTS.get(key))
         if key == "categorical_features" and isinstance(before, dict) and isinstance(after, dict):
             changes.extend(_vocabulary_changes(before, after))
         elif isinstance(before, list) and isinstance(after, list):

@@ -10,13 +10,13 @@ worse model, a harder one would block a better one), so two recorded AUCs are ne
 When the champion cannot be re-scored there, no recorded number stands in for that score:
 
 * Its input spec differs (channels, ``bin_days``, ``seq_len``, numeric or categorical features
-  and their vocabularies, or ``horizon_days``: see ``churn.model.spec``). Every client's
-  requests, or the meaning of the answer, would change under them, so the gate refuses unless
-  the run names the breaking change (``allow_input_change``). The horizon is the label's
-  definition, not an input, but a model of another horizon answers another question and
-  cannot be scored on these labels, so it counts as a breaking change too. With the change
-  named, the candidate replaces the champion on the threshold alone: there is nothing like
-  for like to compare.
+  and their vocabularies, ``horizon_days`` or ``churn_definition``: see ``churn.model.spec``).
+  Every client's requests, or the meaning of the answer, would change under them, so the gate
+  refuses unless the run names the breaking change (``allow_input_change``). The horizon and
+  the churn definition (lapse, partial defection, contract) define the label, not an input,
+  but a model of another label answers another question and cannot be scored on these labels,
+  so they count as breaking changes too. With the change named, the candidate replaces the
+  champion on the threshold alone: there is nothing like for like to compare.
 * Anything else (the champion's files are damaged, the training set is not given): the
   champion stays, and the reason says so; fix the cause and run again, or promote a
   registered version by hand (``churn registry promote``).

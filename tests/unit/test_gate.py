@@ -174,6 +174,7 @@ def spec_variant(make_training_set, parent: Path, name: str, **changes: object) 
         # Daily bins: the champion's weekly steps would be read as days.
         ({"bin_days": 1}, "bin_days 7 -> 1"),
         ({"horizon_days": 30}, "horizon_days 90 -> 30"),
+        ({"churn_definition": {"name": "contract"}}, "churn_definition {'name': 'lapse'} -> "),
         ({"channels": ["n_txn", "spend", "returns"]}, "channels: added ['returns'], removed"),
         (
             {"categorical_features": {"segment": ["a", "b"]}},

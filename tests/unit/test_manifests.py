@@ -56,6 +56,7 @@ BASE_KINDS = {
     "LimitRange",
     "NetworkPolicy",
     "ConfigMap",
+    "CronJob",
 }
 KINDS = {
     "local": BASE_KINDS,
@@ -236,7 +237,7 @@ def test_standalone_kfp_gets_a_dedicated_pipeline_account(
     ]
     if DEPLOYER[overlay_name]["name"] == "default-editor":
         # Multi-user: the profile's own account; nothing of ours in the kubeflow namespace.
-        assert [a["metadata"]["name"] for a in accounts] == ["churn-models"]
+        assert [a["metadata"]["name"] for a in accounts] == ["churn-models", "churn-monitor"]
         assert runner_bindings == []
         return
     account = named(overlay, "ServiceAccount", "churn-pipeline")
@@ -900,3 +901,130 @@ def test_training_nodes_reach_each_other_and_storage_only(gpu_overlay: list[dict
     assert "169.254.0.0/16" in block["ipBlock"]["except"]
     assert storage["ports"]
     assert not selects(policy, predictor_labels(gpu_overlay))
+
+
+def monitor_pod(overlay: list[dict]) -> dict:
+    return named(overlay, "CronJob", "churn-monitor")["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def test_the_monitor_runs_daily_one_at_a_time_and_may_retrain(overlay: list[dict]) -> None:
+    cron = named(overlay, "CronJob", "churn-monitor")
+    assert cron["metadata"]["namespace"] == "churn"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = monitor_pod(overlay)["spec"]
+    [container] = spec["containers"]
+    assert container["command"] == ["churn", "monitor", "drift", "--hours", "24", "--retrain"]
+    env = {var["name"]: var for var in container["env"]}
+    assert env["CHURN_MONITOR__KFP_HOST"]["value"].endswith(
+        "ml-pipeline.kubeflow.svc.cluster.local:8888"
+    )
+    assert env["CHURN_REGISTRY__URI"]["value"].startswith("s3://")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "churn-s3", "key": key}
+
+
+def test_the_monitor_has_its_own_account_and_a_locked_down_pod(overlay: list[dict]) -> None:
+    pod = monitor_pod(overlay)
+    spec = pod["spec"]
+    account = named(overlay, "ServiceAccount", spec["serviceAccountName"])
+    assert account["metadata"]["name"] == "churn-monitor"
+    assert account["automountServiceAccountToken"] is False
+    assert spec["automountServiceAccountToken"] is False
+    ctx = spec["securityContext"]
+    assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    [container] = spec["containers"]
+    c = container["securityContext"]
+    assert c["readOnlyRootFilesystem"] is True and c["allowPrivilegeEscalation"] is False
+    assert c["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert parse_quantity(volumes[mounts["/tmp"]["name"]]["emptyDir"]["sizeLimit"]) > 0
+    for mount in mounts.values():
+        assert "emptyDir" in volumes[mount["name"]] or mount.get("readOnly") is True, mount
+    scratch = sum(
+        parse_quantity(v["emptyDir"]["sizeLimit"]) for v in volumes.values() if "emptyDir" in v
+    )
+    assert scratch < parse_quantity(container["resources"]["limits"]["ephemeral-storage"])
+    kubernetes_validate.validate(
+        pod | {"apiVersion": "v1", "kind": "Pod"}, K8S_VERSION, strict=True
+    )
+
+
+def test_the_monitor_may_reach_the_kfp_api_and_nothing_in_link_local(
+    overlay: list[dict],
+) -> None:
+    labels = monitor_pod(overlay)["metadata"]["labels"]
+    policies = [
+        p for p in applying_policies(overlay, labels) if "Egress" in p["spec"]["policyTypes"]
+    ]
+    ports = {
+        (
+            peer.get("namespaceSelector", {})
+            .get("matchLabels", {})
+            .get("kubernetes.io/metadata.name"),
+            port["port"],
+        )
+        for policy in policies
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [{}])
+        for port in rule.get("ports", [])
+    }
+    assert ("kubeflow", 8888) in ports
+    blocks = [
+        peer["ipBlock"]
+        for policy in policies
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    assert all("169.254.0.0/16" in b["except"] for b in blocks if b["cidr"] == "0.0.0.0/0")
+
+
+def test_multi_user_kfp_gets_a_projected_token_and_may_create_runs_in_the_profile(
+    overlay_name: str, overlay: list[dict]
+) -> None:
+    spec = monitor_pod(overlay)["spec"]
+    [container] = spec["containers"]
+    env = {var["name"]: var.get("value") for var in container["env"]}
+    projected = [v for v in spec["volumes"] if "projected" in v]
+    roles = [
+        d for d in overlay if d["kind"] == "Role" and d["metadata"]["name"] == "churn-monitor-runs"
+    ]
+    if overlay_name != "multi-user":
+        # Standalone KFP authorises nobody: no token, no namespace, no RBAC.
+        assert projected == [] and roles == []
+        assert "CHURN_MONITOR__KFP_NAMESPACE" not in env
+        return
+    profile = DEPLOYER["multi-user"]["namespace"]
+    assert env["CHURN_MONITOR__KFP_NAMESPACE"] == profile
+    assert env["CHURN_PIPELINE__SERVICE_ACCOUNT"] == ""
+    [volume] = projected
+    assert volume["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "audience": "pipelines.kubeflow.org",
+                "expirationSeconds": 7200,
+                "path": "token",
+            }
+        }
+    ]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    # kfp.Client's default KF_PIPELINES_SA_TOKEN_PATH is <this folder>/token.
+    assert mount == {
+        "name": volume["name"],
+        "mountPath": "/var/run/secrets/kubeflow/pipelines",
+        "readOnly": True,
+    }
+    [role] = roles
+    assert role["metadata"]["namespace"] == profile
+    assert {
+        "apiGroups": ["pipelines.kubeflow.org"],
+        "resources": ["runs"],
+        "verbs": ["create", "list"],
+    } in role["rules"]
+    binding = named(overlay, "RoleBinding", "churn-monitor-runs")
+    assert binding["metadata"]["namespace"] == profile
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "churn-monitor", "namespace": "churn"}
+    ]

@@ -57,3 +57,16 @@ def test_a_vocabulary_change_names_the_feature_and_a_few_values() -> None:
 def test_a_field_one_spec_lacks_is_a_change() -> None:
     without = {k: v for k, v in SPEC.items() if k != "bin_days"}
     assert input_spec_changes(without, SPEC) == ["bin_days None -> 7"]
+
+
+def test_a_changed_churn_definition_is_a_change_with_its_parameters() -> None:
+    partial = {"name": "partial_defection", "fraction": 0.5, "window_days": 364}
+    assert changed(churn_definition=partial) == [
+        f"churn_definition {{'name': 'lapse'}} -> {partial!r}"
+    ]
+    assert changed(churn_definition={**partial, "fraction": 0.3}) != []
+
+
+def test_a_spec_from_before_churn_definitions_is_lapse() -> None:
+    # Champions trained before the field existed stay comparable with new lapse models.
+    assert changed(churn_definition={"name": "lapse"}) == []

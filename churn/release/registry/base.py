@@ -9,9 +9,11 @@ Layout under the registry URI (``docs/architecture.md``)::
     <model_name>/versions/<version>/_COMPLETE                 written last
     <model_name>/champion.json                                the pointer, moved by promote()
     <model_name>/rollouts/<UTC time>-<version>.json           one per KServe rollout, append-only
+    <model_name>/triggers/<cause key>/...                     retraining claims and runs
 
 A version counts only once its ``_COMPLETE`` marker exists; the marker lists every file with
-its size and SHA-256, so :meth:`Registry.download` can check what it fetched. A publish that
+its size and SHA-256, so :meth:`Registry.download` can check what it fetched, and the model's
+``churn_definition`` (what its score means: lapse, partial defection or contract). A publish that
 fails part-way leaves no marker, so the version can be neither promoted nor served. Versions
 are never overwritten. Version ids are ``YYYYMMDDTHHMMSSZ-<8 hex of the model's SHA-256>``:
 they sort by publication time and differ for different models published in the same second.
@@ -194,6 +196,7 @@ class Registry(ABC):
             marker = {
                 "model_name": self.model_name,
                 "version": version,
+                "churn_definition": _churn_definition(stage / "model" / "model.json"),
                 "completed_at": utc_now(),
                 "files": {
                     rel: {"size": (stage / rel).stat().st_size, "sha256": _file_sha256(stage / rel)}
@@ -486,6 +489,62 @@ class Registry(ABC):
             records.append(record)
         return records
 
+    def create_record(self, folder: str, name: str, record: dict) -> bool:
+        """Writes a JSON record under the model's folder only if none of that name exists.
+
+        The write-if-absent that makes a version id or a rollout record have one writer,
+        offered to outer layers: of several callers creating the same name at once, exactly
+        one gets True.
+
+        Args:
+            folder: Slash-separated folder under the model's, for example ``triggers/<key>``.
+            name: File name, for example ``claim-1.json``.
+            record: JSON-serialisable.
+
+        Returns:
+            True when this call created it; False when it existed already.
+
+        Raises:
+            RegistryError: A path segment is malformed, the record is not JSON, or the
+                storage fails.
+        """
+        for segment in [*folder.split("/"), name]:
+            if not _VERSION_RE.fullmatch(segment) or segment in (".", ".."):
+                raise RegistryError(f"record path segment {segment!r} is not a plain name")
+        try:
+            data = json.dumps(record, indent=2, sort_keys=True, default=_json_scalar).encode()
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"a record must be JSON-serialisable: {exc}") from exc
+        try:
+            return self._create_object(f"{folder}/{name}", data)
+        except (OSError, Boto3Error, BotoCoreError, ClientError) as exc:
+            raise RegistryError(
+                f"writing {folder}/{name} of {self.model_name} failed: {exc}"
+            ) from exc
+
+    def read_records(self, folder: str) -> dict[str, dict]:
+        """The JSON records directly in ``folder`` (see :meth:`create_record`), by file name.
+
+        Raises:
+            RegistryError: A record is not a JSON object, or the storage fails.
+        """
+        records = {}
+        try:
+            objects = self._read_objects(folder)
+        except (OSError, Boto3Error, BotoCoreError, ClientError) as exc:
+            raise RegistryError(f"reading {folder} of {self.model_name} failed: {exc}") from exc
+        for name, raw in objects:
+            if "/" in name:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError as exc:
+                raise RegistryError(f"record {folder}/{name} is not valid JSON: {exc}") from exc
+            if not isinstance(record, dict):
+                raise RegistryError(f"record {folder}/{name} is not a JSON object")
+            records[name] = record
+        return records
+
     def version_of(self, storage_uri: str) -> str | None:
         """The version of this registry stored at ``storage_uri``, or ``None``."""
         version = storage_uri.rstrip("/").rpartition("/")[2]
@@ -594,6 +653,18 @@ def write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _churn_definition(model_json: Path) -> dict:
+    """The label definition a model was trained for, recorded in the version's marker.
+
+    A model from before the definitions existed predicts lapse, the only one there was.
+    """
+    try:
+        spec = json.loads(model_json.read_text())["input_spec"]
+        return dict(spec.get("churn_definition", {"name": "lapse"}))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RegistryError(f"{model_json} has no readable input_spec: {exc!r}") from exc
 
 
 def _json_scalar(value: object) -> object:

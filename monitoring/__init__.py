@@ -1,0 +1,1 @@
+"""Production monitoring: drift of served traffic and the retraining it triggers."""
