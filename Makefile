@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 UV := $(BIN)/uv
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run test test-fast test-cluster test-gpu lint layers typecheck format bench compile clean
+.PHONY: help install lock run test test-fast test-cluster test-gpu lint layers typecheck format bench compile clean \
+	kind-up kind-load kind-deploy kind-e2e kind-down
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Runtime set first, then the dev tools on top, every file checked against the locks' SHA-256
 # (--require-hashes). requirements.lock pins torch's CPU build (torch==X+cpu, see `lock` below):
@@ -119,3 +120,21 @@ compile: $(STAMP) ## Compile the Kubeflow pipeline to churn_pipeline.yaml
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf .churn churn_pipeline.yaml
+
+# --- kind: a local cluster (manifests/kind/kind.sh checks docker, kind, kubectl and helm) -------
+KIND_SH := manifests/kind/kind.sh
+
+kind-up: ## kind cluster + cert-manager v1.17.0, KServe v0.20.0 (Standard), KFP 2.17.0
+	$(KIND_SH) up
+
+kind-load: ## Build both images from docker/ and load them into the kind cluster
+	$(KIND_SH) load
+
+kind-deploy: ## The local overlay, Redis, the churn bucket and Secrets from the environment
+	$(KIND_SH) deploy
+
+kind-e2e: $(STAMP) ## Submit the pipeline, call the transformer, run the monitor (tests/e2e)
+	PYTHON=$(abspath $(BIN)/python) $(KIND_SH) e2e
+
+kind-down: ## Delete the kind cluster
+	$(KIND_SH) down

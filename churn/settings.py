@@ -379,7 +379,19 @@ class PipelineConfig(Section):
             KFP's default (multi-user Kubeflow: the profile's ``default-editor``).
         s3_secret_name: Secret with ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for S3 data
             and the registry (``""`` when the pipeline's ServiceAccount has an IAM role
-            instead); the same Secret KServe reads.
+            instead); the same Secret KServe reads. A TrainJob's nodes read it too, so its
+            credentials must reach the pipeline root's bucket.
+        train_namespace: Namespace of the Kubeflow Trainer ``TrainJob`` that the training
+            step submits when a run asks for ``train_nodes`` > 1 (it holds the S3 Secret
+            and the trainer's account; ``manifests/components/distributed-training``).
+        training_runtime: ClusterTrainingRuntime the TrainJob names: Kubeflow Trainer's
+            ``torch-distributed``, or ``churn-torch-gpu`` from ``manifests/overlays/gpu``
+            (placed on the GPU pool by the cluster's admin).
+        trainer_service_account: ServiceAccount of the TrainJob's node pods.
+        trainjob_timeout_seconds: How long the training step waits for its TrainJob to
+            complete before it fails (the job is left in place for inspection).
+        artifact_endpoint_url: S3 endpoint of the pipeline root's store as pods reach it
+            (KFP 2.17's SeaweedFS: ``http://seaweedfs.kubeflow:8333``); ``""`` for AWS.
     """
 
     image: str = DEFAULT_IMAGE
@@ -396,6 +408,11 @@ class PipelineConfig(Section):
     train_retries: int = Field(2, ge=0)
     service_account: str = "churn-pipeline"
     s3_secret_name: str = "churn-s3"
+    train_namespace: str = Field("churn", min_length=1)
+    training_runtime: str = Field("torch-distributed", min_length=1)
+    trainer_service_account: str = Field("churn-trainer", min_length=1)
+    trainjob_timeout_seconds: float = Field(86400.0, gt=0)
+    artifact_endpoint_url: str = ""
 
 
 class Settings(BaseSettings):

@@ -15,9 +15,17 @@ def train(
     threshold_metric: str,
     model_settings: dict,
     train_settings: dict,
+    train_nodes: int,
+    gpus_per_node: int,
+    pipeline_settings: dict,
     model: Output[Model],
 ) -> None:
-    """Trains the churn CNN (on the GPU when the pod has one) and writes the model folder.
+    """Trains the churn CNN and writes the model folder.
+
+    With ``train_nodes`` 1 it trains in this pod (on its GPU when it has one). With more it
+    submits a Kubeflow Trainer ``TrainJob`` of ``train_nodes`` x ``gpus_per_node`` torchrun
+    processes that read the training set from its artifact URI and write the model to this
+    step's, waits for it, and fetches the model back.
 
     Args:
         training_set: The training set folder.
@@ -25,22 +33,42 @@ def train(
         threshold_metric: Metric the decision threshold maximises on validation.
         model_settings: ``ModelConfig`` fields.
         train_settings: ``TrainConfig`` fields.
+        train_nodes: Training nodes; 1 trains here.
+        gpus_per_node: GPUs per TrainJob node (0: CPU nodes).
+        pipeline_settings: ``PipelineConfig`` fields (images, namespace, placement).
         model: Output: the model folder (``model.pt`` + ``model.json``).
     """
     import logging
 
     from churn.model.train import train as fit
-    from churn.settings import ModelConfig, TrainConfig, parse_section
+    from churn.settings import ModelConfig, PipelineConfig, TrainConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = fit(
-        training_set.path,
-        model.path,
-        parse_section(ModelConfig, model_settings, "model"),
-        parse_section(TrainConfig, {**train_settings, "epochs": epochs}, "train"),
-        threshold_metric,
-        dataset_uri=training_set.uri,
-    )
+    model_cfg = parse_section(ModelConfig, model_settings, "model")
+    train_cfg = parse_section(TrainConfig, {**train_settings, "epochs": epochs}, "train")
+    if train_nodes > 1:
+        from pipelines.trainjob import train_on_cluster
+
+        summary = train_on_cluster(
+            training_set_uri=training_set.uri,
+            model_uri=model.uri,
+            model_path=model.path,
+            nodes=train_nodes,
+            gpus_per_node=gpus_per_node,
+            threshold_metric=threshold_metric,
+            model_settings=model_cfg.model_dump(),
+            train_settings=train_cfg.model_dump(),
+            pipeline=parse_section(PipelineConfig, pipeline_settings, "pipeline"),
+        )
+    else:
+        summary = fit(
+            training_set.path,
+            model.path,
+            model_cfg,
+            train_cfg,
+            threshold_metric,
+            dataset_uri=training_set.uri,
+        )
     model.metadata.update(
         {
             "framework": "pytorch",

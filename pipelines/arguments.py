@@ -81,6 +81,23 @@ class RunArguments(BaseModel):
         "re-score on the threshold alone. '' refuses such a change.",
         json_schema_extra={"cli": 1},
     )
+    train_nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Training nodes: 1 trains in the step's own pod; more submits a Kubeflow "
+        "Trainer TrainJob (torch-distributed runtime) and waits for it (needs an s3:// "
+        "pipeline root).",
+        json_schema_extra={"cli": 1},
+    )
+    gpus_per_node: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="GPUs (one torchrun process each) per TrainJob node; 0 trains on CPU nodes. "
+        "Used when train_nodes > 1.",
+        json_schema_extra={"cli": 1},
+    )
     threshold_metric: Literal["f1", "youden"] = Field(
         "f1", description="Metric the decision threshold maximises on validation (f1, youden)."
     )

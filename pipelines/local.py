@@ -65,6 +65,14 @@ def run_local(
     from pipelines.training_pipeline import PIPELINE_NAME, build_pipeline
 
     args = RunArguments.from_settings(settings, **{"deploy_target": "local", **(overrides or {})})
+    if args.train_nodes > 1:
+        # Refused before any step runs: the train step would fail only after the features and
+        # the training set were built.
+        raise PipelineError(
+            f"train_nodes={args.train_nodes} submits a Kubeflow Trainer TrainJob, whose nodes "
+            "need a cluster and an s3:// pipeline root: use `churn pipeline submit`, or on this "
+            "machine `torchrun --nproc-per-node N -m churn.model.train_entry`"
+        )
     # Component processes may run elsewhere than this process's working folder.
     args.data = _local_data(args.data)
     args.customers = _absolute_uri(args.customers) if args.customers else ""

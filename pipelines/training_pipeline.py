@@ -17,7 +17,7 @@ from collections.abc import Callable
 from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
-from churn.settings import PipelineConfig, Settings
+from churn.settings import PipelineConfig, Settings, section_values
 from components.factory import make_components
 from pipelines.arguments import RunArguments, docstring_args, pipeline_parameters
 
@@ -85,6 +85,9 @@ def build_pipeline(settings: Settings) -> Callable:
             threshold_metric=a["threshold_metric"],
             model_settings=a["model"],
             train_settings=a["train"],
+            train_nodes=a["train_nodes"],
+            gpus_per_node=a["gpus_per_node"],
+            pipeline_settings=section_values(cfg),
         ).set_display_name("train (GPU)")
         evaluated = ops.evaluate(
             model=trained.outputs["model"],
@@ -138,7 +141,8 @@ def build_pipeline(settings: Settings) -> Callable:
         if cfg.s3_secret_name:
             # S3 credentials (data and registry) reach the pods from a Secret, never from a
             # parameter.
-            for task in (features, gate, registered, deployed):
+            # The training step reads and writes the TrainJob's artifacts when it submits one.
+            for task in (features, trained, gate, registered, deployed):
                 kubernetes.use_secret_as_env(
                     task,
                     secret_name=cfg.s3_secret_name,

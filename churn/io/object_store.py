@@ -134,3 +134,42 @@ def _download(s3, bucket: str, targets: dict[str, tuple[Path, int]], uri: str) -
             finally:
                 partial.unlink(missing_ok=True)
     log.info("fetched %s: %d files, %d bytes", uri, len(targets), total)
+
+
+def upload_folder(folder: str | Path, uri: str, endpoint_url: str | None = None) -> int:
+    """Uploads every file under a local folder to ``uri/<relative path>``.
+
+    The counterpart of :func:`fetch` for a folder: ``fetch(uri, dest)`` brings the same
+    layout back as ``dest/<last part of uri>``. Pods that share no disk (the nodes of a
+    Kubeflow Trainer ``TrainJob`` and the pipeline step that waits for them) hand a model
+    folder over this way.
+
+    Args:
+        folder: Local folder to upload.
+        uri: ``s3://bucket/prefix`` to upload under.
+        endpoint_url: Endpoint of a non-AWS store (MinIO, moto); ``None`` or ``""`` for AWS.
+
+    Returns:
+        The number of files uploaded.
+
+    Raises:
+        ContractError: The URI is malformed, the folder holds no file, or the store refuses
+            a write (the message names the URI).
+    """
+    try:
+        bucket, key = parse_s3_uri(uri)
+    except ValueError as exc:
+        raise ContractError(str(exc)) from exc
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not files:
+        raise ContractError(f"{folder}: no files to upload to {uri}")
+    prefix = key.rstrip("/") + "/" if key else ""
+    s3 = boto3.client("s3", endpoint_url=endpoint_url or None)
+    try:
+        for path in files:
+            s3.upload_file(str(path), bucket, prefix + path.relative_to(folder).as_posix())
+    except (ClientError, BotoCoreError, Boto3Error) as exc:
+        raise ContractError(f"cannot write {uri}: {exc}") from exc
+    log.info("uploaded %s to %s: %d files", folder, uri, len(files))
+    return len(files)

@@ -74,7 +74,7 @@ def train(
     ``train_cfg.device`` names one; CUDA runs under bf16 autocast. With the same seed a CPU run
     is reproducible (identical weights and metrics at the same thread count).
 
-    When ``torch.distributed`` is initialised (torchrun, a Kubeflow PyTorchJob), the model is
+    When ``torch.distributed`` is initialised (torchrun, a Kubeflow Trainer TrainJob), the model is
     wrapped in DistributedDataParallel, each rank trains on its shard of every epoch's
     permutation, validation is sharded and gathered so every rank takes the same early-stopping
     decision, and only rank 0 writes the model folder.

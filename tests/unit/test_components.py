@@ -252,6 +252,9 @@ def test_train_takes_struct_doubles_and_records_the_training_set_uri(
         # Struct parameters arrive as protobuf doubles.
         model_settings={"hidden": 8.0, "dilations": [1.0, 2.0], "head_hidden": 8.0},
         train_settings={"batch_size": 256.0, "device": "cpu"},
+        train_nodes=1,
+        gpus_per_node=0,
+        pipeline_settings={},
         model=model,
     )
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
@@ -268,5 +271,8 @@ def test_train_refuses_a_fractional_integer_naming_the_field(tmp_path: Path) -> 
             threshold_metric="f1",
             model_settings={"hidden": 8.5},
             train_settings={},
+            train_nodes=1,
+            gpus_per_node=0,
+            pipeline_settings={},
             model=artifact(tmp_path / "model"),
         )

@@ -31,12 +31,12 @@ from churn.release.kserve_deploy import (
     storage_patch,
     to_manifest,
 )
-from churn.settings import ServingConfig
+from churn.settings import PipelineConfig, ServingConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = PROJECT_ROOT / "manifests"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inferenceservice-v1beta1.schema.json.gz"
-OVERLAYS = ["local", "production", "multi-user"]
+OVERLAYS = ["local", "production", "multi-user", "gpu"]
 # Overlays that switch the runtime (components/kserve-runtime): test_runtime_manifests.py.
 RUNTIME_OVERLAYS = ["production-kserve"]
 K8S_VERSION = "1.32.0"
@@ -62,12 +62,21 @@ KINDS = {
     "local": BASE_KINDS,
     "production": BASE_KINDS | {"PodDisruptionBudget"},
     "multi-user": BASE_KINDS | {"PodDisruptionBudget"},
+    "gpu": BASE_KINDS | {"PodDisruptionBudget"},
 }
+# Kinds of installed CRDs, validated against their schemas instead of kubernetes-validate.
+CUSTOM_KINDS = {"gpu": {"ClusterTrainingRuntime"}}
+CRD_GROUPS = ("serving.kserve.io/", "trainer.kubeflow.org/")
+# Objects without a namespace.
+CLUSTER_SCOPED = {"Namespace", "ClusterTrainingRuntime"}
+RUNTIME_SCHEMA = SCHEMA.with_name("clustertrainingruntime-v1alpha1.schema.json.gz")
+TRAINER_POD_LABEL = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
 # Who may deploy: a service account of the churn pipeline's own, never KFP's shared
 # kubeflow/pipeline-runner (which every pipeline in the cluster runs as).
 DEPLOYER = {
     "local": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
     "production": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
+    "gpu": {"kind": "ServiceAccount", "name": "churn-pipeline", "namespace": "kubeflow"},
     "multi-user": {
         "kind": "ServiceAccount",
         "name": "default-editor",
@@ -179,13 +188,14 @@ def test_every_overlay_renders_and_is_tested() -> None:
     assert on_disk == sorted(OVERLAYS + RUNTIME_OVERLAYS)
     for name in OVERLAYS:
         docs = render(MANIFESTS / "overlays" / name)
-        assert {doc["kind"] for doc in docs} == KINDS[name] | {"InferenceService"}
+        expected = KINDS[name] | {"InferenceService"} | CUSTOM_KINDS.get(name, set())
+        assert {doc["kind"] for doc in docs} == expected
 
 
 def test_builtin_kinds_validate_strictly(overlay_name: str, overlay: list[dict]) -> None:
     kinds = set()
     for doc in overlay:
-        if doc["apiVersion"].startswith("serving.kserve.io/"):
+        if doc["apiVersion"].startswith(CRD_GROUPS):
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         kinds.add(doc["kind"])
@@ -249,7 +259,7 @@ def test_every_object_names_its_namespace(overlay_name: str, overlay: list[dict]
     # one would land in whatever namespace kubectl's context names.
     pipeline_namespace = DEPLOYER[overlay_name]["namespace"]
     for doc in overlay:
-        if doc["kind"] == "Namespace":
+        if doc["kind"] in CLUSTER_SCOPED:
             continue
         assert doc["metadata"].get("namespace") in ("churn", pipeline_namespace), doc["metadata"]
 
@@ -484,8 +494,15 @@ def test_namespace_denies_all_traffic_by_default(overlay: list[dict]) -> None:
 def test_inference_port_admits_only_labelled_callers(overlay: list[dict]) -> None:
     isvc = only(overlay, "InferenceService")
     policies = [d for d in overlay if d["kind"] == "NetworkPolicy"]
-    admitting = {p["metadata"]["name"]: p for p in policies if p["spec"].get("ingress")}
-    # Only the two components' own policies admit anything, each only to its own pods.
+    # Apart from the training nodes' policy (which admits only each other, tested in
+    # test_training_nodes_reach_each_other_and_storage_only), only the two components' own
+    # policies admit anything, each only to its own pods.
+    admitting = {
+        p["metadata"]["name"]: p
+        for p in policies
+        if p["spec"].get("ingress")
+        and p["spec"]["podSelector"] != {"matchLabels": TRAINER_POD_LABEL}
+    }
     assert sorted(admitting) == ["churn-predictor-ingress", "churn-transformer-ingress"]
     caller = {"matchLabels": CLIENT_LABEL}
     # A rule without `from` (or with an empty selector) admits every pod in every namespace.
@@ -636,7 +653,12 @@ def test_overlays_size_the_predictor() -> None:
             "predictor"
         ]
         sizes[name] = (predictor["minReplicas"], predictor["model"]["resources"]["limits"]["cpu"])
-    assert sizes == {"local": (1, "500m"), "production": (2, "2"), "multi-user": (2, "2")}
+    assert sizes == {
+        "local": (1, "500m"),
+        "production": (2, "2"),
+        "multi-user": (2, "2"),
+        "gpu": (2, "2"),
+    }
 
 
 def test_builder_matches_the_base_manifest(isvc_validator: jsonschema.Draft7Validator) -> None:
@@ -790,6 +812,95 @@ def test_a_superseded_version_is_not_deployed(
     # The champion itself goes on to the cluster (here: refused, a folder is no storageUri).
     with pytest.raises(ServingError, match="KServe cannot fetch"):
         deploy_version("kserve", "b", cfg, ServingConfig(), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def gpu_overlay() -> list[dict]:
+    return render(MANIFESTS / "overlays" / "gpu")
+
+
+@pytest.fixture(scope="module")
+def runtime_validator() -> jsonschema.Draft7Validator:
+    schema = strict(json.loads(gzip.decompress(RUNTIME_SCHEMA.read_bytes())))
+    schema["properties"]["metadata"] = {"type": "object"}
+    return jsonschema.Draft7Validator(schema)
+
+
+def runtime_pod(runtime: dict) -> dict:
+    (job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    return job["template"]["spec"]["template"]["spec"]
+
+
+def test_gpu_training_runtime_fits_the_crd_and_targets_the_gpu_pool(
+    gpu_overlay: list[dict], runtime_validator: jsonschema.Draft7Validator
+) -> None:
+    runtime = only(gpu_overlay, "ClusterTrainingRuntime")
+    assert errors(runtime_validator, runtime) == []
+    pod = runtime_pod(runtime)
+    cfg = PipelineConfig()
+    assert pod["nodeSelector"] == {cfg.gpu_node_selector_key: cfg.gpu_node_selector_value}
+    assert pod["tolerations"] == [
+        {"key": cfg.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    (container,) = pod["containers"]
+    # The name the TrainJob's runtime patch and Trainer's torch plugin look for.
+    assert container["name"] == "node"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["serviceAccountName"] == cfg.trainer_service_account
+    # The schema check is not vacuous.
+    broken = copy.deepcopy(runtime)
+    runtime_pod(broken)["containers"][0]["gpus"] = 1
+    assert errors(runtime_validator, broken)
+
+
+def test_gpu_training_pods_run_non_root_with_a_read_only_root(gpu_overlay: list[dict]) -> None:
+    pod = runtime_pod(only(gpu_overlay, "ClusterTrainingRuntime"))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (container,) = pod["containers"]
+    ctx = container["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    for mount in container["volumeMounts"]:
+        assert parse_quantity(volumes[mount["name"]]["emptyDir"]["sizeLimit"]) > 0
+    assert literal_secrets(gpu_overlay) == []
+
+
+def test_the_pipeline_may_submit_train_jobs_and_nothing_more(gpu_overlay: list[dict]) -> None:
+    role = named(gpu_overlay, "Role", "churn-trainjob-submitter")
+    binding = named(gpu_overlay, "RoleBinding", "churn-trainjob-submitter")
+    assert role["metadata"]["namespace"] == PipelineConfig().train_namespace == "churn"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["trainer.kubeflow.org"],
+            "resources": ["trainjobs"],
+            "verbs": ["get", "list", "watch", "create"],
+        }
+    ]
+    assert binding["roleRef"]["name"] == "churn-trainjob-submitter"
+    assert binding["subjects"] == [DEPLOYER["gpu"]]
+    trainer = named(gpu_overlay, "ServiceAccount", "churn-trainer")
+    assert trainer["automountServiceAccountToken"] is False
+
+
+def test_training_nodes_reach_each_other_and_storage_only(gpu_overlay: list[dict]) -> None:
+    policy = named(gpu_overlay, "NetworkPolicy", "churn-trainer-nodes")
+    assert policy["spec"]["podSelector"] == {"matchLabels": TRAINER_POD_LABEL}
+    # The label the torch-distributed runtime (and ours) puts on every node pod.
+    runtime = only(gpu_overlay, "ClusterTrainingRuntime")
+    (job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert job["template"]["metadata"]["labels"].items() >= TRAINER_POD_LABEL.items()
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["from"] == [{"podSelector": {"matchLabels": TRAINER_POD_LABEL}}]
+    peers, storage = policy["spec"]["egress"]
+    assert peers == {"to": [{"podSelector": {"matchLabels": TRAINER_POD_LABEL}}]}
+    (block,) = storage["to"]
+    assert "169.254.0.0/16" in block["ipBlock"]["except"]
+    assert storage["ports"]
+    assert not selects(policy, predictor_labels(gpu_overlay))
 
 
 def monitor_pod(overlay: list[dict]) -> dict:

@@ -112,8 +112,15 @@ def test_only_train_lands_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
 def test_s3_credentials_come_from_the_secret(compiled: tuple[dict, dict]) -> None:
     platform_executors = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {k for k, v in platform_executors.items() if "secretAsEnv" in v}
-    # The feature step reads s3:// logs; the gate and the release steps use the registry.
-    assert with_secret == {"exec-build-features", "exec-gate", "exec-register", "exec-deploy"}
+    # The feature step reads s3:// logs; the gate and the release steps use the registry; the
+    # training step fetches the model a TrainJob wrote back from the artifact store.
+    assert with_secret == {
+        "exec-build-features",
+        "exec-train",
+        "exec-gate",
+        "exec-register",
+        "exec-deploy",
+    }
     (entry,) = platform_executors["exec-register"]["secretAsEnv"]
     assert entry["secretName"] == "churn-s3"
     assert {m["envVar"] for m in entry["keyToEnv"]} == {
@@ -388,3 +395,13 @@ def test_an_unreachable_cluster_is_a_clear_error() -> None:
         PipelineError, match=r"cannot reach Kubeflow Pipelines at http://127\.0\.0\.1:9"
     ):
         submit("http://127.0.0.1:9", cluster_settings(), "churn", "r")
+
+
+def test_distributed_training_is_a_run_parameter_off_by_default(
+    compiled: tuple[dict, dict],
+) -> None:
+    params = compiled[0]["root"]["inputDefinitions"]["parameters"]
+    assert params["train_nodes"]["defaultValue"] == 1
+    assert params["gpus_per_node"]["defaultValue"] == 1
+    train_inputs = compiled[0]["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    assert {"train_nodes", "gpus_per_node", "pipeline_settings"} <= train_inputs.keys()

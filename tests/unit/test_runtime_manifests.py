@@ -21,6 +21,7 @@ import pytest
 import yaml
 from kubernetes.utils import parse_quantity
 from test_manifests import (
+    CRD_GROUPS,
     K8S_VERSION,
     MANIFESTS,
     OVERLAYS,
@@ -112,7 +113,7 @@ def test_each_overlay_with_the_runtime_fits_the_crds(
     isvc = only(docs, "InferenceService")
     assert errors(isvc_validator, isvc) == []
     for doc in docs:
-        if not doc["apiVersion"].startswith("serving.kserve.io/"):
+        if not doc["apiVersion"].startswith(CRD_GROUPS):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     # The validator is not vacuous: a misspelt field fails.
     typo = copy.deepcopy(runtime_of(docs))

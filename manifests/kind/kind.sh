@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# A local Kubernetes cluster for the churn platform (the Makefile's kind-* targets).
+#
+#   kind.sh up      the cluster, then pinned installs: cert-manager, KServe (Standard mode),
+#                   Kubeflow Pipelines (platform-agnostic, which ships SeaweedFS as its S3)
+#   kind.sh load    build both images from docker/ and load them into the cluster's nodes
+#   kind.sh deploy  the local overlay, Redis and PostgreSQL (Feast online store and registry),
+#                   the churn bucket, and the Secrets (churn-s3, churn-feast...) from the
+#                   environment
+#   kind.sh e2e     the tests in tests/e2e against this cluster
+#   kind.sh down    delete the cluster
+#
+# Each subcommand first checks the tools it needs and names any that is missing.
+set -euo pipefail
+
+CLUSTER="${KIND_CLUSTER:-churn}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+# Pins: KServe v0.20.0's kserve-deps.env (cert-manager), and KFP 2.17.0.
+CERT_MANAGER_VERSION=v1.17.0
+KSERVE_VERSION=v0.20.0
+KFP_VERSION=2.17.0
+KFP_MANIFESTS=github.com/kubeflow/pipelines/manifests/kustomize
+IMAGE="${CHURN_IMAGE:-ghcr.io/churn-platform/churn:0.1.0}"
+GPU_IMAGE="${CHURN_GPU_IMAGE:-ghcr.io/churn-platform/churn-gpu:0.1.0}"
+BUCKET="${CHURN_BUCKET:-churn}"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+
+declare -A INSTALL=(
+  [docker]="Docker Engine or Docker Desktop: https://docs.docker.com/engine/install/"
+  [kind]="kind v0.30.0: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+  [kubectl]="kubectl v1.32: https://kubernetes.io/docs/tasks/tools/"
+  [helm]="helm v3.16.3: https://helm.sh/docs/intro/install/"
+)
+
+# Fails naming every missing tool and where to get it.
+require() {
+  local missing=() tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if ((${#missing[@]})); then
+    echo "error: kind.sh $SUBCOMMAND needs ${missing[*]}, not found on PATH. Install:" >&2
+    for tool in "${missing[@]}"; do
+      echo "  $tool: ${INSTALL[$tool]}" >&2
+    done
+    exit 1
+  fi
+}
+
+up() {
+  require docker kind kubectl helm
+  docker info >/dev/null 2>&1 || { echo "error: the Docker daemon is not running" >&2; exit 1; }
+  if ! kind get clusters | grep -qx "$CLUSTER"; then
+    kind create cluster --name "$CLUSTER" --config "$HERE/cluster.yaml" --wait 120s
+  fi
+  kubectl config use-context "kind-$CLUSTER"
+  kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
+  kubectl -n cert-manager rollout status deployment --timeout=300s
+  local chart
+  for chart in kserve-crd kserve-resources kserve-runtime-configs; do
+    local args=()
+    [[ $chart != kserve-resources ]] || args=(--set kserve.controller.deploymentMode=Standard)
+    helm upgrade --install "$chart" "oci://ghcr.io/kserve/charts/$chart" \
+      --version "$KSERVE_VERSION" --namespace kserve --create-namespace --wait "${args[@]}"
+  done
+  # platform-agnostic, not env/dev: from 2.14.3 on env/dev pins every image to :master.
+  kubectl apply -k "$KFP_MANIFESTS/cluster-scoped-resources?ref=$KFP_VERSION"
+  kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+  kubectl apply -k "$KFP_MANIFESTS/env/platform-agnostic?ref=$KFP_VERSION"
+  kubectl -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
+}
+
+load() {
+  require docker kind
+  docker build -f "$ROOT/docker/Dockerfile" -t "$IMAGE" "$ROOT"
+  docker build -f "$ROOT/docker/Dockerfile.gpu" -t "$GPU_IMAGE" "$ROOT"
+  kind load docker-image "$IMAGE" "$GPU_IMAGE" --name "$CLUSTER"
+}
+
+random_password() {
+  head -c 24 /dev/urandom | base64 | tr -d '/+='
+}
+
+# Applies a generic Secret whose values never appear on a command line or in a file in git.
+apply_secret() {
+  local namespace=$1 name=$2 env_file=$3
+  kubectl -n "$namespace" create secret generic "$name" --from-env-file="$env_file" \
+    --dry-run=client -o yaml | kubectl apply -f -
+}
+
+deploy() {
+  require kubectl
+  kubectl config use-context "kind-$CLUSTER"
+  local scratch
+  scratch="$(mktemp -d)"
+  trap 'rm -rf "$scratch"' RETURN
+  chmod 700 "$scratch"
+  # The registry and the inference log live in KFP's own object store (SeaweedFS): the same
+  # credentials reach the pipeline root, which a TrainJob's nodes read and write. Without
+  # AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, the store's own are copied.
+  local key="${AWS_ACCESS_KEY_ID:-}" secret="${AWS_SECRET_ACCESS_KEY:-}"
+  if [[ -z $key || -z $secret ]]; then
+    key="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d)"
+    secret="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)"
+  fi
+  printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$key" "$secret" >"$scratch/s3.env"
+  local redis_pw="${CHURN_REDIS_PASSWORD:-$(random_password)}"
+  local db_pw="${CHURN_FEAST_DB_PASSWORD:-$(random_password)}"
+  printf 'password=%s\n' "$redis_pw" >"$scratch/redis.env"
+  printf 'password=%s\n' "$db_pw" >"$scratch/db.env"
+  # What the transformer reads (manifests/base/feast-configmap.yaml), pointing at the store below.
+  printf 'FEAST_REGISTRY_URL=%s\nREDIS_CONNECTION_STRING=%s\n' \
+    "postgresql+psycopg://feast:$db_pw@postgres.churn-feast:5432/feast" \
+    "redis.churn-feast:6379,password=$redis_pw" >"$scratch/feast.env"
+  kubectl apply -k "$ROOT/manifests/overlays/local"
+  apply_secret churn churn-s3 "$scratch/s3.env"
+  kubectl -n churn annotate --overwrite secret churn-s3 \
+    serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 \
+    serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1
+  kubectl apply -f "$ROOT/manifests/kind/feature-store.yaml"
+  apply_secret churn-feast churn-redis "$scratch/redis.env"
+  apply_secret churn-feast churn-feast-db "$scratch/db.env"
+  apply_secret churn churn-feast "$scratch/feast.env"
+  kubectl -n churn-feast rollout status deployment/redis --timeout=180s
+  kubectl -n churn-feast rollout status deployment/postgres --timeout=180s
+  kubectl -n kubeflow exec deploy/seaweedfs -- sh -c "echo 's3.bucket.create -name $BUCKET' | weed shell" \
+    || echo "note: bucket $BUCKET may exist already"
+}
+
+e2e() {
+  require kubectl
+  [[ -x $PYTHON ]] || { echo "error: $PYTHON not found: run make install first" >&2; exit 1; }
+  CHURN_TEST_CLUSTER=1 CHURN_KIND_CLUSTER="$CLUSTER" "$PYTHON" -m pytest -m cluster "$ROOT/tests/e2e"
+}
+
+down() {
+  require kind
+  kind delete cluster --name "$CLUSTER"
+}
+
+SUBCOMMAND="${1:-}"
+case "$SUBCOMMAND" in
+  up | load | deploy | e2e | down) "$SUBCOMMAND" ;;
+  *)
+    echo "usage: $0 up|load|deploy|e2e|down" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,170 @@
+"""The kind-e2e flow: a pipeline run on the kind cluster, the served model, the monitor.
+
+Needs the cluster that ``make kind-up kind-load kind-deploy`` builds; ``make kind-e2e`` runs
+this folder with ``CHURN_TEST_CLUSTER=1``. Elsewhere every test skips with that reason. The
+tests reach the cluster through ``kubectl port-forward`` (KFP's API, the model's Service), as a
+user on a laptop would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        os.environ.get("CHURN_TEST_CLUSTER") != "1",
+        reason="needs the kind cluster: make kind-up kind-load kind-deploy, then make kind-e2e "
+        "(which sets CHURN_TEST_CLUSTER=1)",
+    ),
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BUCKET = os.environ.get("CHURN_BUCKET", "churn")
+# KFP's SeaweedFS as the pods reach it, and its compatibility Service's name and port.
+STORE_IN_CLUSTER = "http://minio-service.kubeflow:9000"
+RUN_TIMEOUT_S = 3600
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def port_forward(namespace: str, target: str, remote: int) -> Iterator[str]:
+    """``kubectl port-forward`` to ``target``; yields ``http://127.0.0.1:<port>``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["kubectl", "-n", namespace, "port-forward", target, f"{port}:{remote}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def churn(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from churn.cli import run; run()", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def kfp_host() -> Iterator[str]:
+    assert shutil.which("kubectl"), "kubectl is needed to reach the kind cluster"
+    with port_forward("kubeflow", "svc/ml-pipeline", 8888) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def finished_run(kfp_host: str) -> dict:
+    """One run of the training pipeline on synthetic data, submitted as a user would."""
+    import kfp
+
+    name = f"kind-e2e-{int(time.time())}"
+    done = churn(
+        "pipeline",
+        "submit",
+        "--host",
+        kfp_host,
+        "--run-name",
+        name,
+        "--data",
+        "synth:customers=2000,days=400,seed=7",
+        "--epochs",
+        "2",
+        "--auc-threshold",
+        "0.5",
+        "--registry-uri",
+        f"s3://{BUCKET}/registry",
+        "--data-endpoint-url",
+        STORE_IN_CLUSTER,
+        "--deploy-target",
+        "kserve",
+        env={"CHURN_REGISTRY__ENDPOINT_URL": STORE_IN_CLUSTER},
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().rsplit("(", 1)[1].split(")")[0]
+    client = kfp.Client(host=kfp_host)
+    run = client.wait_for_run_completion(run_id, timeout=RUN_TIMEOUT_S)
+    return {"id": run_id, "state": run.state}
+
+
+def test_the_pipeline_run_succeeds_on_the_cluster(finished_run: dict) -> None:
+    assert finished_run["state"] == "SUCCEEDED", finished_run
+
+
+def inference_service() -> dict:
+    out = subprocess.run(
+        ["kubectl", "-n", "churn", "get", "inferenceservice", "churn", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_released_model_answers_through_its_service(finished_run: dict) -> None:
+    assert finished_run["state"] == "SUCCEEDED"
+    isvc = inference_service()
+    ready = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
+    assert ready.get("Ready") == "True", isvc["status"]
+    with (
+        port_forward("churn", "svc/churn-predictor", 80) as url,
+        urllib.request.urlopen(f"{url}/v1/models/churn", timeout=30) as reply,
+    ):
+        assert json.loads(reply.read())["ready"] is True
+
+
+def test_the_transformer_scores_a_customer_by_id(finished_run: dict) -> None:
+    isvc = inference_service()
+    assert "transformer" in isvc["spec"], "the base manifest deploys a transformer"
+    customer = os.environ.get("CHURN_E2E_CUSTOMER", "1")
+    body = json.dumps({"instances": [{"customer_id": customer}]}).encode()
+    with port_forward("churn", "svc/churn-transformer", 80) as url:
+        request = urllib.request.Request(
+            f"{url}/v1/models/churn:predict",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            (prediction,) = json.loads(reply.read())["predictions"]
+    assert prediction["customer_id"] == customer
+    assert 0.0 <= float(prediction["churn_probability"]) <= 1.0, prediction
+
+
+def test_the_monitor_runs_against_the_inference_log(finished_run: dict) -> None:
+    help_text = churn("--help").stdout
+    if " monitor " not in help_text:
+        pytest.skip("this build has no `churn monitor` command yet")
+    done = churn("monitor", "run", "--registry-uri", f"s3://{BUCKET}/registry")
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,150 @@
+"""The kind setup: the script refuses clearly without its tools; its manifests validate.
+
+The script runs for real (``make kind-up`` and friends in a subprocess) with a PATH that holds
+only what a shell needs, so no cluster or Docker is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+KIND = PROJECT_ROOT / "manifests" / "kind"
+BASICS = ("bash", "dirname", "make", "env")
+K8S_VERSION = "1.32.0"
+
+
+def bare_path(tmp_path: Path, fakes: tuple[str, ...] = ()) -> str:
+    """A PATH with a shell's basics and, as scripts that exit 0, the ``fakes``."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in BASICS:
+        found = shutil.which(tool)
+        assert found, tool
+        (folder / tool).symlink_to(found)
+    for tool in fakes:
+        (folder / tool).write_text("#!/bin/bash\nexit 0\n")
+        (folder / tool).chmod(0o755)
+    return str(folder)
+
+
+def make(target: str, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [shutil.which("make") or "make", "--no-print-directory", "-C", str(PROJECT_ROOT), target],
+        env={"PATH": path, "HOME": os.environ.get("HOME", "/tmp")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kind_up_without_docker_or_kind_names_what_is_missing_and_how_to_install_it(
+    tmp_path: Path,
+) -> None:
+    done = make("kind-up", bare_path(tmp_path))
+
+    assert done.returncode != 0
+    assert "kind.sh up needs docker kind kubectl helm, not found on PATH" in done.stderr
+    assert "docker: Docker Engine" in done.stderr
+    assert "kind: kind v0.30.0: https://kind.sigs.k8s.io" in done.stderr
+    assert "helm: helm v3.16.3" in done.stderr
+
+
+def test_only_the_missing_tool_is_named(tmp_path: Path) -> None:
+    done = make("kind-up", bare_path(tmp_path, fakes=("docker", "kind", "kubectl")))
+
+    assert done.returncode != 0
+    assert "kind.sh up needs helm, not found" in done.stderr
+    assert "docker:" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "needs"),
+    [("kind-load", "docker kind"), ("kind-deploy", "kubectl"), ("kind-down", "kind")],
+)
+def test_every_kind_target_checks_its_own_prerequisites(
+    tmp_path: Path, target: str, needs: str
+) -> None:
+    done = make(target, bare_path(tmp_path))
+    assert done.returncode != 0
+    assert f"needs {needs}, not found on PATH" in done.stderr
+
+
+def test_an_unknown_subcommand_prints_the_usage(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(KIND / "kind.sh"), "sideways"],
+        env={"PATH": bare_path(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "usage:" in done.stderr and "up|load|deploy|e2e|down" in done.stderr
+
+
+def test_the_script_pins_what_the_issue_pins() -> None:
+    script = (KIND / "kind.sh").read_text()
+    assert "CERT_MANAGER_VERSION=v1.17.0" in script
+    assert "KSERVE_VERSION=v0.20.0" in script and "KFP_VERSION=2.17.0" in script
+    for chart in ("kserve-crd", "kserve-resources", "kserve-runtime-configs"):
+        assert chart in script
+    assert "kserve.controller.deploymentMode=Standard" in script
+    assert "env/platform-agnostic?ref=$KFP_VERSION" in script
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not any("env/dev" in line for line in commands)
+    # Secrets come from files made from the environment, never from literals on a command line.
+    assert "--from-literal" not in script
+
+
+def test_the_cluster_config_is_a_kind_cluster_with_a_worker() -> None:
+    config = yaml.safe_load((KIND / "cluster.yaml").read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
+
+
+def test_the_feature_store_validates_strictly_runs_locked_down_with_secrets_by_reference() -> None:
+    docs = [d for d in yaml.safe_load_all((KIND / "feature-store.yaml").read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert sorted(deployments) == ["postgres", "redis"]
+    secrets = {}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+        assert not any("PASSWORD" in e["name"] for e in container["env"] if "value" in e)
+        (secrets[name],) = refs
+    assert secrets == {
+        "redis": {"name": "churn-redis", "key": "password"},
+        "postgres": {"name": "churn-feast-db", "key": "password"},
+    }
+    (namespace,) = [d for d in docs if d["kind"] == "Namespace"]
+    # The label the transformer's egress policy (manifests/base/networkpolicy.yaml) admits.
+    assert namespace["metadata"]["labels"]["churn.io/feature-store"] == "true"
+
+
+def test_the_e2e_tests_skip_cleanly_without_a_cluster_naming_how_to_run_them() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CHURN_TEST_CLUSTER"}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/e2e"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "4 skipped" in done.stdout and "passed" not in done.stdout
+    assert "CHURN_TEST_CLUSTER=1" in done.stdout and "make kind-e2e" in done.stdout
