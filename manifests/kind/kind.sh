@@ -124,8 +124,12 @@ deploy() {
   apply_secret churn churn-feast "$scratch/feast.env"
   kubectl -n churn-feast rollout status deployment/redis --timeout=180s
   kubectl -n churn-feast rollout status deployment/postgres --timeout=180s
-  kubectl -n kubeflow exec deploy/seaweedfs -- sh -c "echo 's3.bucket.create -name $BUCKET' | weed shell" \
-    || echo "note: bucket $BUCKET may exist already"
+  # The registry's bucket, and the one the base manifest's transformer logs to
+  # (CHURN_TRANSFORMER__LOG_URI=s3://churn-models/inference-log).
+  for bucket in "$BUCKET" churn-models; do
+    kubectl -n kubeflow exec deploy/seaweedfs -- sh -c "echo 's3.bucket.create -name $bucket' | weed shell" \
+      || echo "note: bucket $bucket may exist already"
+  done
 }
 
 e2e() {
