@@ -17,7 +17,6 @@ complete.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,7 +99,9 @@ def read_current(
                 continue
             location = log.location(rel)
             try:
-                table = pq.read_table(io.BytesIO(log.read(rel)))
+                # A BufferReader, not io.BytesIO: Arrow's scan threads may drop a Python file
+                # object while the interpreter exits, which aborts the process (SIGABRT).
+                table = pq.read_table(pa.BufferReader(log.read(rel)))
             except (pa.ArrowException, OSError) as exc:
                 raise MonitorError(f"inference log file {location} is unreadable: {exc}") from exc
             missing = [c for c in wanted if c not in table.column_names]
@@ -150,7 +151,7 @@ def check_drift(
     if champion is None:
         raise MonitorError(f"{settings.registry.uri} has no champion of {registry.model_name}")
     try:
-        reference = pq.read_table(io.BytesIO(registry.reference(champion.version))).to_pandas()
+        reference = pq.read_table(pa.BufferReader(registry.reference(champion.version))).to_pandas()
     except Exception as exc:  # RegistryError, or Arrow on a damaged file
         raise MonitorError(f"no usable reference for {champion.version}: {exc}") from exc
     columns = [c for c in reference.columns if c != SCORE_COLUMN]
