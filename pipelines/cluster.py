@@ -44,23 +44,24 @@ def cluster_arguments(overrides: dict[str, Any], settings: Settings) -> dict[str
     return {name: parameters[name] for name in overrides}
 
 
-def compile_pipeline(out: str | Path, settings: Settings) -> Path:
-    """Compiles the pipeline, with images and GPU placement from ``settings``, to YAML.
+def compile_pipeline(out: str | Path, settings: Settings, pipeline: str = "training") -> Path:
+    """Compiles a pipeline, with images and GPU placement from ``settings``, to YAML.
 
     Args:
         out: Destination ``.yaml`` file.
         settings: Settings whose values become the images, resources and parameter defaults.
+        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS`.
 
     Returns:
         The written file.
 
     Raises:
         PipelineError: ``out`` does not end in ``.yaml`` or ``.yml``, or cannot be written
-            (checked before compiling).
+            (checked before compiling), or no pipeline has the name ``pipeline``.
     """
     from kfp import compiler
 
-    from pipelines.training_pipeline import build_pipeline
+    from pipelines.catalog import build
 
     out = Path(out)
     if out.suffix.lower() not in (".yaml", ".yml"):
@@ -80,11 +81,11 @@ def compile_pipeline(out: str | Path, settings: Settings) -> Path:
     sweep(out.parent, f".{out.name}.tmp-")
     tmp = out.with_name(f".{out.name}.tmp-{owner_tag()}.yaml")
     try:
-        compiler.Compiler().compile(build_pipeline(settings), str(tmp))
+        compiler.Compiler().compile(build(pipeline, settings), str(tmp))
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("compiled the pipeline to %s", out)
+    log.info("compiled the %s pipeline to %s", pipeline, out)
     return out
 
 

@@ -19,11 +19,14 @@ _Experiment = Annotated[str, typer.Option("--experiment", help="Experiment (crea
 @app.command("compile")
 def pipeline_compile(
     out: Path = typer.Option(Path("churn_pipeline.yaml"), "--out", help="Pipeline YAML to write."),
+    pipeline: str = typer.Option(
+        "training", "--pipeline", help="Which pipeline: training (the default)."
+    ),
 ) -> None:
-    """Compile the Kubeflow pipeline; images, GPU placement and defaults come from the settings."""
+    """Compile a Kubeflow pipeline; images, GPU placement and defaults come from the settings."""
     from pipelines.cluster import compile_pipeline
 
-    typer.echo(f"wrote {compile_pipeline(out, settings())}")
+    typer.echo(f"wrote {compile_pipeline(out, settings(), pipeline)}")
 
 
 @app.command("submit")

@@ -405,3 +405,10 @@ def test_distributed_training_is_a_run_parameter_off_by_default(
     assert params["gpus_per_node"]["defaultValue"] == 1
     train_inputs = compiled[0]["components"]["comp-train"]["inputDefinitions"]["parameters"]
     assert {"train_nodes", "gpus_per_node", "pipeline_settings"} <= train_inputs.keys()
+
+
+def test_an_unknown_pipeline_name_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    with pytest.raises(PipelineError, match=r"'nope' is not a pipeline of this project.*training"):
+        compile_pipeline(out, Settings(home=tmp_path), "nope")
+    assert not out.exists()
