@@ -154,6 +154,7 @@ def deploy(
     deploy_target: str,
     version: str,
     training_set: Input[Dataset],
+    feature_repo: Input[Dataset],
     registry: dict,
     serving: dict,
     deployment: Output[Artifact],
@@ -167,6 +168,10 @@ def deploy(
             ``none``.
         version: The registered version id.
         training_set: Training set whose first test row is the local smoke-test request.
+        feature_repo: The run's feature repository. ``local`` loads its latest snapshot into
+            the online store first (as ``churn features materialize`` does), so the smoke
+            request comes from there and ``churn run``'s traffic through the transformer
+            finds every customer; the record names it as ``feature_repo``.
         registry: ``RegistryConfig`` fields: ``uri`` (a folder or ``s3://bucket/prefix``),
             ``endpoint_url`` (non-AWS stores) and ``model_name``.
         serving: ``ServingConfig`` fields (namespace, service account, protocol, rollout
@@ -177,17 +182,24 @@ def deploy(
     import logging
     from pathlib import Path
 
+    from churn.features.build import materialize
     from churn.release.deploy import deploy_version
     from churn.settings import RegistryConfig, ServingConfig, parse_section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    local = deploy_target == "local"
+    if local:
+        materialize(feature_repo.path)
     result = deploy_version(
         deploy_target,
         version,
         parse_section(RegistryConfig, registry, "registry"),
         parse_section(ServingConfig, serving, "serving"),
         training_set.path,
+        feature_repo.path if local else None,
     )
+    if local:
+        result["feature_repo"] = feature_repo.path
     Path(deployment.path).write_text(json.dumps(result, indent=2) + "\n")
     deployment.metadata.update({"target": deploy_target, "version": version})
 

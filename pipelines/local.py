@@ -54,7 +54,9 @@ def run_local(
             (the gate and the steps after it always run).
 
     Returns:
-        See :func:`summarize_run`.
+        See :func:`summarize_run`, plus ``smoke``: after a local deployment, the smoke traffic
+        through the local transformer and the drift check of it
+        (:func:`pipelines.smoke.smoke_and_check`), else ``None``.
 
     Raises:
         PipelineError: An argument is invalid or a task failed (the message names it).
@@ -118,7 +120,23 @@ def run_local(
         raise PipelineError(
             f"expected one new run folder under {root}, found {[p.name for p in runs]}"
         )
-    return summarize_run(runs[0], seconds)
+    summary = summarize_run(runs[0], seconds)
+    summary["smoke"] = _smoke(settings, args, summary)
+    return summary
+
+
+def _smoke(settings: Settings, args: RunArguments, summary: dict) -> dict | None:
+    """Smoke traffic and a drift check after a local deployment; ``None`` when there was none.
+
+    The run's own registry and serving arguments apply (``--registry-uri`` and the like).
+    """
+    from pipelines.smoke import smoke_and_check
+
+    deployment = summary["deployment"] or {}
+    if settings.monitor.smoke_customers == 0 or not deployment.get("feature_repo"):
+        return None
+    cfg = settings.model_copy(update={"registry": args.registry, "serving": args.serving})
+    return smoke_and_check(cfg, deployment["version"], deployment["feature_repo"])
 
 
 @contextlib.contextmanager
@@ -319,4 +337,27 @@ def format_summary(summary: dict) -> str:
     elif deployment.get("target") == "kserve":
         lines.append(f"KServe: {deployment['namespace']}/{deployment['name']} updated")
     lines.append(f"report: {summary['report']}")
+    lines += _smoke_lines(summary.get("smoke"))
     return "\n".join(lines)
+
+
+def _smoke_lines(smoke: dict | None) -> list[str]:
+    if not smoke:
+        return []
+    drift = smoke["drift"]
+    rows = drift["rows"]
+    decision = drift["decision"]
+    if decision == "insufficient_data":
+        decision += f" (fewer than monitor.min_rows={drift['min_rows']})"
+    elif drift["drift_share"] is not None:
+        decision += f" (drifted columns: share {drift['drift_share']:.2f})"
+    lines = [
+        f"smoke traffic: {smoke['customers']} customers by id through the local transformer, "
+        f"{smoke['scored']} scored, logged to {smoke['log_uri']}",
+        f"drift check: {decision} on {rows['current']} current against {rows['reference']} "
+        "reference rows",
+    ]
+    if drift["report_html"]:
+        lines.append(f"drift report: {drift['report_html']}")
+    lines.append(f"drift summary: {drift['summary_json']}")
+    return lines

@@ -120,6 +120,7 @@ def build_pipeline(settings: Settings) -> Callable:
                 deploy_target=a["deploy_target"],
                 version=registered.outputs["Output"],
                 training_set=training_set.outputs["training_set"],
+                feature_repo=features.outputs["feature_repo"],
                 registry=a["registry"],
                 serving=a["serving"],
             ).set_display_name("deploy")

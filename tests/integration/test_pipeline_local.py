@@ -17,12 +17,14 @@ import shutil
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from churn.release.registry import Registry, open_registry
 from churn.settings import FeatureConfig, ModelConfig, RegistryConfig, Settings, TrainConfig
 from pipelines.cluster import submit
 from pipelines.local import format_summary, run_local
+from pipelines.smoke import smoke_customers
 
 pytestmark = pytest.mark.slow
 
@@ -116,6 +118,36 @@ def test_a_passing_candidate_is_registered_promoted_and_served(
 
     text = format_summary(promoted_run)
     assert "PROMOTED" in text and promoted_run["version"] in text and "report.html" in text
+
+
+def test_the_run_ends_with_smoke_traffic_through_the_transformer_and_a_drift_check(
+    promoted_run: dict, settings: Settings
+) -> None:
+    smoke = promoted_run["smoke"]
+    deployment = promoted_run["deployment"]
+    # The deploy step materialised the run's online store; the smoke asked it by id.
+    expected = smoke_customers(deployment["feature_repo"], settings.monitor.smoke_customers)
+    assert len(expected) == settings.monitor.smoke_customers
+    assert smoke["customers"] == smoke["scored"] == len(expected)
+    assert deployment["request_source"] == "online store"
+
+    # The transformer's log holds exactly one record per smoke customer, of the champion.
+    log = pq.read_table(smoke["log_uri"]).to_pandas()
+    assert sorted(log["customer_id"]) == expected
+    assert set(log["model_version"]) == {promoted_run["version"]}
+
+    drift = smoke["drift"]
+    summary_json = Path(drift["summary_json"])
+    assert json.loads(summary_json.read_text()) == drift
+    assert drift["rows"]["current"] == len(expected)
+    assert drift["model_version"] == promoted_run["version"]
+    # 200 rows are fewer than monitor.min_rows (500): no report, and no false alarm.
+    assert drift["decision"] == "insufficient_data" and drift["report_html"] is None
+
+    text = format_summary(promoted_run)
+    assert f"drift summary: {summary_json}" in text
+    assert "drift check: insufficient_data" in text
+    assert f"{len(expected)} customers by id through the local transformer" in text
 
 
 def test_a_candidate_below_the_threshold_is_not_registered(

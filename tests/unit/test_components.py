@@ -217,6 +217,7 @@ def test_deploy_to_none_records_what_it_did(tmp_path: Path) -> None:
         deploy_target="none",
         version="v1",
         training_set=artifact(tmp_path),
+        feature_repo=artifact(tmp_path / "no-repo"),
         registry=registry_struct(tmp_path),
         serving={},
         deployment=deployment,
