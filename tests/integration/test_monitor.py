@@ -158,6 +158,32 @@ def test_too_few_rows_give_insufficient_data_even_when_they_drift(
     assert summary["report_html"] is None
 
 
+def test_evidently_tests_a_seeded_sample_of_a_large_side_and_the_summary_keeps_true_counts(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "spend", 3000))
+    settings = settings_for(tmp_path, max_rows_per_side=1500)
+    first = check_drift(settings, until=UNTIL, hours=1)
+    again = check_drift(settings, until=UNTIL, hours=1, now=UNTIL + timedelta(minutes=1))
+    assert first["rows"] == {"current": 3000, "reference": 1800, "window_all": 3000}
+    assert first["sampled"] == {
+        "reference": 1500,
+        "current": 1500,
+        "max_rows_per_side": 1500,
+        "seed": 0,
+    }
+    # The same seed draws the same rows: a rerun gives the same figures.
+    assert again["columns"] == first["columns"]
+    assert first["decision"] == "drift"
+    assert {"seq_spend_sum_4", "seq_spend_sum_13"} <= {
+        c["column"] for c in first["drifted_columns"]
+    }
+    whole = check_drift(settings_for(tmp_path), until=UNTIL, hours=1, now=UNTIL)
+    assert whole["sampled"]["current"] == 3000
+    assert whole["columns"] != first["columns"]
+
+
 def test_records_of_other_versions_and_outside_the_window_are_left_out(
     tmp_path: Path, champion: tuple[Path, dict]
 ) -> None:

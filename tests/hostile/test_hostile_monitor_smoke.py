@@ -1,0 +1,46 @@
+"""Bad sampling and smoke settings of the drift monitor: one line naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from churn.cli import app
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"CHURN_MONITOR__MAX_ROWS_PER_SIDE": "2000", "CHURN_MONITOR__MIN_ROWS": "5000"},
+            "max_rows_per_side (2000) must be at least min_rows (5000)",
+        ),
+        # At 1,000 reference rows or fewer Evidently would swap its distances for p-values.
+        (
+            {"CHURN_MONITOR__MAX_ROWS_PER_SIDE": "1000"},
+            "monitor.max_rows_per_side: Input should be greater than 1000",
+        ),
+        (
+            {"CHURN_MONITOR__SMOKE_CUSTOMERS": "-1"},
+            "monitor.smoke_customers: Input should be greater than or equal to 0",
+        ),
+        (
+            {"CHURN_MONITOR__SAMPLE_SEED": "x"},
+            "monitor.sample_seed: Input should be a valid integer",
+        ),
+    ],
+)
+def test_a_bad_sample_or_smoke_setting_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["monitor", "history"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: configuration field monitor")
+    assert message in result.output
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "monitoring").exists()
