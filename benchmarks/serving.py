@@ -22,7 +22,8 @@ with ``TCP_NODELAY``, as a raw socket client does; see ``--client`` and the READ
 that matters.
 
 Usage: ``python benchmarks/serving.py [--requests 200] [--clients 4] [--seconds 5]
-[--client raw|requests]``
+[--client raw|requests] [--quick]``; ``--quick`` (100 requests, 2 s, 200 customers) is for a
+rerun on a quiet machine in a few minutes.
 """
 
 from __future__ import annotations
@@ -395,16 +396,27 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=500, help="synthetic customers")
     parser.add_argument("--client", choices=sorted(CLIENTS), default="raw")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="100 requests, 2 s of throughput, 200 customers (overrides those three)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.seconds, args.customers = 100, 2.0, 200
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
+    started = time.perf_counter()
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
     root = Path(tempfile.mkdtemp(prefix="churn-serving-bench-"))
     try:
         rows = run(args, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load average after: {os.getloadavg()}", flush=True)
+    print(
+        f"load average after: {os.getloadavg()}; {time.perf_counter() - started:.0f} s in all",
+        flush=True,
+    )
     if args.json is not None:
         args.json.write_text(json.dumps({"load": os.getloadavg(), "rows": rows}, indent=2))
 
