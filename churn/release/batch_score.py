@@ -257,8 +257,13 @@ def check_output(out: str | Path, force: bool) -> Path:
     return out
 
 
-def write_scores(tables: Iterator[pa.Table], out: Path) -> int:
+def write_scores(tables: Iterator[pa.Table], out: Path, metadata: dict | None = None) -> int:
     """Streams tables into ``out`` through a temporary sibling renamed into place at the end.
+
+    Args:
+        tables: Tables of :data:`OUTPUT_SCHEMA`.
+        out: The ``.csv`` or ``.parquet`` file.
+        metadata: Key-value pairs for a Parquet file's footer (which run wrote it).
 
     Returns:
         The rows written.
@@ -279,9 +284,10 @@ def write_scores(tables: Iterator[pa.Table], out: Path) -> int:
                     table.to_pandas().to_csv(handle, header=False, index=False)
                     rows += table.num_rows
         else:
-            with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as parquet:
+            schema = OUTPUT_SCHEMA.with_metadata(metadata) if metadata else OUTPUT_SCHEMA
+            with pq.ParquetWriter(tmp, schema) as parquet:
                 for table in tables:
-                    parquet.write_table(table)
+                    parquet.write_table(table.replace_schema_metadata(schema.metadata))
                     rows += table.num_rows
         os.replace(tmp, out)
     except OSError as exc:
@@ -302,6 +308,7 @@ def batch_score(
     customers: str | Path | None = None,
     chunk_rows: int = 50_000,
     force: bool = False,
+    metadata: dict | None = None,
 ) -> dict:
     """Scores customers at a point in time with a downloaded registry version.
 
@@ -316,6 +323,7 @@ def batch_score(
             before ``at``.
         chunk_rows: Rows per Feast read and forward pass.
         force: Replace an existing ``out``.
+        metadata: Key-value pairs for a Parquet output's footer.
 
     Returns:
         ``out``, ``rows``, ``scored`` (status ``ok``), ``at``, ``model_version``.
@@ -349,7 +357,7 @@ def batch_score(
                 counts[status] = counts.get(status, 0) + 1
             yield table
 
-    written = write_scores(counted(), out_path)
+    written = write_scores(counted(), out_path, metadata)
     log.info("scored %d customers at %s with %s into %s", written, at_ts, version, out_path)
     return {
         "out": str(out_path),
