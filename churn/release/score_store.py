@@ -150,7 +150,8 @@ def publish_scores(
     """Copies a scores file to the dated prefix: created if absent, else replaced if allowed.
 
     Args:
-        src: The scores Parquet file.
+        src: The scores Parquet file; its footer records ``run_id`` under :data:`RUN_KEY`
+            (``batch_score(..., metadata=...)``), which is what a folder registry keeps.
         registry: Registry settings (``uri``, ``endpoint_url``).
         date: ``YYYY-MM-DD``.
         run_id: The publishing run; the same run may replace its own file (a retried step).
