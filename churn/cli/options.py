@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -63,7 +64,15 @@ def _with_options(func: F, fields: dict[str, Any]) -> F:
         )
         for name, (_, _, help_text) in _SECTION_OPTIONS.items()
     ]
-    own = [p for p in inspect.signature(func).parameters.values() if p.name != "overrides"]
+    # The command's own annotations are strings (postponed evaluation); resolved with their
+    # extras, an ``Annotated[str, typer.Option("--host")]`` stays an option instead of
+    # becoming a positional argument.
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "overrides"
+    ]
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:

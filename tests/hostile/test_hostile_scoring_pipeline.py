@@ -72,8 +72,8 @@ def test_a_bad_scoring_argument_is_one_line_before_the_cluster_is_contacted(
     no_cluster: type[RefusingClient], args: list[str], message: str
 ) -> None:
     for command in (
-        ["pipeline", "schedule", "http://kfp:8080", "0 6 * * 1"],
-        ["pipeline", "submit", "http://kfp:8080", "r"],
+        ["pipeline", "schedule", "--host", "http://kfp:8080", "--cron", "0 6 * * 1"],
+        ["pipeline", "submit", "--host", "http://kfp:8080", "--run-name", "r"],
     ):
         assert re.search(message, cli_error(*command, "--pipeline", "scoring", *args))
     assert no_cluster.built == 0
@@ -82,7 +82,7 @@ def test_a_bad_scoring_argument_is_one_line_before_the_cluster_is_contacted(
 def test_scoring_options_are_refused_for_the_training_pipeline(
     no_cluster: type[RefusingClient],
 ) -> None:
-    schedule = ["pipeline", "schedule", "http://kfp:8080", "0 3 * * 1"]
+    schedule = ["pipeline", "schedule", "--host", "http://kfp:8080", "--cron", "0 3 * * 1"]
     message = cli_error(*schedule, "--date", "2026-11-23")
     assert "--date does not apply to the training pipeline" in message
     assert no_cluster.built == 0
@@ -91,7 +91,7 @@ def test_scoring_options_are_refused_for_the_training_pipeline(
 def test_an_unknown_pipeline_and_a_bad_cron_are_one_line_errors(
     no_cluster: type[RefusingClient],
 ) -> None:
-    schedule = ["pipeline", "schedule", "http://kfp:8080"]
+    schedule = ["pipeline", "schedule", "--host", "http://kfp:8080", "--cron"]
     assert "'scores' is not a pipeline" in cli_error(*schedule, "0 6 * * 1", "--pipeline", "scores")
     assert "must have 5 fields" in cli_error(*schedule, "mondays", "--pipeline", "scoring")
     assert no_cluster.built == 0

@@ -171,7 +171,8 @@ def test_the_cli_schedules_scoring_with_its_own_options(
     result = CliRunner().invoke(
         app,
         [
-            "pipeline", "schedule", "http://kfp:8080", "0 6 * * 1", "--pipeline", "scoring",
+            "pipeline", "schedule", "--host", "http://kfp:8080", "--cron", "0 6 * * 1",
+            "--pipeline", "scoring",
             "--data", "s3://logs/t.parquet", "--model-version", "v7", "--overwrite", "true",
         ],
     )  # fmt: skip
@@ -214,3 +215,24 @@ def test_options_of_another_pipeline_are_refused_by_name() -> None:
     with pytest.raises(PipelineError, match=r"--date, --model-version does not apply to the tr"):
         check_overrides("training", {"date": "2026-11-23", "model_version": "v1"})
     check_overrides("scoring", {"data": "synth", "registry": {"uri": "s3://m"}})
+
+
+def test_host_cron_and_run_name_are_the_options_the_readme_names(
+    fake_client: type[FakeClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They were positional arguments: the generated options lost the commands' own
+    # Annotated[..., typer.Option("--host")] metadata, so `--host URL` was "No such option".
+    monkeypatch.setenv("CHURN_REGISTRY__URI", "s3://models/churn")
+    result = CliRunner().invoke(
+        app,
+        ["pipeline", "submit", "--host", "http://kfp:8080", "--run-name", "nightly",
+         "--epochs", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert fake_client.calls[-1][1]["run_name"] == "nightly"
+    assert fake_client.calls[-1][1]["arguments"] == {"epochs": 2}
+    result = CliRunner().invoke(
+        app, ["pipeline", "schedule", "--cron", "0 3 * * 1", "--host", "http://kfp:8080"]
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_client.calls[-1][1]["job_name"] == "churn-retrain"
