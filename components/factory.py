@@ -17,7 +17,7 @@ from kfp import dsl
 from kfp.dsl.python_component import PythonComponent
 
 from churn.settings import PipelineConfig
-from components import data, release, training
+from components import data, release, scoring, training
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class Components:
     record_rejection: PythonComponent
 
 
+def _on(image: str, func: object) -> PythonComponent:
+    return dsl.component(func, base_image=image, install_kfp_package=False)
+
+
 def make_components(cfg: PipelineConfig) -> Components:
     """Wraps every step as a component: training on the GPU image, the rest on the CPU one.
 
@@ -43,17 +47,34 @@ def make_components(cfg: PipelineConfig) -> Components:
     Returns:
         The components.
     """
-
-    def on(image: str, func: object) -> PythonComponent:
-        return dsl.component(func, base_image=image, install_kfp_package=False)
-
     return Components(
-        build_features=on(cfg.image, data.build_features),
-        build_training_set=on(cfg.image, data.build_training_set),
-        train=on(cfg.gpu_image, training.train),
-        evaluate=on(cfg.image, training.evaluate),
-        gate=on(cfg.image, release.gate),
-        register=on(cfg.image, release.register),
-        deploy=on(cfg.image, release.deploy),
-        record_rejection=on(cfg.image, release.record_rejection),
+        build_features=_on(cfg.image, data.build_features),
+        build_training_set=_on(cfg.image, data.build_training_set),
+        train=_on(cfg.gpu_image, training.train),
+        evaluate=_on(cfg.image, training.evaluate),
+        gate=_on(cfg.image, release.gate),
+        register=_on(cfg.image, release.register),
+        deploy=_on(cfg.image, release.deploy),
+        record_rejection=_on(cfg.image, release.record_rejection),
+    )
+
+
+@dataclass(frozen=True)
+class ScoringComponents:
+    """The batch-scoring pipeline's components, bound to the CPU image."""
+
+    scoring_date: PythonComponent
+    build_features: PythonComponent
+    score: PythonComponent
+
+
+def make_scoring_components(cfg: PipelineConfig) -> ScoringComponents:
+    """Wraps the batch-scoring steps as components on the CPU image (``cfg.image``).
+
+    The feature step is the training pipeline's own, so scores read the features training did.
+    """
+    return ScoringComponents(
+        scoring_date=_on(cfg.image, scoring.scoring_date),
+        build_features=_on(cfg.image, data.build_features),
+        score=_on(cfg.image, scoring.score),
     )

@@ -1,6 +1,7 @@
-"""The training pipeline's run arguments, declared once.
+"""The pipelines' run arguments, declared once per pipeline.
 
-:class:`RunArguments` is the single declaration. From it come the pipeline's signature
+:class:`RunArguments` (training) and :class:`ScoringArguments` (batch scoring) are the single
+declarations. From each come the pipeline's signature
 (:func:`pipeline_parameters`, with defaults from the settings it is compiled with), the
 options that ``churn run``, ``churn pipeline submit`` and ``churn pipeline schedule`` share
 (``churn.cli.options``), and the checks the local runner and cluster submissions make before
@@ -14,10 +15,11 @@ parameters (JSON mappings) and are validated in the pod by the same pydantic mod
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from churn.data.cutoffs import parse_midnight
 from churn.errors import PipelineError
 from churn.settings import (
     FeatureConfig,
@@ -31,6 +33,7 @@ from churn.settings import (
     section_values,
 )
 
+A = TypeVar("A", bound="PipelineArguments")
 DeployTarget = Literal["kserve", "local", "none"]
 DATA_HELP = (
     "cdnow, synth[:customers=N,days=D,seed=S], or a transaction log file or folder, local or "
@@ -38,14 +41,71 @@ DATA_HELP = (
 )
 
 
-class RunArguments(BaseModel):
-    """Arguments of one run of the training pipeline.
+class PipelineArguments(BaseModel):
+    """Arguments of one run of a pipeline: each field is a pipeline parameter of that name.
 
-    Every field is a pipeline parameter of the same name; ``cli`` marks the ones the CLI
-    offers as ``--option``.
+    ``cli`` in a field's ``json_schema_extra`` marks the ones the CLI offers as ``--option``.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    #: Section fields that have their own parameter stay out of the struct (one source of
+    #: truth per run).
+    section_drops: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def settings_values(cls, settings: Settings) -> dict[str, Any]:
+        """The fields whose defaults come from the settings; each pipeline declares its own."""
+        raise NotImplementedError(f"{cls.__name__} declares no settings values")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """The arguments a run gets when nothing overrides the settings.
+
+        Args:
+            settings: Settings whose values become the defaults.
+            **overrides: Fields to set instead (validated).
+
+        Returns:
+            The arguments.
+
+        Raises:
+            PipelineError: An override is unknown or out of range; the message names it.
+        """
+        values = cls.settings_values(settings)
+        for name, value in overrides.items():
+            # A partial section (``{"uri": ...}``) keeps the settings' other fields.
+            if isinstance(value, dict) and isinstance(values.get(name), BaseModel):
+                value = {**values[name].model_dump(), **value}
+            values[name] = value
+        return check_arguments(values, cls)
+
+    def parameters(self) -> dict[str, Any]:
+        """The arguments as KFP parameter values (sections as JSON mappings)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Section):
+                value = section_values(value, drop=self.section_drops.get(name, ()))
+            out[name] = value
+        return out
+
+
+def _concrete_registry(value: RegistryConfig) -> RegistryConfig:
+    # Settings resolve an empty URI to <home>/registry; the pods could not, and the local
+    # runner would make it the working directory.
+    if not value.uri.strip():
+        raise ValueError("the registry URI is empty: give a folder or s3://bucket/prefix")
+    return value
+
+
+class RunArguments(PipelineArguments):
+    """Arguments of one run of the training pipeline."""
+
+    section_drops: ClassVar[dict[str, tuple[str, ...]]] = {
+        "features": ("horizon_days",),
+        "train": ("epochs",),
+    }
 
     data: str = Field("cdnow", min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
     customers: str = Field(
@@ -129,30 +189,12 @@ class RunArguments(BaseModel):
         description="Namespace, service account, protocol and rollout timeout.",
     )
 
-    @field_validator("registry")
-    @classmethod
-    def _concrete_registry(cls, value: RegistryConfig) -> RegistryConfig:
-        # Settings resolve an empty URI to <home>/registry; the pods could not, and the local
-        # runner would make it the working directory.
-        if not value.uri.strip():
-            raise ValueError("the registry URI is empty: give a folder or s3://bucket/prefix")
-        return value
+    _registry = field_validator("registry")(_concrete_registry)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> RunArguments:
-        """The arguments a run gets when nothing overrides the settings.
-
-        Args:
-            settings: Settings whose values become the defaults.
-            **overrides: Fields to set instead (validated).
-
-        Returns:
-            The arguments.
-
-        Raises:
-            PipelineError: An override is unknown or out of range; the message names it.
-        """
-        values: dict[str, Any] = {
+    def settings_values(cls, settings: Settings) -> dict[str, Any]:
+        """The fields whose defaults come from the settings."""
+        return {
             "horizon_days": settings.features.horizon_days,
             "epochs": settings.train.epochs,
             "auc_threshold": settings.eval.auc_threshold,
@@ -165,33 +207,76 @@ class RunArguments(BaseModel):
             "train": settings.train,
             "serving": settings.serving,
         }
-        for name, value in overrides.items():
-            # A partial section (``{"uri": ...}``) keeps the settings' other fields.
-            if isinstance(value, dict) and isinstance(values.get(name), BaseModel):
-                value = {**values[name].model_dump(), **value}
-            values[name] = value
-        return check_arguments(values)
-
-    def parameters(self) -> dict[str, Any]:
-        """The arguments as KFP parameter values (sections as JSON mappings)."""
-        out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, Section):
-                value = section_values(value, drop=_SECTION_DROPS.get(name, ()))
-            out[name] = value
-        return out
 
 
-# Fields that have their own parameter stay out of the struct (one source of truth per run).
-_SECTION_DROPS = {"features": ("horizon_days",), "train": ("epochs",)}
+class ScoringArguments(PipelineArguments):
+    """Arguments of one run of the batch-scoring pipeline."""
+
+    section_drops: ClassVar[dict[str, tuple[str, ...]]] = {"features": ("horizon_days",)}
+
+    date: str = Field(
+        "",
+        description="Scoring date YYYY-MM-DD (midnight UTC); '' scores the run's own date "
+        "(a recurring run's scheduled day).",
+        json_schema_extra={"cli": 1},
+    )
+    model_version: str = Field(
+        "",
+        description="Registry version to score with; '' for the champion at run time.",
+        json_schema_extra={"cli": 1},
+    )
+    data: str = Field("cdnow", min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
+    customers: str = Field(
+        "",
+        description="Optional customers table (a path or s3:// URI); '' for none.",
+        json_schema_extra={"cli": 1},
+    )
+    data_endpoint_url: str = Field(
+        "",
+        description="S3 endpoint of a non-AWS store for s3:// data (default: the registry's); "
+        "'' for AWS.",
+        json_schema_extra={"cli": 1},
+    )
+    overwrite: bool = Field(
+        False,
+        description="Replace another run's scores of the same date; off, such a run fails.",
+        json_schema_extra={"cli": 1},
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig,
+        description="Registry settings (uri, endpoint_url, model_name): the model comes from "
+        "it and the scores go to <uri>/scores/date=YYYY-MM-DD/scores.parquet.",
+    )
+    features: FeatureConfig = Field(
+        default_factory=FeatureConfig,
+        description="Feature settings (bins, length): those the model was trained with.",
+    )
+
+    _registry = field_validator("registry")(_concrete_registry)
+
+    @field_validator("date")
+    @classmethod
+    def _midnight(cls, value: str) -> str:
+        if value.strip():
+            parse_midnight(value.strip(), "date")
+        return value.strip()
+
+    @classmethod
+    def settings_values(cls, settings: Settings) -> dict[str, Any]:
+        """The fields whose defaults come from the settings."""
+        return {
+            "data_endpoint_url": settings.registry.endpoint_url or "",
+            "registry": settings.registry,
+            "features": settings.features,
+        }
 
 
-def check_arguments(values: dict[str, Any]) -> RunArguments:
+def check_arguments(values: dict[str, Any], model: type[A] = RunArguments) -> A:  # type: ignore[assignment]
     """Validates run arguments before any work starts.
 
     Args:
         values: Field values; sections may be models or mappings.
+        model: The pipeline's arguments (default: the training pipeline's).
 
     Returns:
         The arguments.
@@ -200,33 +285,36 @@ def check_arguments(values: dict[str, Any]) -> RunArguments:
         PipelineError: A field is unknown or out of range; the message names it.
     """
     try:
-        return RunArguments.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         raise PipelineError(describe_error(exc).replace("configuration field", "argument")) from exc
 
 
-def cli_fields() -> dict[str, Any]:
+def cli_fields(model: type[PipelineArguments] = RunArguments) -> dict[str, Any]:
     """The fields the CLI offers as options, with their pydantic field info."""
     return {
         name: info
-        for name, info in RunArguments.model_fields.items()
+        for name, info in model.model_fields.items()
         if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("cli")
     }
 
 
-def pipeline_parameters(settings: Settings) -> list[inspect.Parameter]:
+def pipeline_parameters(
+    settings: Settings, model: type[PipelineArguments] = RunArguments
+) -> list[inspect.Parameter]:
     """The pipeline's parameters, in declaration order, with defaults from ``settings``.
 
     Args:
         settings: Settings the pipeline is compiled with.
+        model: The pipeline's arguments (default: the training pipeline's).
 
     Returns:
         One parameter per field: ``str``, ``int`` or ``float`` for scalars (a ``Literal``
         becomes ``str``), ``dict`` for sections.
     """
-    defaults = RunArguments.from_settings(settings).parameters()
+    defaults = model.from_settings(settings).parameters()
     params = []
-    for name, info in RunArguments.model_fields.items():
+    for name, info in model.model_fields.items():
         annotation = info.annotation
         if isinstance(defaults[name], dict):
             annotation = dict
@@ -243,9 +331,9 @@ def pipeline_parameters(settings: Settings) -> list[inspect.Parameter]:
     return params
 
 
-def docstring_args() -> str:
+def docstring_args(model: type[PipelineArguments] = RunArguments) -> str:
     """The ``Args:`` section of the pipeline's docstring, from the field descriptions."""
     lines = ["Args:"]
-    for name, info in RunArguments.model_fields.items():
+    for name, info in model.model_fields.items():
         lines.append(f"    {name}: {info.description}")
     return "\n".join(lines)

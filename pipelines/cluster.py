@@ -1,4 +1,4 @@
-"""The training pipeline on a Kubeflow Pipelines cluster: compile, submit, schedule."""
+"""The pipelines on a Kubeflow Pipelines cluster: compile, submit, schedule."""
 
 from __future__ import annotations
 
@@ -13,34 +13,37 @@ from churn.io.atomic import check_new_file
 from churn.io.leftovers import owned_tempdir, owner_tag, sweep
 from churn.io.object_store import is_s3_uri
 from churn.settings import Settings
-from pipelines.arguments import RunArguments
+from pipelines.catalog import arguments_of
 
 log = logging.getLogger(__name__)
 
 
-def cluster_arguments(overrides: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def cluster_arguments(
+    overrides: dict[str, Any], settings: Settings, pipeline: str = "training"
+) -> dict[str, Any]:
     """Checks a cluster run's arguments before Kubeflow is contacted.
 
     Args:
-        overrides: Run arguments that override the compiled defaults (field names of
-            :class:`pipelines.arguments.RunArguments`; a section as a partial mapping).
+        overrides: Run arguments that override the compiled defaults (field names of the
+            pipeline's arguments, :mod:`pipelines.arguments`; a section as a partial mapping).
         settings: Settings the pipeline is compiled with.
+        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS`.
 
     Returns:
         The overrides as KFP parameter values (a section whole, merged over its defaults).
 
     Raises:
-        PipelineError: An argument is unknown or out of range, or the registry is a folder:
-            each pod has its own disk, so a version registered there would vanish with the
-            pod and KServe could never fetch it.
+        PipelineError: The pipeline is unknown, an argument is unknown or out of range, or the
+            registry is a folder: each pod has its own disk, so a version registered (or
+            scores written) there would vanish with the pod.
     """
-    arguments = RunArguments.from_settings(settings, **overrides)
-    if not is_s3_uri(arguments.registry.uri):
+    parameters = arguments_of(pipeline).from_settings(settings, **overrides).parameters()
+    registry = parameters["registry"]["uri"]
+    if not is_s3_uri(registry):
         raise PipelineError(
-            f"the registry {arguments.registry.uri!r} is a folder, which pods on a cluster do "
+            f"the registry {registry!r} is a folder, which pods on a cluster do "
             "not share: pass --registry-uri s3://bucket/prefix (or set CHURN_REGISTRY__URI)"
         )
-    parameters = arguments.parameters()
     return {name: parameters[name] for name in overrides}
 
 
@@ -142,8 +145,9 @@ def submit(
     run_name: str,
     arguments: dict[str, Any] | None = None,
     namespace: str = "",
+    pipeline: str = "training",
 ) -> str:
-    """Compiles the pipeline and starts one run on a Kubeflow Pipelines cluster.
+    """Compiles a pipeline and starts one run on a Kubeflow Pipelines cluster.
 
     Args:
         host: KFP API endpoint, for example ``http://localhost:8080``.
@@ -152,6 +156,7 @@ def submit(
         run_name: Name of the run.
         arguments: Pipeline arguments that override the compiled defaults.
         namespace: Profile namespace on multi-user Kubeflow; ``""`` on standalone KFP.
+        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS`.
 
     Returns:
         The run id.
@@ -162,10 +167,10 @@ def submit(
     """
     from kfp_server_api.exceptions import ApiException
 
-    arguments = cluster_arguments(arguments or {}, settings)
+    arguments = cluster_arguments(arguments or {}, settings, pipeline)
     client = _client(host, namespace)
     with owned_tempdir("churn-pipeline-") as tmp:
-        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
+        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings, pipeline)
         try:
             result = client.create_run_from_pipeline_package(
                 str(package),
@@ -211,11 +216,13 @@ def schedule(
     experiment: str,
     job_name: str,
     arguments: dict[str, Any] | None = None,
+    pipeline: str = "training",
 ) -> str:
-    """Compiles the pipeline and creates a recurring run on a Kubeflow Pipelines cluster.
+    """Compiles a pipeline and creates a recurring run on a Kubeflow Pipelines cluster.
 
     Runs do not overlap (at most one at a time) and missed slots are not caught up, so a
-    cluster that was down does not start a burst of retrainings.
+    cluster that was down does not start a burst of retrainings (or of scorings: each run
+    scores its own scheduled day).
 
     Args:
         host: KFP API endpoint.
@@ -224,6 +231,7 @@ def schedule(
         experiment: Experiment name (created when missing).
         job_name: Name of the recurring run.
         arguments: Pipeline arguments that override the compiled defaults.
+        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS`.
 
     Returns:
         The recurring run's id.
@@ -233,11 +241,11 @@ def schedule(
     """
     from kfp_server_api.exceptions import ApiException
 
-    arguments = cluster_arguments(arguments or {}, settings)
+    arguments = cluster_arguments(arguments or {}, settings, pipeline)
     expression = kfp_cron(cron)
     client = _client(host)
     with owned_tempdir("churn-pipeline-") as tmp:
-        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
+        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings, pipeline)
         try:
             experiment_id = client.create_experiment(experiment).experiment_id
             job = client.create_recurring_run(

@@ -1,21 +1,24 @@
-"""Command-line options generated from the pipeline's run arguments.
+"""Command-line options generated from the pipelines' run arguments.
 
-``churn run``, ``churn pipeline submit`` and ``churn pipeline schedule`` take the same
-options, generated from :class:`pipelines.arguments.RunArguments`: a field marked for the CLI
-becomes ``--field-name`` with the field's description as help. An option left out keeps the
-settings' value (the compiled default on a cluster).
+``churn run`` takes the training pipeline's options; ``churn pipeline submit`` and ``churn
+pipeline schedule`` take those of every pipeline and refuse, by name, the ones the chosen
+``--pipeline`` does not take (``pipelines.catalog.check_overrides``). Options are generated
+from :mod:`pipelines.arguments`: a field marked for the CLI becomes ``--field-name`` with the
+field's description as help. An option left out keeps the settings' value (the compiled
+default on a cluster).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 
-from pipelines.arguments import cli_fields
+from pipelines.arguments import PipelineArguments, cli_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Sections are struct parameters; their most used field gets an option of its own.
@@ -24,16 +27,26 @@ _SECTION_OPTIONS = {
 }
 
 
-def run_argument_options(func: F) -> F:
-    """Adds the run-argument options to a command; it receives them as ``overrides``.
+def run_argument_options(*models: type[PipelineArguments]) -> Callable[[F], F]:
+    """Adds the run-argument options of ``models`` to a command, as ``overrides``.
 
     Args:
-        func: A command whose last parameter is ``overrides: dict``.
+        *models: The pipelines' argument declarations; a field several declare is one option
+            (the first one's help).
 
     Returns:
-        The command with one extra typer option per run argument.
+        A decorator for a command whose last parameter is ``overrides: dict``; only the
+        options given on the command line are in ``overrides``.
     """
-    fields = cli_fields()
+    fields: dict[str, Any] = {}
+    for model in models:
+        for name, info in cli_fields(model).items():
+            fields.setdefault(name, info)
+    return functools.partial(_with_options, fields=fields)
+
+
+def _with_options(func: F, fields: dict[str, Any]) -> F:
+    """``func`` with one extra typer option per field (and per section option)."""
     extra = [
         inspect.Parameter(
             name,
@@ -51,7 +64,15 @@ def run_argument_options(func: F) -> F:
         )
         for name, (_, _, help_text) in _SECTION_OPTIONS.items()
     ]
-    own = [p for p in inspect.signature(func).parameters.values() if p.name != "overrides"]
+    # The command's own annotations are strings (postponed evaluation); resolved with their
+    # extras, an ``Annotated[str, typer.Option("--host")]`` stays an option instead of
+    # becoming a positional argument.
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "overrides"
+    ]
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:

@@ -1,4 +1,4 @@
-"""`churn run` and `churn pipeline`: the training pipeline locally and on Kubeflow."""
+"""`churn run` and `churn pipeline`: the training pipeline locally, every pipeline on Kubeflow."""
 
 from __future__ import annotations
 
@@ -9,19 +9,25 @@ import typer
 
 from churn.cli.common import settings
 from churn.cli.options import run_argument_options
+from pipelines.arguments import RunArguments, ScoringArguments
 
-app = typer.Typer(help="Compile, submit and schedule the Kubeflow pipeline.", no_args_is_help=True)
+app = typer.Typer(help="Compile, submit and schedule the Kubeflow pipelines.", no_args_is_help=True)
 
 _Host = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines API, e.g. http://kfp:8080.")]
 _Experiment = Annotated[str, typer.Option("--experiment", help="Experiment (created if new).")]
+_Pipeline = Annotated[
+    str,
+    typer.Option(
+        "--pipeline",
+        help="Which pipeline: training (the default) or scoring; each takes its own options.",
+    ),
+]
 
 
 @app.command("compile")
 def pipeline_compile(
     out: Path = typer.Option(Path("churn_pipeline.yaml"), "--out", help="Pipeline YAML to write."),
-    pipeline: str = typer.Option(
-        "training", "--pipeline", help="Which pipeline: training (the default)."
-    ),
+    pipeline: _Pipeline = "training",
 ) -> None:
     """Compile a Kubeflow pipeline; images, GPU placement and defaults come from the settings."""
     from pipelines.cluster import compile_pipeline
@@ -30,23 +36,26 @@ def pipeline_compile(
 
 
 @app.command("submit")
-@run_argument_options
+@run_argument_options(RunArguments, ScoringArguments)
 def pipeline_submit(
     host: _Host,
     run_name: Annotated[str, typer.Option("--run-name", help="Name of the run.")],
     experiment: _Experiment = "churn",
+    pipeline: _Pipeline = "training",
     *,
     overrides: dict[str, Any],
 ) -> None:
-    """Start one run of the pipeline on a Kubeflow Pipelines cluster."""
+    """Start one run of a pipeline on a Kubeflow Pipelines cluster."""
+    from pipelines.catalog import check_overrides
     from pipelines.cluster import submit
 
-    run_id = submit(host, settings(), experiment, run_name, overrides)
+    check_overrides(pipeline, overrides)
+    run_id = submit(host, settings(), experiment, run_name, overrides, pipeline=pipeline)
     typer.echo(f"submitted run {run_name} ({run_id}) to {host}")
 
 
 @app.command("schedule")
-@run_argument_options
+@run_argument_options(RunArguments, ScoringArguments)
 def pipeline_schedule(
     host: _Host,
     cron: Annotated[
@@ -56,20 +65,28 @@ def pipeline_schedule(
         ),
     ],
     experiment: _Experiment = "churn",
-    name: Annotated[str, typer.Option("--name", help="Name of the recurring run.")] = (
-        "churn-retrain"
-    ),
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Name of the recurring run (default: churn-retrain, or churn-scoring).",
+        ),
+    ] = None,
+    pipeline: _Pipeline = "training",
     *,
     overrides: dict[str, Any],
 ) -> None:
-    """Retrain on a schedule: a recurring run that never overlaps or catches up."""
+    """Retrain or batch-score on a schedule: a recurring run that never overlaps or catches up."""
+    from pipelines.catalog import JOB_NAMES, check_overrides
     from pipelines.cluster import schedule
 
-    job_id = schedule(host, cron, settings(), experiment, name, overrides)
+    check_overrides(pipeline, overrides)
+    name = name or JOB_NAMES[pipeline]
+    job_id = schedule(host, cron, settings(), experiment, name, overrides, pipeline=pipeline)
     typer.echo(f"scheduled {name} ({job_id}) on {host}: {cron}")
 
 
-@run_argument_options
+@run_argument_options(RunArguments)
 def run_cmd(
     cache: bool = typer.Option(
         False, "--cache", help="Reuse steps of earlier local runs with identical inputs."

@@ -37,7 +37,7 @@ import torch
 from churn.data.cutoffs import parse_midnight
 from churn.errors import ContractError, OutputError
 from churn.features.request import ModelRequest, build_request
-from churn.features.store import FeatureRepo
+from churn.features.store import FeatureRepo, Features
 from churn.io.atomic import check_new_file
 from churn.io.leftovers import owner_tag, sweep
 from churn.model.network import load_model, predict_proba
@@ -45,15 +45,16 @@ from churn.model.network import load_model, predict_proba
 log = logging.getLogger(__name__)
 
 OK, UNKNOWN, NO_HISTORY = "ok", "unknown_customer", "no_history"
+_TIMESTAMP = pa.timestamp("ns", tz="UTC")
 OUTPUT_SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),
-        ("cutoff", pa.timestamp("ns", tz="UTC")),
+        ("cutoff", _TIMESTAMP),
         ("score", pa.float64()),
         ("decision", pa.bool_()),
         ("status", pa.string()),
         ("model_version", pa.string()),
-        ("scored_at", pa.timestamp("ns", tz="UTC")),
+        ("scored_at", _TIMESTAMP),
     ]
 )
 
@@ -214,33 +215,59 @@ def score_customers(
     Yields:
         Tables of :data:`OUTPUT_SCHEMA`, in the order of ``rows``.
     """
-    spec, input_spec = repo.spec, scoring.meta["input_spec"]
-    threshold = float(scoring.meta["threshold"])
     known = known_customers(repo)
     for start in range(0, len(rows), chunk_rows):
         chunk = rows.iloc[start : start + chunk_rows]
         ids = chunk["customer_id"].astype(str).tolist()
+        cutoffs = chunk["cutoff"].to_numpy()
         features = repo.historical_features(
-            pd.DataFrame({"customer_id": ids, "event_timestamp": chunk["cutoff"].to_numpy()})
+            pd.DataFrame({"customer_id": ids, "event_timestamp": cutoffs})
         )
-        request = build_request(ids, features, spec, input_spec)
-        scores = np.full(len(ids), np.nan)
-        has = request.known
-        if has.any():
-            scores[has] = scoring.score(request, np.flatnonzero(has))
-        status = np.where(has, OK, [NO_HISTORY if c in known else UNKNOWN for c in ids])
-        yield pa.table(
-            {
-                "customer_id": ids,
-                "cutoff": pd.to_datetime(chunk["cutoff"], utc=True).to_numpy(),
-                "score": pa.array(scores, mask=~has),
-                "decision": pa.array(scores >= threshold, mask=~has),
-                "status": status.tolist(),
-                "model_version": [scoring.version] * len(ids),
-                "scored_at": [scored_at] * len(ids),
-            },
-            schema=OUTPUT_SCHEMA,
-        )
+        yield score_chunk(ids, cutoffs, features, repo.spec, scoring, known, scored_at)
+
+
+def score_chunk(
+    ids: list[str],
+    cutoffs: np.ndarray,
+    features: Features,
+    spec: dict,
+    scoring: ScoringModel,
+    known: set[str],
+    scored_at: pd.Timestamp,
+) -> pa.Table:
+    """One chunk's output rows from its features: request, forward pass, decision, status.
+
+    Args:
+        ids: The chunk's customers.
+        cutoffs: Their cutoffs (UTC).
+        features: Their features, as the feature store returned them.
+        spec: The feature repository's spec.
+        scoring: The model.
+        known: Every customer of the repository (to tell ``no_history`` from unknown).
+        scored_at: The time written in ``scored_at``.
+
+    Returns:
+        A table of :data:`OUTPUT_SCHEMA`, in the order of ``ids``.
+    """
+    request = build_request(ids, features, spec, scoring.meta["input_spec"])
+    scores = np.full(len(ids), np.nan)
+    has = request.known
+    if has.any():
+        scores[has] = scoring.score(request, np.flatnonzero(has))
+    status = np.where(has, OK, [NO_HISTORY if c in known else UNKNOWN for c in ids])
+    return pa.table(
+        {
+            "customer_id": ids,
+            "cutoff": pa.array(pd.to_datetime(cutoffs, utc=True), type=_TIMESTAMP),
+            "score": pa.array(scores, mask=~has),
+            "decision": pa.array(scores >= float(scoring.meta["threshold"]), mask=~has),
+            "status": status.tolist(),
+            "model_version": [scoring.version] * len(ids),
+            # One int64 column cast once: a million Timestamp objects would cost seconds.
+            "scored_at": pa.array(np.full(len(ids), scored_at.value)).cast(_TIMESTAMP),
+        },
+        schema=OUTPUT_SCHEMA,
+    )
 
 
 def check_output(out: str | Path, force: bool) -> Path:
@@ -257,8 +284,13 @@ def check_output(out: str | Path, force: bool) -> Path:
     return out
 
 
-def write_scores(tables: Iterator[pa.Table], out: Path) -> int:
+def write_scores(tables: Iterator[pa.Table], out: Path, metadata: dict | None = None) -> int:
     """Streams tables into ``out`` through a temporary sibling renamed into place at the end.
+
+    Args:
+        tables: Tables of :data:`OUTPUT_SCHEMA`.
+        out: The ``.csv`` or ``.parquet`` file.
+        metadata: Key-value pairs for a Parquet file's footer (which run wrote it).
 
     Returns:
         The rows written.
@@ -279,9 +311,10 @@ def write_scores(tables: Iterator[pa.Table], out: Path) -> int:
                     table.to_pandas().to_csv(handle, header=False, index=False)
                     rows += table.num_rows
         else:
-            with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as parquet:
+            schema = OUTPUT_SCHEMA.with_metadata(metadata) if metadata else OUTPUT_SCHEMA
+            with pq.ParquetWriter(tmp, schema) as parquet:
                 for table in tables:
-                    parquet.write_table(table)
+                    parquet.write_table(table.replace_schema_metadata(schema.metadata))
                     rows += table.num_rows
         os.replace(tmp, out)
     except OSError as exc:
@@ -302,6 +335,7 @@ def batch_score(
     customers: str | Path | None = None,
     chunk_rows: int = 50_000,
     force: bool = False,
+    metadata: dict | None = None,
 ) -> dict:
     """Scores customers at a point in time with a downloaded registry version.
 
@@ -316,6 +350,7 @@ def batch_score(
             before ``at``.
         chunk_rows: Rows per Feast read and forward pass.
         force: Replace an existing ``out``.
+        metadata: Key-value pairs for a Parquet output's footer.
 
     Returns:
         ``out``, ``rows``, ``scored`` (status ``ok``), ``at``, ``model_version``.
@@ -349,7 +384,7 @@ def batch_score(
                 counts[status] = counts.get(status, 0) + 1
             yield table
 
-    written = write_scores(counted(), out_path)
+    written = write_scores(counted(), out_path, metadata)
     log.info("scored %d customers at %s with %s into %s", written, at_ts, version, out_path)
     return {
         "out": str(out_path),
