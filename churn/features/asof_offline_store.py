@@ -22,7 +22,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -124,8 +123,7 @@ class AsofRetrievalJob(RetrievalJob):
         os.replace(tmp, path)
 
     def _query(self) -> str:
-        row = "__entity_row"
-        selects = [f"e.{_quote(c)}" for c in self._entity_df.columns if c != row]
+        selects = [f"e.{_quote(c)}" for c in self._entity_df.columns]
         joins = []
         for i, (view, path, features) in enumerate(self._views):
             alias = f"v{i}"
@@ -156,7 +154,9 @@ class AsofRetrievalJob(RetrievalJob):
                         f"THEN {value} END"
                     )
                 selects.append(f"{value} AS {out}")
-        return f"SELECT {', '.join(selects)} FROM entity_rows e {' '.join(joins)} ORDER BY e.{row}"
+        # No ORDER BY: like Feast's stores, the rows come back in no set order; sorting the
+        # sequences cost as much as the join.
+        return f"SELECT {', '.join(selects)} FROM entity_rows e {' '.join(joins)}"
 
     def _pruning_filter(self, keys: list[str], ts: str) -> str:
         """A filter on the source that keeps every row an entity row can join.
@@ -184,7 +184,6 @@ class AsofRetrievalJob(RetrievalJob):
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         entity = self._entity_df.copy()
-        entity["__entity_row"] = np.arange(len(entity), dtype=np.int64)
         entity[TIMESTAMP] = pd.to_datetime(entity[TIMESTAMP], utc=True)
         con = duckdb.connect()
         try:
