@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -122,8 +123,9 @@ class AsofRetrievalJob(RetrievalJob):
         pq.write_table(self._to_arrow_internal(timeout), tmp)
         os.replace(tmp, path)
 
-    def _query(self) -> str:
-        selects = [f"e.{_quote(c)}" for c in self._entity_df.columns]
+    def _query(self, ordered: bool) -> str:
+        row = "__entity_row"
+        selects = [f"e.{_quote(c)}" for c in self._entity_df.columns if c != row]
         joins = []
         for i, (view, path, features) in enumerate(self._views):
             alias = f"v{i}"
@@ -154,9 +156,8 @@ class AsofRetrievalJob(RetrievalJob):
                         f"THEN {value} END"
                     )
                 selects.append(f"{value} AS {out}")
-        # No ORDER BY: like Feast's stores, the rows come back in no set order; sorting the
-        # sequences cost as much as the join.
-        return f"SELECT {', '.join(selects)} FROM entity_rows e {' '.join(joins)}"
+        order = f" ORDER BY e.{row}" if ordered else ""
+        return f"SELECT {', '.join(selects)} FROM entity_rows e {' '.join(joins)}{order}"
 
     def _pruning_filter(self, keys: list[str], ts: str) -> str:
         """A filter on the source that keeps every row an entity row can join.
@@ -183,13 +184,23 @@ class AsofRetrievalJob(RetrievalJob):
         return f" WHERE {' AND '.join(bounds)}" if bounds else ""
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        return self._run(ordered=True)
+
+    def to_arrow_any_order(self) -> pa.Table:
+        """The result with its rows in no set order, for callers that place each row by a
+        column of their own: sorting the sequences by row costs as much as the join."""
+        return self._run(ordered=False)
+
+    def _run(self, ordered: bool) -> pa.Table:
         entity = self._entity_df.copy()
+        if ordered:
+            entity["__entity_row"] = np.arange(len(entity), dtype=np.int64)
         entity[TIMESTAMP] = pd.to_datetime(entity[TIMESTAMP], utc=True)
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.register("entity_rows", entity)
-            return con.sql(self._query()).to_arrow_table()
+            return con.sql(self._query(ordered)).to_arrow_table()
         finally:
             con.close()
 

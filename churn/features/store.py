@@ -251,6 +251,9 @@ class FeatureRepo:
             FeatureStoreError: The store returned a different set of rows, or a sequence of
                 the wrong length.
         """
+        # Imported here: it imports Feast, which readers of the online store load lazily too.
+        from churn.features.asof_offline_store import AsofRetrievalJob
+
         spec = self.spec
         refs = self.feature_refs()
         ids = entity_rows["customer_id"].astype(str).to_numpy()
@@ -271,7 +274,10 @@ class FeatureRepo:
                 {"customer_id": ids[rows], "event_timestamp": times[rows], "entity_row": rows}
             )
             job = store.get_historical_features(entity_df=entity_df, features=refs)
-            table = job.to_arrow()
+            # Placed by the entity_row column below, so any order will do.
+            table = (
+                job.to_arrow_any_order() if isinstance(job, AsofRetrievalJob) else job.to_arrow()
+            )
             returned = table["entity_row"].to_numpy()
             if len(returned) != len(rows) or not np.array_equal(np.sort(returned), np.sort(rows)):
                 raise FeatureStoreError(
