@@ -93,6 +93,7 @@ def build_training_set(
         training_set.path,
         horizon_days,
         definition=ChurnDefinition.from_config(cfg),
+        chunk_rows=cfg.retrieval_chunk_rows,
     )
     for name, split in summary["splits"].items():
         training_set.metadata[f"{name}_rows"] = split["rows"]

@@ -39,6 +39,7 @@ def dataset_build(
         cutoffs=cutoffs.split(",") if cutoffs else None,
         memory_budget_mb=settings().features.memory_budget_mb,
         definition=ChurnDefinition.from_config(settings().features),
+        chunk_rows=settings().features.retrieval_chunk_rows,
     )
     typer.echo(f"training set {summary['out']} ({summary['seconds']} s)")
     typer.echo(f"{'split':<6}{'rows':>9}{'positives':>11}{'negatives':>11}  cutoffs")

@@ -35,10 +35,12 @@ from churn.features.memory import (
 )
 from churn.features.store import CANCELLATIONS_FILE, FeatureRepo, check_cutoffs_built
 from churn.io.atomic import check_replaceable
+from churn.settings import FeatureConfig
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "<unk>"
+DEFAULT_CHUNK_ROWS: int = FeatureConfig.model_fields["retrieval_chunk_rows"].default
 
 
 def build_dataset(
@@ -48,6 +50,7 @@ def build_dataset(
     cutoffs: list[str] | None = None,
     memory_budget_mb: int | None = None,
     definition: ChurnDefinition = LAPSE,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> dict:
     """Builds a training set folder through Feast's ``get_historical_features``.
 
@@ -59,6 +62,8 @@ def build_dataset(
         memory_budget_mb: ``features.memory_budget_mb``; ``None`` takes the available memory.
         definition: What churned means (``features.churn_definition``), recorded in
             ``meta.json`` as ``churn_definition``.
+        chunk_rows: ``features.retrieval_chunk_rows``: entity rows per retrieval; the
+            training set is the same for any value, the peak memory is not.
 
     Returns:
         A summary with rows, positives and negatives per split, and the folder path.
@@ -104,43 +109,52 @@ def build_dataset(
             )
     _check_memory(len(labels), repo, spec, memory_budget_mb)
     log.info("labelled %d (customer, cutoff) rows; reading features from Feast", len(labels))
+    cutoff_ns = (
+        labels["cutoff"].to_numpy("datetime64[ns]").view("i8")
+        if len(labels)
+        else np.zeros(0, dtype=np.int64)
+    )
+    # Rows grouped by split (label order within each), so every split is a slice of one set
+    # of arrays that the retrieval fills chunk by chunk: no split or feature array is copied.
+    by_row = [np.flatnonzero(np.isin(cutoff_ns, [c.value for c in by_split[s]])) for s in SPLITS]
+    order = np.concatenate(by_row)
+    bounds = np.cumsum([0, *(len(rows) for rows in by_row)])
+    ordered = labels.iloc[order]
     features = repo.historical_features(
-        pd.DataFrame({"customer_id": labels["customer_id"], "event_timestamp": labels["cutoff"]})
+        pd.DataFrame({"customer_id": ordered["customer_id"], "event_timestamp": ordered["cutoff"]}),
+        chunk_rows,
     )
     if not features.has_history.all():
         # Labelled customers were active before the cutoff, so each must have a snapshot.
-        row = int(np.flatnonzero(~features.has_history)[0])
+        row = int(order[~features.has_history].min())
         raise DatasetError(
             f"Feast returned no snapshot for customer {labels['customer_id'].iloc[row]!r} at "
             f"{labels['cutoff'].iloc[row]}; the feature repository is out of date: rebuild it"
         )
 
     numeric = np.concatenate([features.context, features.numeric], axis=1).astype(np.float32)
-    cutoff_ns = (
-        labels["cutoff"].to_numpy("datetime64[ns]").view("i8") if len(labels) else np.zeros(0)
-    )
-    masks = {name: np.isin(cutoff_ns, [c.value for c in cs]) for name, cs in by_split.items()}
     vocabularies = {}
-    categorical = np.zeros((len(labels), features.categorical.shape[1]), dtype=np.int64)
+    categorical = np.zeros((len(order), features.categorical.shape[1]), dtype=np.int64)
     for j, name in enumerate(spec["categorical_attributes"]):
-        train_values = features.categorical[masks["train"], j]
+        train_values = features.categorical[: bounds[1], j]
         vocab = [UNKNOWN, *sorted(set(train_values.tolist()) - {""})]
         index = {v: i for i, v in enumerate(vocab)}
         categorical[:, j] = [index.get(v, 0) for v in features.categorical[:, j]]
         vocabularies[name] = vocab
 
-    customer_ids = labels["customer_id"].to_numpy().astype(str)
-    y = labels["label"].to_numpy().astype(np.float32)
+    customer_ids = ordered["customer_id"].to_numpy().astype(str)
+    y = ordered["label"].to_numpy().astype(np.float32)
+    cutoff_s = cutoff_ns[order] // 10**9
     splits = {
         name: Split(
-            seq=features.seq[mask],
-            num=numeric[mask],
-            cat=categorical[mask],
-            y=y[mask],
-            customer_id=customer_ids[mask],
-            cutoff=cutoff_ns[mask].astype(np.int64) // 10**9,
+            seq=features.seq[start:end],
+            num=numeric[start:end],
+            cat=categorical[start:end],
+            y=y[start:end],
+            customer_id=customer_ids[start:end],
+            cutoff=cutoff_s[start:end],
         )
-        for name, mask in masks.items()
+        for name, start, end in zip(SPLITS, bounds[:-1], bounds[1:], strict=True)
     }
     split_meta: dict[str, dict[str, Any]] = {
         name: {

@@ -11,6 +11,7 @@ import json
 import math
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from churn.io.atomic import staging_dir
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+STATS_BLOCK_ROWS = 65536
 
 
 @dataclass
@@ -84,18 +86,42 @@ def normalisation_stats(train: Split) -> dict[str, list[float]]:
         ``seq_mean``, ``seq_std`` (one per channel) and ``num_mean``, ``num_std`` (one per
         numeric feature). A constant column gets std 1 so that normalising never divides by 0.
     """
-    seq = seq_transform(train.seq.astype(np.float64))
-    seq_mean = seq.mean(axis=(0, 2))
-    seq_std = seq.std(axis=(0, 2))
-    num = num_transform(train.num.astype(np.float64))
-    num_mean = num.mean(axis=0) if len(num) else np.zeros(num.shape[1])
-    num_std = num.std(axis=0) if len(num) else np.ones(num.shape[1])
+    seq_mean, seq_std = _moments(train.seq, seq_transform, (0, 2))
+    num_mean, num_std = _moments(train.num, num_transform, (0,))
     return {
         "seq_mean": seq_mean.tolist(),
         "seq_std": np.where(seq_std > 1e-8, seq_std, 1.0).tolist(),
         "num_mean": num_mean.tolist(),
         "num_std": np.where(num_std > 1e-8, num_std, 1.0).tolist(),
     }
+
+
+def _moments(
+    x: np.ndarray, transform: Callable[[np.ndarray], np.ndarray], axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of ``transform(x)`` in float64 over ``axes``, two passes over row blocks.
+
+    Blocks of :data:`STATS_BLOCK_ROWS` rows bound the float64 copies whatever the split's size;
+    the block size is fixed, so the statistics do not depend on how the split was built.
+    """
+    count = int(np.prod([x.shape[a] for a in axes]))
+    if count == 0:
+        return np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    blocks = range(0, len(x), STATS_BLOCK_ROWS)
+    total = sum(
+        transform(x[i : i + STATS_BLOCK_ROWS].astype(np.float64)).sum(axis=axes) for i in blocks
+    )
+    mean = np.asarray(total) / count
+    shape = [1] * x.ndim
+    shape[1] = x.shape[1]
+    centred = mean.reshape(shape)
+    squares = sum(
+        np.square(transform(x[i : i + STATS_BLOCK_ROWS].astype(np.float64)) - centred).sum(
+            axis=axes
+        )
+        for i in blocks
+    )
+    return mean, np.sqrt(np.asarray(squares) / count)
 
 
 def save_training_set(ts: TrainingSet, out_dir: str | Path) -> Path:
@@ -111,14 +137,15 @@ def save_training_set(ts: TrainingSet, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     with staging_dir(out_dir, marker="meta.json") as tmp:
         for name, split in ts.splits.items():
+            # copy=False: the sequences are most of the memory, and are float32 already.
             np.savez(
                 tmp / f"{name}.npz",
-                seq=split.seq.astype(np.float32),
-                num=split.num.astype(np.float32),
-                cat=split.cat.astype(np.int64),
-                y=split.y.astype(np.float32),
-                customer_id=split.customer_id.astype(str),
-                cutoff=split.cutoff.astype(np.int64),
+                seq=split.seq.astype(np.float32, copy=False),
+                num=split.num.astype(np.float32, copy=False),
+                cat=split.cat.astype(np.int64, copy=False),
+                y=split.y.astype(np.float32, copy=False),
+                customer_id=split.customer_id.astype(str, copy=False),
+                cutoff=split.cutoff.astype(np.int64, copy=False),
             )
         (tmp / "meta.json").write_text(json.dumps(ts.meta, indent=2))
     return out_dir

@@ -22,8 +22,8 @@ from churn.errors import ResourceError
 
 FLOAT32_BYTES = 4
 FEATURE_COPIES = 3
-DATASET_LABELLED_COPIES = 8
-DATASET_SOURCE_COPIES = 1
+DATASET_LABELLED_COPIES = 3
+DATASET_SOURCE_COPIES = 0
 _CGROUP = Path("/sys/fs/cgroup")
 # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1.
 _NO_LIMIT = 2**60

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,7 @@ class FeatureRepo:
             cancellations: The validated cancellations table, if any; contract labels read it.
         """
         with staging_dir(self.sources) as tmp:
-            pq.write_table(snapshots.to_arrow(), tmp / "sequences.parquet", row_group_size=65536)
+            _write_by_customer(snapshots.to_arrow(), tmp / "sequences.parquet")
             transactions.to_parquet(tmp / "transactions.parquet", index=False)
             if customers is not None:
                 profile = customers.copy()
@@ -197,12 +198,16 @@ class FeatureRepo:
     def feature_refs(self) -> list[str]:
         return feature_refs(self.spec)
 
-    def historical_features(self, entity_rows: pd.DataFrame) -> Features:
+    def historical_features(
+        self, entity_rows: pd.DataFrame, chunk_rows: int | None = None
+    ) -> Features:
         """Point-in-time-correct features for (customer, time) rows, through Feast.
 
         Args:
             entity_rows: Columns ``customer_id`` and ``event_timestamp`` (UTC). Each row gets
                 the latest snapshot at or before its time.
+            chunk_rows: Rows per ``get_historical_features`` call (see
+                :meth:`historical_feature_chunks`); ``None`` asks for all rows at once.
 
         Returns:
             Features in the order of ``entity_rows``; every row comes back.
@@ -212,29 +217,75 @@ class FeatureRepo:
                 the wrong length.
         """
         spec = self.spec
-        entity_df = pd.DataFrame(
-            {
-                "customer_id": entity_rows["customer_id"].astype(str).to_numpy(),
-                "event_timestamp": pd.to_datetime(
-                    entity_rows["event_timestamp"], utc=True
-                ).reset_index(drop=True),
-                "entity_row": np.arange(len(entity_rows), dtype=np.int64),
-            }
-        )
-        job = self.store().get_historical_features(
-            entity_df=entity_df, features=self.feature_refs()
-        )
-        table = job.to_arrow()
-        table = table.take(pc.sort_indices(table["entity_row"]))
-        rows = table["entity_row"].to_numpy()
-        if len(rows) != len(entity_df) or not np.array_equal(
-            rows, entity_df["entity_row"].to_numpy()
-        ):
-            raise FeatureStoreError(
-                f"the offline store returned {len(rows)} rows for {len(entity_df)} entity rows; "
-                "rows were dropped or duplicated"
+        out = empty_features(len(entity_rows), spec)
+        # Scattered through a 2-D view: numpy scatters whole [C*L] rows there, 30x faster
+        # than through the 3-D array.
+        flat_seq = out.seq.reshape(len(out.seq), -1)
+        for rows, part in self.historical_feature_chunks(entity_rows, chunk_rows):
+            flat_seq[rows] = part.seq.reshape(len(rows), -1)
+            out.context[rows] = part.context
+            out.numeric[rows] = part.numeric
+            out.categorical[rows] = part.categorical
+            out.has_history[rows] = part.has_history
+        out.categorical = out.categorical.astype(str)
+        return out
+
+    def historical_feature_chunks(
+        self, entity_rows: pd.DataFrame, chunk_rows: int | None = None
+    ) -> Iterator[tuple[np.ndarray, Features]]:
+        """Point-in-time-correct features, one chunk of entity rows at a time.
+
+        Chunks hold consecutive customers (rows sorted by customer and time), so each
+        ``get_historical_features`` call reads only the snapshot row groups of its customers
+        (:meth:`write_sources` writes the sources sorted by customer) and memory stays
+        bounded by the chunk, whatever the number of rows.
+
+        Args:
+            entity_rows: Columns ``customer_id`` and ``event_timestamp`` (UTC).
+            chunk_rows: Most rows per chunk; ``None`` makes one chunk in the given order.
+
+        Yields:
+            ``(rows, features)``: positions in ``entity_rows`` and their features, row for row.
+
+        Raises:
+            FeatureStoreError: The store returned a different set of rows, or a sequence of
+                the wrong length.
+        """
+        # Imported here: it imports Feast, which readers of the online store load lazily too.
+        from churn.features.asof_offline_store import AsofRetrievalJob
+
+        spec = self.spec
+        refs = self.feature_refs()
+        ids = entity_rows["customer_id"].astype(str).to_numpy()
+        times = pd.DatetimeIndex(pd.to_datetime(entity_rows["event_timestamp"], utc=True))
+        n = len(ids)
+        if chunk_rows is None or n <= chunk_rows:
+            order, step = np.arange(n, dtype=np.int64), max(n, 1)
+        else:
+            keys = pa.table({"customer_id": pa.array(ids, pa.string()), "ts": pa.array(times)})
+            order = pc.sort_indices(
+                keys, sort_keys=[("customer_id", "ascending"), ("ts", "ascending")]
+            ).to_numpy()
+            step = chunk_rows
+        store = self.store()
+        for start in range(0, n, step):
+            rows = order[start : start + step]
+            entity_df = pd.DataFrame(
+                {"customer_id": ids[rows], "event_timestamp": times[rows], "entity_row": rows}
             )
-        return features_from_arrow(table, spec)
+            job = store.get_historical_features(entity_df=entity_df, features=refs)
+            # Placed by the entity_row column below, so any order will do.
+            table = (
+                job.to_arrow_any_order() if isinstance(job, AsofRetrievalJob) else job.to_arrow()
+            )
+            returned = table["entity_row"].to_numpy()
+            if len(returned) != len(rows) or not np.array_equal(np.sort(returned), np.sort(rows)):
+                raise FeatureStoreError(
+                    f"the offline store returned {len(returned)} rows for {len(rows)} entity "
+                    "rows; rows were dropped or duplicated"
+                )
+            # Scattered by the row number the store returned: no store has to keep the order.
+            yield returned, features_from_arrow(table, spec)
 
     def materialize_latest(self) -> pd.Timestamp:
         """Loads the latest snapshot into the online store.
@@ -377,8 +428,11 @@ def features_from_arrow(table: pa.Table, spec: dict) -> Features:
                 f"{sorted(set(lengths[valid].tolist()))}, expected {seq_len}: the store was "
                 "built with other settings; rebuild it"
             )
-        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-        seq[valid, c, :] = flat.reshape(-1, seq_len)
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(-1, seq_len)
+        if valid.all():
+            seq[:, c, :] = flat  # a slice: 10x faster than the masked assignment below
+        else:
+            seq[valid, c, :] = flat
         has_history |= valid
     context = (
         np.stack([_float_column(table, f) for f in spec["context_features"]], axis=1)
@@ -405,6 +459,34 @@ def features_from_arrow(table: pa.Table, spec: dict) -> Features:
     return Features(
         seq=seq, context=context, numeric=numeric, categorical=categorical, has_history=has_history
     )
+
+
+def empty_features(n: int, spec: dict) -> Features:
+    """Zero features for ``n`` rows of the spec's shape (no history anywhere)."""
+    return Features(
+        seq=np.zeros((n, len(spec["channels"]), int(spec["seq_len"])), dtype=np.float32),
+        context=np.zeros((n, len(spec["context_features"])), dtype=np.float32),
+        numeric=np.zeros((n, len(spec["numeric_attributes"])), dtype=np.float32),
+        categorical=np.full((n, len(spec["categorical_attributes"])), "", dtype=object),
+        has_history=np.zeros(n, dtype=bool),
+    )
+
+
+def _write_by_customer(table: pa.Table, path: Path, row_group_rows: int = 65536) -> None:
+    """Writes the snapshot source sorted by customer and time, one row group at a time.
+
+    Sorted row groups carry narrow customer ranges in their statistics, so a retrieval for a
+    chunk of customers reads only their row groups; taking one group at a time keeps the
+    sort's copy to one group.
+    """
+    order = pc.sort_indices(
+        table, sort_keys=[("customer_id", "ascending"), ("snapshot_ts", "ascending")]
+    )
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for start in range(0, max(table.num_rows, 1), row_group_rows):
+            writer.write_table(
+                table.take(order[start : start + row_group_rows]), row_group_size=row_group_rows
+            )
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
