@@ -70,6 +70,11 @@ def train(
     ``"auto"`` uses negatives / positives in the training split (so both classes weigh the same
     in total), a number string such as ``"2.5"`` uses that number, and ``"none"`` disables it.
 
+    With ``model_cfg.wide``, the wide term is first fitted as a logistic regression and the
+    head's output zeroed (see :func:`fit_wide`); that state counts as epoch 0, so training
+    keeps it unless an epoch beats its validation ROC-AUC. A split smaller than
+    ``batch_size * min_steps_per_epoch`` rows per process is cut into smaller batches.
+
     Optimisation is AdamW under a one-cycle learning-rate schedule with early stopping on the
     validation ROC-AUC: training stops after ``train_cfg.patience`` epochs without improvement (0:
     never early) and the best epoch's weights are kept. The device is CUDA when available unless
@@ -96,7 +101,8 @@ def train(
         A summary: ``model_dir``, ``device``, ``world_size``, ``epochs_run``, ``best_epoch``,
         ``best_val_auc``, ``threshold``, ``threshold_metric``, ``calibration`` (as written to
         ``model.json``), ``val_precision``,
-        ``val_recall``, ``val_f1`` (at the threshold), ``pos_weight``, ``train_rows``,
+        ``val_recall``, ``val_f1`` (at the threshold), ``pos_weight``, ``batch_size`` (per
+        process, after the step floor), ``wide`` (:func:`fit_wide`'s record), ``train_rows``,
         ``val_rows``, ``samples_per_sec`` and ``seconds``.
 
     Raises:
