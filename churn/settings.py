@@ -47,6 +47,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 # Lists read from the environment as "1,2,4" (pydantic-settings would expect JSON).
 IntList = Annotated[list[int], NoDecode]
 StrList = Annotated[list[str] | None, NoDecode]
+PositiveFloatList = Annotated[
+    list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]], NoDecode, Field(min_length=1)
+]
 
 
 def _template_folder() -> Path:
@@ -139,7 +142,15 @@ class FeatureConfig(Section):
 
 
 class ModelConfig(Section):
-    """Architecture of the temporal CNN (see ``churn.model.network``)."""
+    """Architecture of the temporal CNN (see ``churn.model.network``).
+
+    Attributes:
+        wide: Add a linear term on the window totals, recency and context features to the
+            CNN's logit; training fits it first as a logistic regression (see
+            ``train.wide_c_grid``) and the network learns the residual. On 2,000-customer
+            synthetic logs of 400 days it closed most of a 0.10 ROC-AUC gap to logistic
+            regression; ``False`` builds the plain CNN of earlier model folders.
+    """
 
     windows: IntList = Field(default_factory=lambda: [1, 4, 13, 26, 52])
     stem_stride: PositiveInt = 2
@@ -149,6 +160,7 @@ class ModelConfig(Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embedding_dim: PositiveInt = 4
     head_hidden: PositiveInt = 32
+    wide: bool = True
 
 
 class TrainConfig(Section):
@@ -166,6 +178,13 @@ class TrainConfig(Section):
             a number sets it; ``"none"`` disables it.
         device: ``"auto"`` picks CUDA when present, else CPU.
         num_threads: CPU threads; 0 takes half the usable cores (see ``churn.model.train``).
+        min_steps_per_epoch: Fewest optimisation steps an epoch takes: a training split of
+            fewer than ``batch_size * min_steps_per_epoch`` rows (per process) is cut into
+            smaller batches. 2,000 rows in batches of 1,024 made 2 steps an epoch, and the
+            network stopped far from its optimum. 1 keeps ``batch_size`` always.
+        wide_c_grid: Inverse L2 strengths tried for the wide term's logistic regression (the
+            one with the best validation ROC-AUC is kept, as for the logistic baseline); used
+            when ``model.wide`` is on.
     """
 
     epochs: PositiveInt = 12
@@ -177,6 +196,8 @@ class TrainConfig(Section):
     pos_weight: str = "auto"
     device: str = "auto"
     num_threads: int = Field(0, ge=0)
+    min_steps_per_epoch: int = Field(32, ge=1, le=100_000)
+    wide_c_grid: PositiveFloatList = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
 
 
 class EvalConfig(Section):

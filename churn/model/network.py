@@ -29,7 +29,10 @@ ARCHITECTURE_FIELDS = (
     "dropout",
     "embedding_dim",
     "head_hidden",
+    "wide",
 )
+# Fields a folder written before them may lack, and the value that reproduces its architecture.
+_OPTIONAL_ARCHITECTURE = {"wide": False}
 _RESERVED_META_KEYS = ("format_version", "architecture", "input_spec", "threshold")
 # Optional: a folder without it is read as before (identity calibration).
 _CALIBRATION_KEY = "calibration"
@@ -99,6 +102,11 @@ class ChurnCNN(nn.Module):
         dropout: Dropout rate in the blocks and the head.
         embedding_dim: Width of each categorical embedding.
         head_hidden: Width of the MLP head's hidden layer.
+        wide: Add a linear ("wide") term to the logit: weights on the standardised window
+            totals, the recency share and the numeric features, and one weight per category.
+            Training fits it first as a logistic regression and starts the head at zero, so
+            the network begins at that solution and learns the residual; on a small log the
+            convolutions alone fell 0.10 AUC short of logistic regression.
     """
 
     def __init__(
@@ -118,6 +126,7 @@ class ChurnCNN(nn.Module):
         dropout: float,
         embedding_dim: int,
         head_hidden: int,
+        wide: bool = False,
     ) -> None:
         super().__init__()
         # Registered buffers, declared so type checkers see tensors rather than modules.
@@ -125,6 +134,8 @@ class ChurnCNN(nn.Module):
         self.seq_std: torch.Tensor
         self.num_mean: torch.Tensor
         self.num_std: torch.Tensor
+        self.wide_mean: torch.Tensor
+        self.wide_std: torch.Tensor
         self.n_numeric = n_numeric
         # Platt scaling of the logit, (slope, intercept): not a buffer, so model.pt keeps the
         # state_dict of folders written before calibration existed; load_model sets it from
@@ -157,6 +168,16 @@ class ChurnCNN(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(head_hidden, 1),
         )
+        self.wide: nn.Linear | None = None
+        if wide:
+            n_wide = n_channels * len(self.windows) + 1 + n_numeric
+            # Standardisation of the wide inputs, set from the training split before the fit.
+            self.register_buffer("wide_mean", torch.zeros(1, n_wide))
+            self.register_buffer("wide_std", torch.ones(1, n_wide))
+            self.wide = nn.Linear(n_wide, 1)
+            self.wide_cat = nn.ModuleList(nn.Embedding(n, 1) for n in cat_cardinalities)
+            for weight in self.wide_cat.parameters():
+                nn.init.zeros_(weight)
 
     def forward(self, seq: torch.Tensor, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         """Computes churn logits.
@@ -170,24 +191,62 @@ class ChurnCNN(nn.Module):
             Logits [B].
         """
         raw = seq.clamp(min=0)
+        static = self.static_features(raw, num)
         x = (torch.log1p(raw) - self.seq_mean) / self.seq_std
         # Left padding aligns the strides to the end, so the last step covers the latest bins.
         h = self.stem(F.pad(x, ((-x.shape[2]) % self.stem_stride, 0)))
         for block in self.blocks:
             h = block(h)
-        parts = [h.mean(dim=2), h.amax(dim=2), h[:, :, -1]]
-        parts.extend(torch.log1p(raw[:, :, -w:].sum(dim=2)) for w in self.windows)
+        parts = [h.mean(dim=2), h.amax(dim=2), h[:, :, -1], static]
+        parts.extend(emb(cat[:, j]) for j, emb in enumerate(self.embeddings))
+        logit = self.head(torch.cat(parts, dim=1)).squeeze(1)
+        if self.wide is None:
+            return logit
+        return logit + self.wide_logit(static, cat)
+
+    def static_features(self, raw: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        """Window totals, recency share and normalised numeric features, [B, D].
+
+        Args:
+            raw: Sequences clamped at 0, float [B, C, L].
+            num: Raw numeric features, float [B, F].
+
+        Returns:
+            What the head receives beside the pooled convolutions and the embeddings.
+        """
+        parts = [torch.log1p(raw[:, :, -w:].sum(dim=2)) for w in self.windows]
         length = raw.shape[2]
         active = raw.sum(dim=1) > 0
-        steps = torch.arange(1, length + 1, device=seq.device, dtype=raw.dtype)
+        steps = torch.arange(1, length + 1, device=raw.device, dtype=raw.dtype)
         last = (active * steps).amax(dim=1)
         # Bins since the last active one, as a share of the sequence (1 = nothing in it).
         parts.append(((length - last) / length).unsqueeze(1))
         if self.n_numeric:
             z = torch.sign(num) * torch.log1p(num.abs())
             parts.append((z - self.num_mean) / self.num_std)
-        parts.extend(emb(cat[:, j]) for j, emb in enumerate(self.embeddings))
-        return self.head(torch.cat(parts, dim=1)).squeeze(1)
+        return torch.cat(parts, dim=1)
+
+    def wide_parameters(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The wide term's weights (L2-penalised in its fit) and its bias."""
+        assert self.wide is not None
+        return [self.wide.weight, *self.wide_cat.parameters()], self.wide.bias
+
+    def wide_logit(self, static: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        """The linear term of a wide model: standardised static features and category weights.
+
+        Args:
+            static: :meth:`static_features` [B, D].
+            cat: Categorical indices, int64 [B, K].
+
+        Returns:
+            Logits [B].
+        """
+        assert self.wide is not None
+        z = (static - self.wide_mean) / self.wide_std
+        out = self.wide(z).squeeze(1)
+        for j, emb in enumerate(self.wide_cat):
+            out = out + emb(cat[:, j]).squeeze(1)
+        return out
 
 
 def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
@@ -208,6 +267,7 @@ def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
     for key in ("channels", "seq_len", "numeric_features", "categorical_features", "norm"):
         if key not in input_spec:
             raise ModelFormatError(f"input spec lacks the field {key!r}")
+    architecture = {**_OPTIONAL_ARCHITECTURE, **architecture}
     missing = [k for k in ARCHITECTURE_FIELDS if k not in architecture]
     if missing:
         raise ModelFormatError(f"architecture lacks the fields {missing}")
@@ -250,6 +310,7 @@ def build_model(input_spec: dict, architecture: dict) -> ChurnCNN:
         dropout=float(architecture["dropout"]),
         embedding_dim=int(architecture["embedding_dim"]),
         head_hidden=int(architecture["head_hidden"]),
+        wide=bool(architecture["wide"]),
     )
 
 

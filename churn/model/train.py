@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from churn.model.metrics import (
 from churn.model.network import (
     PLATT,
     UNCALIBRATED,
+    ChurnCNN,
     build_model,
     calibrate,
     read_calibration,
@@ -68,6 +70,11 @@ def train(
     ``"auto"`` uses negatives / positives in the training split (so both classes weigh the same
     in total), a number string such as ``"2.5"`` uses that number, and ``"none"`` disables it.
 
+    With ``model_cfg.wide``, the wide term is first fitted as a logistic regression and the
+    head's output zeroed (see :func:`fit_wide`); that state counts as epoch 0, so training
+    keeps it unless an epoch beats its validation ROC-AUC. A split smaller than
+    ``batch_size * min_steps_per_epoch`` rows per process is cut into smaller batches.
+
     Optimisation is AdamW under a one-cycle learning-rate schedule with early stopping on the
     validation ROC-AUC: training stops after ``train_cfg.patience`` epochs without improvement (0:
     never early) and the best epoch's weights are kept. The device is CUDA when available unless
@@ -94,7 +101,8 @@ def train(
         A summary: ``model_dir``, ``device``, ``world_size``, ``epochs_run``, ``best_epoch``,
         ``best_val_auc``, ``threshold``, ``threshold_metric``, ``calibration`` (as written to
         ``model.json``), ``val_precision``,
-        ``val_recall``, ``val_f1`` (at the threshold), ``pos_weight``, ``train_rows``,
+        ``val_recall``, ``val_f1`` (at the threshold), ``pos_weight``, ``batch_size`` (per
+        process, after the step floor), ``wide`` (:func:`fit_wide`'s record), ``train_rows``,
         ``val_rows``, ``samples_per_sec`` and ``seconds``.
 
     Raises:
@@ -133,6 +141,13 @@ def train(
     seed_everything(train_cfg.seed)
     architecture = model_cfg.model_dump()
     model = build_model(ts.input_spec, architecture).to(device)
+    train_t = _to_tensors(train_split, device)
+    val_t = _to_tensors(val_split, device)
+    loss_fn = nn.BCEWithLogitsLoss(
+        pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
+    )
+    # Before the DDP wrapper: every rank fits the same wide term on the same full split.
+    wide = fit_wide(model, train_t, val_t, loss_fn, train_cfg.wide_c_grid)
     # Identical initial weights on every rank, different dropout masks afterwards.
     torch.manual_seed(train_cfg.seed + rank)
     net: nn.Module = model
@@ -141,19 +156,15 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    train_t = _to_tensors(train_split, device)
-    val_t = _to_tensors(val_split, device)
     n_train = len(train_split)
     per_rank = math.ceil(n_train / world)
-    steps_per_epoch = math.ceil(per_rank / train_cfg.batch_size)
+    batch_size = min(train_cfg.batch_size, math.ceil(per_rank / train_cfg.min_steps_per_epoch))
+    steps_per_epoch = math.ceil(per_rank / batch_size)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=train_cfg.lr, total_steps=train_cfg.epochs * steps_per_epoch
-    )
-    loss_fn = nn.BCEWithLogitsLoss(
-        pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
     )
     use_amp = device.type == "cuda"
     # The permutation comes from its own CPU generator so every rank draws the same one.
@@ -162,7 +173,7 @@ def train(
     if rank == 0:
         log.info(
             "training on %s (world size %d): %d train rows (%d positive), %d val rows, "
-            "pos_weight %s, %d steps per epoch",
+            "pos_weight %s, %d steps of %d rows per epoch",
             device,
             world,
             n_train,
@@ -170,15 +181,19 @@ def train(
             len(val_split),
             "none" if pos_weight is None else f"{pos_weight:.3f}",
             steps_per_epoch,
+            batch_size,
         )
     history: list[dict] = []
     best_auc, best_epoch, best_state, stale = -math.inf, 0, None, 0
+    if wide is not None:
+        # Epoch 0 is the wide term alone: the network keeps it unless an epoch beats it.
+        best_auc, best_state = wide["val_auc"], copy.deepcopy(model.state_dict())
     bar = tqdm(range(1, train_cfg.epochs + 1), desc="train", unit="epoch", disable=rank != 0)
     for epoch in bar:
         t0 = time.perf_counter()
         shard = _shard(torch.randperm(n_train, generator=perm_gen), rank, world).to(device)
         loss_sum = train_epoch(
-            net, optimizer, scheduler, loss_fn, train_t, shard, train_cfg.batch_size, use_amp
+            net, optimizer, scheduler, loss_fn, train_t, shard, batch_size, use_amp
         )
         if distributed:
             dist.all_reduce(loss_sum)
@@ -224,7 +239,7 @@ def train(
                     log.info("early stop: no better val AUC for %d epochs", stale)
                 break
     bar.close()
-    assert best_state is not None  # the first epoch always beats -inf
+    assert best_state is not None  # the wide fit or the first epoch always beats -inf
     model.load_state_dict(best_state)
 
     # The threshold is chosen on full-precision calibrated probabilities, as serving computes
@@ -249,6 +264,8 @@ def train(
         "calibration": calibration,
         **{f"val_{k}": val_metrics[k] for k in ("precision", "recall", "f1")},
         "pos_weight": pos_weight,
+        "batch_size": batch_size,
+        "wide": wide,
         "train_rows": n_train,
         "val_rows": len(val_split),
         "samples_per_sec": samples_per_sec,
@@ -270,6 +287,8 @@ def train(
             "training": {
                 "dataset": dataset_uri or str(Path(dataset_dir).resolve()),
                 "pos_weight": pos_weight,
+                "batch_size": batch_size,
+                "wide": wide,
                 "config": train_cfg.model_dump(),
             },
         }
@@ -288,6 +307,88 @@ def train(
         # Other ranks return only once the model folder exists.
         dist.barrier()
     return summary
+
+
+def fit_wide(
+    model: ChurnCNN,
+    train_t: tuple[torch.Tensor, ...],
+    val_t: tuple[torch.Tensor, ...],
+    loss_fn: nn.Module,
+    c_grid: list[float],
+) -> dict | None:
+    """Fits a wide model's linear term as a logistic regression and zeroes the head's output.
+
+    The network then starts at the logistic regression's logits and learns only what the
+    sequences add. The wide inputs are standardised with the training split's statistics and
+    the L2 strength ``1 / C`` is chosen on the validation ROC-AUC, as for the logistic
+    baseline; each fit is L-BFGS on the full split (the objective is convex and small).
+
+    Args:
+        model: A freshly built model; it is changed in place.
+        train_t: ``seq``, ``num``, ``cat`` and ``y`` of the training split, on the device.
+        val_t: The same for the validation split.
+        loss_fn: The training loss (with the positive-class weight).
+        c_grid: Inverse L2 strengths to try.
+
+    Returns:
+        ``None`` for a model without the wide term, else ``c`` (the chosen one), ``val_auc``
+        (of the wide term alone) and ``val_aucs`` (per ``c``).
+    """
+    if model.wide is None:
+        return None
+    seq, num, cat, y = train_t
+    with torch.no_grad():
+        static = model.static_features(seq.clamp(min=0), num)
+        val_static = model.static_features(val_t[0].clamp(min=0), val_t[1])
+        model.wide_mean.copy_(static.mean(dim=0, keepdim=True))
+        std = static.std(dim=0, keepdim=True)
+        # A constant column (a window longer than any history) must not divide by zero.
+        model.wide_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+    weights, bias = model.wide_parameters()
+    params = [*weights, bias]
+    fits = []
+    for c in c_grid:
+        for p in params:
+            nn.init.zeros_(p)
+        _lbfgs(lambda: loss_fn(model.wide_logit(static, cat), y), weights, params, c, len(y))
+        with torch.no_grad():
+            val_logits = model.wide_logit(val_static, val_t[2]).float().cpu().numpy()
+        state = [p.detach().clone() for p in params]
+        fits.append((roc_auc(val_t[3].cpu().numpy(), val_logits), c, state))
+    best = max(range(len(fits)), key=lambda i: fits[i][0])
+    with torch.no_grad():
+        for p, value in zip(params, fits[best][2], strict=True):
+            p.copy_(value)
+        out = model.head[-1]
+        assert isinstance(out, nn.Linear)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+    log.info("wide term: C %g, val AUC %.4f", fits[best][1], fits[best][0])
+    return {
+        "c": fits[best][1],
+        "val_auc": fits[best][0],
+        "val_aucs": {str(c): auc for auc, c, _ in fits},
+    }
+
+
+def _lbfgs(
+    data_loss: Callable[[], torch.Tensor],
+    weights: list[torch.Tensor],
+    params: list[torch.Tensor],
+    c: float,
+    n: int,
+) -> None:
+    """Minimises ``data_loss + |weights|^2 / (2 C n)``: scikit-learn's L2 objective over n."""
+    optimizer = torch.optim.LBFGS(params, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        penalty = sum((w.float() ** 2).sum() for w in weights) / (2.0 * c * n)
+        loss = data_loss().float() + penalty
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
 
 
 def _calibration(val_logits: np.ndarray, y: np.ndarray) -> dict:

@@ -58,11 +58,24 @@ def test_yaml_file_then_environment(tmp_path):
         ({"CHURN_SERVING__PROTOCOL_VERSION": "v3"}, "serving.protocol_version"),
         # A misspelt value is an error, never a silent default.
         ({"CHURN_MODEL__DROPOUT": "treu"}, "model.dropout"),
+        ({"CHURN_MODEL__WIDE": "maybe"}, "model.wide"),
+        (
+            {"CHURN_TRAIN__MIN_STEPS_PER_EPOCH": "0"},
+            "train.min_steps_per_epoch: .*greater than or equal to 1",
+        ),
+        ({"CHURN_TRAIN__WIDE_C_GRID": "0.1,-1"}, "train.wide_c_grid.1: .*greater than 0"),
+        ({"CHURN_TRAIN__WIDE_C_GRID": "nan"}, "train.wide_c_grid.0"),
+        ({"CHURN_TRAIN__WIDE_C_GRID": ""}, "train.wide_c_grid: .*valid list"),
     ],
 )
 def test_bad_values_name_the_field(env, message):
     with pytest.raises(ValueError, match=message):
         load_settings(env=env)
+
+
+def test_the_wide_c_grid_reads_a_comma_list_from_the_environment():
+    settings = load_settings(env={"CHURN_TRAIN__WIDE_C_GRID": "0.5, 2"})
+    assert settings.train.wide_c_grid == [0.5, 2.0]
 
 
 def test_missing_file_is_named(tmp_path):

@@ -135,7 +135,8 @@ def test_build_model_checks_its_arguments() -> None:
     bad_norm = {**spec, "norm": {**spec["norm"], "seq_std": [1.0]}}
     with pytest.raises(ModelFormatError, match="seq_std"):
         build_model(bad_norm, ARCH)
-    assert set(ARCH) == set(ARCHITECTURE_FIELDS)
+    # "wide" is optional: folders written before it existed lack it and build the plain CNN.
+    assert set(ARCH) | {"wide"} == set(ARCHITECTURE_FIELDS)
 
 
 def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
@@ -339,3 +340,38 @@ def test_encode_instances_rejects_non_list() -> None:
         encode_instances({"sequence": {}}, make_spec())
     with pytest.raises(InstanceError, match="instance 0 must be an object"):
         encode_instances(["x"], make_spec())
+
+
+def test_a_wide_model_round_trips_and_adds_a_linear_term_to_the_logit(tmp_path: Path) -> None:
+    spec = make_spec(categorical={"segment": ["<unk>", "a", "b"]})
+    wide_arch = {**ARCH, "wide": True}
+    torch.manual_seed(1)
+    model = build_model(spec, wide_arch).eval()
+    seq, num, cat = make_inputs(spec, n=20)
+    assert model.wide is not None
+    with torch.no_grad():
+        model.wide.bias.fill_(2.0)
+        shifted = model(seq, num, cat)
+        model.wide.bias.zero_()
+        torch.testing.assert_close(shifted - model(seq, num, cat), torch.full((20,), 2.0))
+
+    out = save_model(model, spec, wide_arch, 0.5, tmp_path / "m")
+    loaded, meta = load_model(out)
+    assert meta["architecture"]["wide"] is True
+    expected = predict_proba(model, seq, num, cat)
+    torch.testing.assert_close(predict_proba(loaded, seq, num, cat), expected, rtol=0, atol=0)
+
+
+def test_a_folder_written_before_the_wide_term_loads_as_the_plain_cnn(tmp_path: Path) -> None:
+    spec = make_spec()
+    torch.manual_seed(2)
+    old = build_model(spec, ARCH).eval()
+    assert old.wide is None
+    out = save_model(old, spec, ARCH, 0.5, tmp_path / "m")
+    assert "wide" not in json.loads((out / "model.json").read_text())["architecture"]
+    seq, num, cat = make_inputs(spec, n=10)
+    loaded, _ = load_model(out)
+    assert loaded.wide is None
+    torch.testing.assert_close(
+        predict_proba(loaded, seq, num, cat), predict_proba(old, seq, num, cat), rtol=0, atol=0
+    )

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from churn.dataset.training_set import load_training_set
 from churn.errors import DatasetError
 from churn.model.metrics import choose_threshold, roc_auc
-from churn.model.network import load_model, predict_proba
-from churn.model.train import resolve_pos_weight, train
+from churn.model.network import build_model, load_model, predict_proba
+from churn.model.train import fit_wide, resolve_pos_weight, train
 from churn.settings import ModelConfig, TrainConfig
 
 TINY = ModelConfig(hidden=16, dilations=[1, 2, 4], embedding_dim=2, head_hidden=16)
@@ -281,3 +281,50 @@ def test_cli_train(make_training_set, tmp_path: Path, monkeypatch: pytest.Monkey
     assert missing.exit_code == 2
     assert "does not exist" in missing.output
     assert "--epochs" in runner.invoke(app, ["train", "--help"]).output
+
+
+def test_the_wide_term_starts_the_network_at_a_logistic_regression(
+    planted_training_set: Path, tmp_path: Path
+) -> None:
+    ts = load_training_set(planted_training_set, splits=("train", "val"))
+    model = build_model(ts.input_spec, TINY.model_dump())
+    tensors = [
+        tuple(torch.from_numpy(a) for a in (s.seq, s.num, s.cat, s.y))
+        for s in (ts.splits["train"], ts.splits["val"])
+    ]
+    wide = fit_wide(model, *tensors, torch.nn.BCEWithLogitsLoss(), [0.01, 1.0])
+
+    assert wide is not None and wide["c"] in (0.01, 1.0)
+    assert set(wide["val_aucs"]) == {"0.01", "1.0"}
+    seq, num, cat, y = tensors[1]
+    model.eval()
+    with torch.no_grad():
+        logits = model(seq, num, cat)
+        # The head's output starts at zero: the network's logit is the wide term's alone.
+        static = model.static_features(seq.clamp(min=0), num)
+        torch.testing.assert_close(logits, model.wide_logit(static, cat))
+    assert roc_auc(y.numpy(), logits.numpy()) == pytest.approx(wide["val_auc"])
+    assert wide["val_auc"] > 0.8
+
+    summary = train(planted_training_set, tmp_path / "model", TINY, FAST)
+    assert summary["wide"]["c"] in FAST.wide_c_grid
+    # Training keeps the wide state unless an epoch beats it on validation.
+    assert summary["best_val_auc"] >= summary["wide"]["val_auc"]
+    assert load_model(tmp_path / "model")[1]["training"]["wide"] == summary["wide"]
+
+
+def test_a_small_training_split_is_cut_into_at_least_min_steps_per_epoch(
+    planted_training_set: Path, tmp_path: Path
+) -> None:
+    one_epoch = FAST.model_copy(update=dict(epochs=1))
+    summary = train(planted_training_set, tmp_path / "a", TINY, one_epoch)
+    rows = summary["train_rows"]
+    assert rows < FAST.batch_size * FAST.min_steps_per_epoch
+    assert summary["batch_size"] == -(-rows // FAST.min_steps_per_epoch)
+    whole = train(
+        planted_training_set,
+        tmp_path / "b",
+        TINY,
+        one_epoch.model_copy(update=dict(min_steps_per_epoch=1)),
+    )
+    assert whole["batch_size"] == FAST.batch_size
