@@ -36,7 +36,7 @@ pre-drift log; the decision-to-serving time is printed as a ratio to it. The mac
 so the load average is printed too.
 
 Usage: ``python benchmarks/loop.py [--kinds spend,rate,segment] [--customers 4000]
-[--per-day 1000] [--pre-days 3] [--post-days 7] [--json out.json]``
+[--per-day 1000] [--pre-days 3] [--post-days 7] [--drift-share 0.2] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -158,7 +158,10 @@ class KindResult:
     champion_auc_without_drift: float = float("nan")
     champion_post_auc: float = float("nan")
     retrained_post_auc: float = float("nan")
+    oracle_auc_without_drift: float = float("nan")
+    oracle_post_auc: float = float("nan")
     eval_rows: int = 0
+    retrain_s: float = float("nan")
     decision_to_serving_s: float = float("nan")
     champion_build_s: float = float("nan")
     new_segment_share: list[float] = field(default_factory=list)
@@ -290,24 +293,44 @@ def serving(
 
 @dataclass
 class EvalSet:
-    """Rows both models are scored on: ids, point-in-time store features and labels."""
+    """Rows both models are scored on: ids, point-in-time store features, labels, oracle.
+
+    ``oracle`` is the generator's exact churn probability of each row (``oracle.parquet``):
+    its AUC is the best any model can reach on these rows.
+    """
 
     ids: list[str]
     features: Features
     labels: np.ndarray
+    oracle: np.ndarray
     spec: dict
 
     @classmethod
-    def at(cls, tx: pd.DataFrame, repo: FeatureRepo, start: pd.Timestamp, tl: Timeline) -> EvalSet:
+    def at(cls, synth: Path, repo: FeatureRepo, start: pd.Timestamp, tl: Timeline) -> EvalSet:
         """The customers active at each eval cutoff, with their features and labels."""
+        tx = pd.read_parquet(synth / "transactions.parquet")
         cutoffs = [day_ts(start, d) for d in tl.eval_cutoffs]
         lookback = FEATURES.bin_days * FEATURES.seq_len
         labels = label_cutoffs(tx, cutoffs, FEATURES.horizon_days, lookback, day_ts(start, tl.days))
+        oracle = pd.read_parquet(synth / "oracle.parquet")
+        rows = labels.merge(oracle, on=["customer_id", "cutoff"], how="left", validate="1:1")
+        if rows["true_prob"].isna().any():
+            raise RuntimeError("the oracle lacks some labelled rows")
         entity = pd.DataFrame(
-            {"customer_id": labels["customer_id"], "event_timestamp": labels["cutoff"]}
+            {"customer_id": rows["customer_id"], "event_timestamp": rows["cutoff"]}
         )
-        features = repo.historical_features(entity)
-        return cls(list(labels["customer_id"]), features, labels["label"].to_numpy(), repo.spec)
+        return cls(
+            list(rows["customer_id"]),
+            repo.historical_features(entity),
+            rows["label"].to_numpy(),
+            rows["true_prob"].to_numpy(),
+            repo.spec,
+        )
+
+    @property
+    def oracle_auc(self) -> float:
+        """The generator's exact probabilities' ROC-AUC: the ceiling of any model here."""
+        return roc_auc(self.labels, self.oracle)
 
     def auc(self, model_dir: Path) -> float:
         """A model's ROC-AUC on the rows, built into requests the way serving builds them."""
@@ -328,6 +351,7 @@ def simulate(kind: str, args: argparse.Namespace, start: pd.Timestamp, out: Path
         horizon_days=FEATURES.horizon_days,
         drift=kind,
         drift_start_day=tl.drift_day if kind != "none" else None,
+        cutoffs=[day_ts(start, d).date().isoformat() for d in tl.eval_cutoffs],
     )
     generate(spec, out)
     return out
@@ -345,8 +369,7 @@ def counterfactual(args: argparse.Namespace, start: pd.Timestamp, root: Path) ->
         cutoffs=[day_ts(start, d).date().isoformat() for d in tl.eval_cutoffs],
         observed_until=day_ts(start, tl.days).isoformat(),
     )
-    tx = pd.read_parquet(synth / "transactions.parquet")
-    return EvalSet.at(tx, FeatureRepo(root / "repo"), start, tl)
+    return EvalSet.at(synth, FeatureRepo(root / "repo"), start, tl)
 
 
 class Loop:
@@ -374,7 +397,7 @@ class Loop:
                 log_flush_seconds=0.2,
                 max_feature_age_hours=24.0 * (self.timeline.days + 30),
             ),
-            monitor=MonitorConfig(retrain_data=str(root / "synth")),
+            monitor=MonitorConfig(retrain_data=str(root / "synth"), drift_share=args.drift_share),
         )
 
     def run(self) -> KindResult:
@@ -488,7 +511,7 @@ class Loop:
 
     def _submit(self, settings: Settings, name: str) -> str:
         """The trigger's ``submit``: the pipeline's steps in this process; returns a run id."""
-        work = self.root / name
+        work, started = self.root / name, time.perf_counter()
         build_and_publish(
             Path(settings.monitor.retrain_data),
             self.start,
@@ -497,60 +520,72 @@ class Loop:
             self.registry,
             allow_input_change=f"retrained on the {self.kind}-drifted log",
         )
+        self.result.retrain_s = time.perf_counter() - started
         return f"in-process-{name}"
 
     def _evaluate(self, champion: str, new_version: str) -> None:
         res, root = self.result, self.root
-        rows = EvalSet.at(self.tx, self.repo, self.start, self.timeline)
+        rows = EvalSet.at(self.root / "synth", self.repo, self.start, self.timeline)
         res.eval_rows = len(rows.ids)
         old = self.registry.download(champion, root / "eval-champion") / "model"
         new = self.registry.download(new_version, root / "eval-new") / "model"
         res.champion_auc_without_drift = self.without_drift.auc(old)
+        res.oracle_auc_without_drift = self.without_drift.oracle_auc
+        res.oracle_post_auc = rows.oracle_auc
         res.champion_post_auc = rows.auc(old)
         res.retrained_post_auc = rows.auc(new)
 
 
-def verdicts(res: KindResult) -> dict[str, bool]:
-    """Each goal of the issue, met or not."""
+def verdicts(res: KindResult) -> dict[str, bool | None]:
+    """Each goal of the issue, met or not; recovery is ``None`` when the champion lost nothing."""
     detected = res.predictions_to_decision is not None
     recovery = res.recovery
     return {
         "detected": detected and res.predictions_to_decision <= GOAL_PREDICTIONS,  # type: ignore[operator]
         "no_false_alarm": not res.false_alarm,
-        "recovered": recovery is not None and recovery >= GOAL_RECOVERY,
+        "recovered": None if recovery is None else recovery >= GOAL_RECOVERY,
     }
 
 
-def new_segment(r: KindResult) -> str:
-    """For segment drift, how much of the decision day's traffic was the new segment."""
-    if r.kind != "segment" or not r.new_segment_share:
-        return ""
-    return f", enterprise {r.new_segment_share[-1]:.1%} of it"
+def caveat(r: KindResult) -> str:
+    """What the decision day's traffic could show of the drift."""
+    if r.days_to_decision == 1:
+        # Day +0 is served from the snapshot at the drift's first midnight: no drifted day yet.
+        return ", on day +0: no drifted day in the features yet"
+    if r.kind == "segment" and r.new_segment_share:
+        return f", enterprise {r.new_segment_share[-1]:.1%} of it"
+    return ""
 
 
 def table(results: list[KindResult]) -> str:
     """The results as a Markdown table."""
     lines = [
         "| drift | predictions (days) to `drift` | false alarm before | champion AUC without "
-        "/ with drift | retrained AUC | recovered | decision to serving (champion build) "
+        "/ with drift | retrained AUC | oracle AUC without / with drift | recovered "
+        "| decision to serving (retrain; champion build) "
         "| goals |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         detect = (
-            f"{r.predictions_to_decision:,} ({r.days_to_decision} d){new_segment(r)}"
+            f"{r.predictions_to_decision:,} ({r.days_to_decision} d){caveat(r)}"
             if r.predictions_to_decision is not None
             else f"none in {len(r.post_decisions)} d ({r.cause} retrain)"
         )
         rec = "no loss" if r.recovery is None else f"{r.recovery:.0%}"
-        goals = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in verdicts(r).items())
-        serving_s = f"{r.decision_to_serving_s:.0f} s ({r.champion_build_s:.0f} s)"
+        goals = ", ".join(
+            f"{k} {'n/a' if v is None else 'yes' if v else 'NO'}" for k, v in verdicts(r).items()
+        )
+        serving_s = (
+            f"{r.decision_to_serving_s:.0f} s ({r.retrain_s:.0f} s; {r.champion_build_s:.0f} s)"
+        )
         cells = [
             r.kind,
             detect,
             f"{r.pre_decisions.count('drift')} of {len(r.pre_decisions)} days",
             f"{r.champion_auc_without_drift:.3f} / {r.champion_post_auc:.3f}",
             f"{r.retrained_post_auc:.3f}",
+            f"{r.oracle_auc_without_drift:.3f} / {r.oracle_post_auc:.3f}",
             rec,
             serving_s,
             goals,
@@ -567,6 +602,12 @@ def main() -> None:
     parser.add_argument("--pre-days", type=int, default=3, help="days served before the drift")
     parser.add_argument("--post-days", type=int, default=7, help="most days served after it")
     parser.add_argument("--seed", type=int, default=7, help="generator seed")
+    parser.add_argument(
+        "--drift-share",
+        type=float,
+        default=MonitorConfig().drift_share,
+        help="monitor.drift_share: share of drifted summary columns that decides drift",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

@@ -53,7 +53,7 @@ def test_the_champion_trains_after_the_signups_and_the_retrain_entirely_inside_t
     assert max(tl.eval_cutoffs) + cfg.horizon_days == tl.days
 
 
-def test_recovery_is_the_share_of_the_lost_auc_won_back_and_none_without_a_loss(
+def test_recovery_is_the_share_of_the_lost_auc_won_back_and_not_judged_without_a_loss(
     loop: ModuleType,
 ) -> None:
     r = loop.KindResult(
@@ -63,7 +63,7 @@ def test_recovery_is_the_share_of_the_lost_auc_won_back_and_none_without_a_loss(
     assert loop.verdicts(r)["recovered"]
     r.champion_post_auc = 0.81
     assert r.recovery is None
-    assert not loop.verdicts(r)["recovered"]
+    assert loop.verdicts(r)["recovered"] is None
 
 
 def test_detection_counts_up_to_five_thousand_predictions_and_one_drift_before_is_an_alarm(
