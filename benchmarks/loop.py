@@ -22,8 +22,10 @@ temporary folder (removed at the end):
    the new version. Without a ``drift`` decision the same trigger is called with cause
    ``performance`` so that the AUC figures still exist (the table says so).
 5. Both models are scored in this process on the same post-drift rows (cutoffs from ``T`` on,
-   labels within the log). The champion's loss is its test-split AUC (last pre-drift cutoff)
-   minus its post-drift AUC; the recovery is the retrained model's gain over that loss.
+   labels within the log). The champion's loss is its AUC on the same cutoffs of the same
+   seed's world generated without drift, minus its AUC on the drifted rows; the recovery is
+   the retrained model's gain over the champion as a share of that loss. The generator's
+   oracle AUC on both sets of rows shows how much of the loss any model could win back.
 
 Why the retrain reads the log up to ``T`` and not the decision day: labels mature ``H`` days
 after a cutoff, so at the decision (days after ``S``) no post-drift label exists yet.
@@ -32,8 +34,8 @@ an automatic schedule lie at least a week inside the drift. The wall time measur
 compute from the decision to serving; the label wait is a property of the data.
 
 The baseline in the same process is the champion's own build (features to promote) on the
-pre-drift log; the decision-to-serving time is printed as a ratio to it. The machine is shared,
-so the load average is printed too.
+pre-drift log, printed beside the retrain's time and the decision-to-serving time. The machine
+is shared, so the load average is printed too.
 
 Usage: ``python benchmarks/loop.py [--kinds spend,rate,segment] [--customers 4000]
 [--per-day 1000] [--pre-days 3] [--post-days 7] [--drift-share 0.2] [--json out.json]``
@@ -436,8 +438,10 @@ class Loop:
         tl, res = self.timeline, self.result
         decision: dict | None = None
         served_since_drift = 0
-        with serving(self.registry, champion, self.settings, self.root) as transformer:
-            session = requests.Session()
+        with (
+            serving(self.registry, champion, self.settings, self.root) as transformer,
+            requests.Session() as session,
+        ):
             first = tl.drift_day - self.args.pre_days
             for day in range(first, tl.drift_day + self.args.post_days):
                 summary, served = self._day(transformer, session, day, champion, day == first)
@@ -452,7 +456,6 @@ class Loop:
                     res.days_to_decision = day - tl.drift_day + 1
                     res.drifted_columns = [c["column"] for c in summary["drifted_columns"]]
                     break
-            session.close()
             clock = time.perf_counter()
             if decision is None:
                 # No drift decision: retrain on a performance alarm, so the AUCs still exist.
@@ -462,6 +465,8 @@ class Loop:
             res.trigger = maybe_retrain(
                 decision, self.settings, cause=res.cause, submit=self._submit
             )
+            if res.trigger["action"] != "triggered":
+                raise RuntimeError(f"the trigger did not start a retrain: {res.trigger['reason']}")
         new_version = self.registry.champion().version  # type: ignore[union-attr]
         with (
             serving(self.registry, new_version, self.settings, self.root / "new") as transformer,
