@@ -185,7 +185,7 @@ def check_drift(
     else:
         snapshot = run_report(reference, current, columns, cfg.drift_share)
         summary.update(read_snapshot(snapshot.dict(), cfg.drift_share))
-        summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", _html(snapshot))
+        summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", snapshot_html(snapshot))
     summary["summary_json"] = store.location(f"{run}/{SUMMARY_FILE}")
     store.write(f"{run}/{SUMMARY_FILE}", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
@@ -300,7 +300,8 @@ def log_uri(settings: Settings) -> str:
     )
 
 
-def _html(snapshot: object) -> bytes:
+def snapshot_html(snapshot: object) -> bytes:
+    """Evidently's HTML report of a snapshot, as bytes (it only writes to a path)."""
     import tempfile
     from pathlib import Path
 
