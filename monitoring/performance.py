@@ -125,7 +125,7 @@ def _read_file(store: Store, rel: str) -> pd.DataFrame:
     if len(bad):
         row = int(bad[0])
         raise MonitorError(
-            f"scores file {location}, row {row + 1}: score {frame['score'].iloc[row]!r} is not "
+            f"scores file {location}, row {row + 1}: score {frame['score'].iloc[row]} is not "
             "a probability in [0, 1]"
         )
     frame["score"] = score.astype("float64")
