@@ -31,7 +31,7 @@ from churn.model import metrics
 from churn.model.train import train
 from churn.release.registry import LocalRegistry, open_registry
 from churn.settings import FeatureConfig, ModelConfig, Settings, TrainConfig
-from monitoring.performance import check_performance
+from monitoring.performance import check_performance, scores_uri
 from monitoring.trigger import TRIGGERS, maybe_retrain, run_name
 
 pytestmark = pytest.mark.slow
@@ -280,3 +280,25 @@ def test_too_few_labelled_scores_give_insufficient_data_and_no_alarm(drifted: Wo
     done = maybe_retrain(summary, drifted.settings(), cause="performance", submit=lambda *a: "x")
     assert done["action"] == "skipped" and "not degraded" in done["reason"]
     assert np.isclose(summary["auc_floor"], FLOOR)
+
+
+def test_scores_in_the_registry_bucket_give_the_same_figures_as_in_a_folder(
+    stable: World, s3_endpoint: str, s3_bucket: str
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    for k in (*MATURED_DAYS, PENDING_DAY):
+        key = f"scores/date={day(k)}/part-0.parquet"
+        s3.upload_file(str(stable.root / key), s3_bucket, key)
+    settings = stable.settings(scores_uri=None, endpoint_url=s3_endpoint)
+    settings.registry.uri = f"s3://{s3_bucket}/registry"
+    assert scores_uri(settings) == f"s3://{s3_bucket}/scores"
+    local = stable.check()
+    remote = check_performance(
+        stable.settings(scores_uri=scores_uri(settings), endpoint_url=s3_endpoint),
+        str(stable.root / "repo"),
+        pd.Timestamp(SINCE).to_pydatetime(),
+    )
+    assert remote["scores_uri"] == f"s3://{s3_bucket}/scores"
+    assert remote["rows"] == local["rows"] and remote["metrics"] == local["metrics"]
