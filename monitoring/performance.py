@@ -44,6 +44,7 @@ from churn.features.store import CANCELLATIONS_FILE, FeatureRepo
 from churn.io.object_store import is_s3_uri, parse_s3_uri
 from churn.model import metrics as m
 from churn.release.registry import open_registry
+from churn.release.registry.base import Registry
 from churn.settings import Settings
 from monitoring.drift import (
     REPORT_FILE,
@@ -290,8 +291,8 @@ def check_performance(
     return summary
 
 
-def _champion(registry: object, settings: Settings) -> str:
-    champion = registry.champion()  # type: ignore[attr-defined]
+def _champion(registry: Registry, settings: Settings) -> str:
+    champion = registry.champion()
     if champion is None:
         raise MonitorError(
             f"{settings.registry.uri} has no champion of {settings.registry.model_name}: "
@@ -325,9 +326,14 @@ def _join(
     scored = mine[mine["score"].notna()]
     # A partition scored twice keeps the latest score of each customer and cutoff.
     latest = scored.sort_values("scored_at").drop_duplicates(["customer_id", "cutoff"], keep="last")
+    if latest.empty:
+        raise MonitorError(
+            f"none of the {len(mine)} rows of {version} {span} in {uri} has a score (their "
+            "customers were unknown or had no history at the cutoff)"
+        )
     matured = latest[labels.matured(latest["cutoff"])]
     if matured.empty:
-        first = latest["cutoff"].min() if len(latest) else mine["cutoff"].min()
+        first = latest["cutoff"].min()
         raise MonitorError(
             f"none of the {len(mine)} scores of {version} {span} has matured: the earliest, at "
             f"{first.date()}, needs the log until "

@@ -194,3 +194,17 @@ def test_a_partition_scored_twice_counts_each_customer_once(world: World) -> Non
     once = world.monitor("--since", MATURED, "--until", day(241))
     labelled = once.stdout.split(" labelled")[0].split("(")[1]
     assert f"({labelled} labelled" in result.stdout
+
+
+def test_a_window_of_rows_without_a_score_is_one_line_not_a_claim_about_maturity(
+    world: World,
+) -> None:
+    frame = pd.read_parquet(world.part(MATURED))
+    frame["score"], frame["decision"], frame["status"] = None, None, "no_history"
+    empty = world.part(MATURED, "unscored")
+    empty.parent.mkdir(parents=True)
+    frame.to_parquet(empty, index=False)
+    err = one_line_error(
+        world.monitor("--since", MATURED, "--scores", str(world.root / "unscored"))
+    )
+    assert f"none of the {len(frame)} rows of {world.version}" in err and "has a score" in err
