@@ -333,8 +333,8 @@ class TransformerConfig(Section):
 
 
 class MonitorConfig(Section):
-    """The drift monitor (``monitoring.drift``, ``churn monitor``) and the retraining it starts
-    (``monitoring.trigger``).
+    """The drift and performance monitors (``monitoring.drift``, ``monitoring.performance``,
+    ``churn monitor``) and the retraining they start (``monitoring.trigger``).
 
     Attributes:
         store_uri: Where reports go: a folder or ``s3://bucket/prefix``; ``None`` takes
@@ -380,6 +380,20 @@ class MonitorConfig(Section):
             prints the largest difference), while a report on all rows takes ten times
             longer.
         sample_seed: Seed of that sample, so a check reruns to the same figures.
+        scores_uri: Where stored batch scores are read by ``churn monitor performance``: a
+            folder or ``s3://bucket/prefix`` holding ``date=YYYY-MM-DD/`` partitions of
+            ``churn score`` files. ``None`` takes ``s3://<registry bucket>/scores`` when the
+            registry is on S3 (where the scoring pipeline writes), else ``HOME/scores``.
+        auc_floor: Realised ROC-AUC on delayed labels below which the champion counts as
+            ``degraded`` and ``--retrain`` starts a retraining. Below the promotion gate's
+            ``eval.auc_threshold`` (0.70), so a champion that passed the gate narrowly does not
+            fire on sampling noise alone.
+        performance_min_rows: Fewest labelled scores (with both labels present) a performance
+            decision needs; fewer give ``insufficient_data`` and never a retraining. 200 rows
+            put the standard error of a ROC-AUC near 0.7 at about 0.04.
+        performance_textfile: node-exporter textfile of the performance check's metrics; ``None``
+            takes ``HOME/monitoring/churn_performance.prom`` (a file apart from the drift
+            check's: each run rewrites its whole file).
     """
 
     store_uri: str | None = None
@@ -399,9 +413,20 @@ class MonitorConfig(Section):
     smoke_customers: int = Field(200, ge=0, le=100_000)
     max_rows_per_side: int = Field(10_000, gt=1_000)
     sample_seed: int = Field(0, ge=0)
+    scores_uri: str | None = None
+    auc_floor: float = Field(0.65, gt=0.0, lt=1.0)
+    performance_min_rows: int = Field(200, ge=2)
+    performance_textfile: Path | None = None
 
     @field_validator(
-        "store_uri", "endpoint_url", "log_uri", "textfile", "pushgateway_url", mode="before"
+        "store_uri",
+        "endpoint_url",
+        "log_uri",
+        "textfile",
+        "pushgateway_url",
+        "scores_uri",
+        "performance_textfile",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:

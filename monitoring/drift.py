@@ -220,7 +220,7 @@ def evaluate(
         "max_rows_per_side": cfg.max_rows_per_side,
         "seed": cfg.sample_seed,
     }
-    return fields, _html(snapshot)
+    return fields, snapshot_html(snapshot)
 
 
 def sample_rows(frame: pd.DataFrame, max_rows: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -343,7 +343,8 @@ def log_uri(settings: Settings) -> str:
     )
 
 
-def _html(snapshot: object) -> bytes:
+def snapshot_html(snapshot: object) -> bytes:
+    """Evidently's HTML report of a snapshot, as bytes (it only writes to a path)."""
     import tempfile
     from pathlib import Path
 

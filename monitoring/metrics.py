@@ -1,4 +1,5 @@
-"""The drift check's Prometheus metrics: a node-exporter textfile, and a Pushgateway push.
+"""The drift and performance checks' Prometheus metrics: a node-exporter textfile, and a
+Pushgateway push.
 
 Evidently 0.7 has no Prometheus exporter; the monitor is a short-lived job (a CronJob), which
 Prometheus cannot scrape, so its gauges go to a textfile (node-exporter's textfile collector,
@@ -13,8 +14,23 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 
 from churn.errors import MonitorError
 from monitoring.drift import DECISIONS
+from monitoring.performance import DECISIONS as PERFORMANCE_DECISIONS
 
 JOB = "churn-drift-monitor"
+PERFORMANCE_JOB = "churn-performance-monitor"
+# Summary metric -> (gauge, help); each is set only when the check computed its metrics.
+_PERFORMANCE_GAUGES = {
+    "roc_auc": ("churn_performance_roc_auc", "Realised ROC-AUC on matured batch scores."),
+    "pr_auc": ("churn_performance_pr_auc", "Realised PR-AUC (average precision)."),
+    "precision": ("churn_performance_precision", "Precision of the stored decisions."),
+    "recall": ("churn_performance_recall", "Recall of the stored decisions."),
+    "log_loss": ("churn_performance_log_loss", "Log loss of the scores against the labels."),
+    "brier": ("churn_performance_brier", "Brier score of the scores against the labels."),
+    "calibration_error": (
+        "churn_performance_calibration_error",
+        "Expected calibration error over ten equal-width bins.",
+    ),
+}
 
 
 def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
@@ -57,13 +73,58 @@ def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
     return registry
 
 
+def performance_metrics(summary: dict, finished: float) -> CollectorRegistry:
+    """Gauges for one performance check's summary.
+
+    Args:
+        summary: What :func:`monitoring.performance.check_performance` returned.
+        finished: Unix time the check finished.
+
+    Returns:
+        A registry holding the metric gauges of :data:`_PERFORMANCE_GAUGES` (when computed),
+        ``churn_performance_rows`` (label ``kind``: labelled, pending, unlabelled...),
+        ``churn_performance_auc_floor``, ``churn_performance_decision`` (label ``decision``)
+        and ``churn_performance_last_run_timestamp_seconds``, each labelled with
+        ``model_version``.
+    """
+    registry = CollectorRegistry()
+    version = summary["model_version"]
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, ["model_version", *labels], registry=registry)
+
+    rows = gauge("churn_performance_rows", "Stored scores of the window by fate.", ("kind",))
+    for kind, count in summary["rows"].items():
+        rows.labels(version, kind).set(count)
+    gauge("churn_performance_auc_floor", "Configured ROC-AUC floor.").labels(version).set(
+        summary["auc_floor"]
+    )
+    decision = gauge("churn_performance_decision", "1 for the last check's.", ("decision",))
+    for name in PERFORMANCE_DECISIONS:
+        decision.labels(version, name).set(1.0 if summary["decision"] == name else 0.0)
+    last = gauge(
+        "churn_performance_last_run_timestamp_seconds", "When the last performance check ended."
+    )
+    last.labels(version).set(finished)
+    if summary["metrics"] is not None:
+        for key, (name, doc) in _PERFORMANCE_GAUGES.items():
+            gauge(name, doc).labels(version).set(summary["metrics"][key])
+    return registry
+
+
 def export(summary: dict, finished: float, textfile: Path, pushgateway_url: str | None) -> None:
     """Writes the gauges to ``textfile`` (atomically) and pushes them when a URL is set.
+
+    A performance summary (``check: performance``) gets :func:`performance_metrics` under the
+    job ``churn-performance-monitor``; a drift summary :func:`drift_metrics`.
 
     Raises:
         MonitorError: The textfile cannot be written or the Pushgateway refuses the push.
     """
-    registry = drift_metrics(summary, finished)
+    if summary.get("check") == "performance":
+        registry, job = performance_metrics(summary, finished), PERFORMANCE_JOB
+    else:
+        registry, job = drift_metrics(summary, finished), JOB
     try:
         textfile.parent.mkdir(parents=True, exist_ok=True)
         # prometheus_client writes a temporary file and renames it: node-exporter never
@@ -73,6 +134,6 @@ def export(summary: dict, finished: float, textfile: Path, pushgateway_url: str 
         raise MonitorError(f"cannot write the metrics textfile {textfile}: {exc}") from exc
     if pushgateway_url:
         try:
-            push_to_gateway(pushgateway_url, job=JOB, registry=registry, timeout=10)
+            push_to_gateway(pushgateway_url, job=job, registry=registry, timeout=10)
         except OSError as exc:
             raise MonitorError(f"cannot push to the Pushgateway {pushgateway_url}: {exc}") from exc

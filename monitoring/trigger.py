@@ -37,7 +37,9 @@ from churn.settings import Settings
 log = logging.getLogger(__name__)
 
 TRIGGERS = "triggers"
-CAUSES = ("drift", "performance")
+# The decision of each cause's monitor that calls for a retraining; any other decision
+# (no_drift, healthy, insufficient_data) never triggers one.
+CAUSES = {"drift": "drift", "performance": "degraded"}
 # KFP states in which a run may still produce a model; a later run for its cause would race it.
 ACTIVE_STATES = ("PENDING", "RUNNING", "PAUSED", "CANCELING")
 _MAX_NAME = 120
@@ -99,7 +101,8 @@ def maybe_retrain(
 ) -> dict:
     """Starts a retraining run for a monitor's finding, unless that would duplicate one.
 
-    Skips, in order: a drift summary whose decision is not ``drift``; a cause already
+    Skips, in order: a summary whose decision is not its cause's (``drift`` for drift,
+    ``degraded`` for performance); a cause already
     handled or claimed by a live monitor; a run of the same name pending or running on KFP;
     a run triggered less than ``monitor.retrain_cooldown_hours`` ago. Otherwise claims the
     cause, submits, and records the run id.
@@ -108,8 +111,8 @@ def maybe_retrain(
         summary: The monitor's summary (``decision``, ``model_version``, ``window``,
             ``report``).
         settings: ``monitor`` says where to run; ``registry`` holds the records.
-        cause: ``drift`` or ``performance`` (a performance alarm retrains whatever the
-            drift decision).
+        cause: ``drift`` (``monitoring.drift``) or ``performance``
+            (``monitoring.performance``).
         submit: Starts the run and returns its id; default: KFP at ``monitor.kfp_host``, or
             the local pipeline when no host is set.
         now: The current time (tests).
@@ -124,8 +127,8 @@ def maybe_retrain(
         RegistryError: The records cannot be read or written.
     """
     name = run_name(cause, summary)
-    if cause == "drift" and summary.get("decision") != "drift":
-        return _skipped(name, f"the decision is {summary.get('decision')!r}, not drift")
+    if summary.get("decision") != CAUSES[cause]:
+        return _skipped(name, f"the decision is {summary.get('decision')!r}, not {CAUSES[cause]}")
     now = now or datetime.now(UTC)
     registry = open_registry(settings.registry)
     host = settings.monitor.kfp_host

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,20 @@ def _client(host: str, namespace: str = ""):
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    level = pool_log.level
     try:
-        # Multi-user Kubeflow files runs and experiments under a profile namespace.
-        return kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
+        # The SDK's version FutureWarning and urllib3's retry lines would precede the one-line
+        # error an unreachable host gets; the error itself names the host and the cause.
+        pool_log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            # Multi-user Kubeflow files runs and experiments under a profile namespace.
+            return kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
     except (ApiException, HTTPError, OSError) as exc:
         raise PipelineError(f"cannot reach Kubeflow Pipelines at {host}: {exc}") from exc
+    finally:
+        pool_log.setLevel(level)
 
 
 def runs_named(host: str, run_name: str, namespace: str = "") -> list[tuple[str, str]]:

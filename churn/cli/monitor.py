@@ -1,15 +1,21 @@
-"""`churn monitor`: drift checks of the champion against its training data, and their history."""
+"""`churn monitor`: drift checks of the champion against its training data, performance checks
+on delayed labels, and their history."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import typer
 
 from churn.cli.common import fail, settings
 
-app = typer.Typer(help="Check served traffic for drift and list past checks.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check served traffic for drift, realised performance on delayed labels, and list "
+    "past checks.",
+    no_args_is_help=True,
+)
 
 
 @app.command("drift")
@@ -62,15 +68,83 @@ def drift_cmd(
         typer.echo(f"retrain: {done['action']}{run}: {done['reason']}")
 
 
+@app.command("performance")
+def performance_cmd(
+    since: str = typer.Option(..., "--since", help="First cutoff of the window, ISO 8601 (UTC)."),
+    until: str | None = typer.Option(
+        None, "--until", help="Window end (exclusive); default: the transaction log's end."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Version whose scores count (default: the champion)."
+    ),
+    scores: str | None = typer.Option(
+        None,
+        "--scores",
+        help="Stored scores: a folder or s3:// prefix of date=YYYY-MM-DD/ partitions "
+        "(default: monitor.scores_uri).",
+    ),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Feature repo whose log gives the labels (default: HOME/feature_repo)."
+    ),
+    retrain: bool = typer.Option(
+        False, "--retrain", help="Below the ROC-AUC floor, hand the summary to monitoring.trigger."
+    ),
+) -> None:
+    """Join matured batch scores with the labels observed since and measure the model.
+
+    Prints the decision (degraded, healthy or insufficient_data), the realised ROC-AUC,
+    PR-AUC, precision, recall and calibration error, how many scores were labelled or still
+    pending, and where the HTML report and JSON summary went; writes the Prometheus metrics.
+    """
+    from churn.cli.features import repo_dir
+    from monitoring.metrics import export
+    from monitoring.performance import check_performance
+
+    cfg = settings()
+    summary = check_performance(
+        cfg, str(repo_dir(repo)), _parse(since, "--since"), _when(until, "--until"), model, scores
+    )
+    textfile = (
+        cfg.monitor.performance_textfile or cfg.home / "monitoring" / "churn_performance.prom"
+    )
+    export(summary, time.time(), textfile, cfg.monitor.pushgateway_url)
+    rows = summary["rows"]
+    typer.echo(
+        f"decision: {summary['decision']} ({rows['labelled']} labelled scores of "
+        f"{summary['model_version']}, {rows['pending']} pending, {rows['unlabelled']} "
+        f"unlabelled; labels observed until {summary['labels_observed_until']})"
+    )
+    found = summary["metrics"]
+    if found is not None:
+        typer.echo(
+            f"roc_auc: {found['roc_auc']:.4f} (floor {summary['auc_floor']})  pr_auc: "
+            f"{found['pr_auc']:.4f}  precision: {found['precision']:.4f}  recall: "
+            f"{found['recall']:.4f}  calibration_error: {found['calibration_error']:.4f}"
+        )
+        typer.echo(f"report: {summary['report_html']}")
+    typer.echo(f"summary: {summary['summary_json']}")
+    typer.echo(f"metrics: {textfile}")
+    if retrain:
+        from monitoring.trigger import maybe_retrain
+
+        done = maybe_retrain(summary, cfg, cause="performance")
+        run = f" as {done['run_id']}" if done.get("run_id") else ""
+        typer.echo(f"retrain: {done['action']}{run}: {done['reason']}")
+
+
 @app.command("history")
 def history_cmd() -> None:
-    """List past drift checks (time, version, window, decision, report) and retrain triggers."""
+    """List past drift and performance checks (time, version, window, decision, report) and
+    retrain triggers."""
     from monitoring.drift import history
 
     for record in history(settings()):
         if record.get("kind") == "trigger":
             fields = " ".join(f"{k}={v}" for k, v in sorted(record.items()) if k != "kind")
             typer.echo(f"trigger {fields}")
+            continue
+        if record.get("check") == "performance":
+            typer.echo(_performance_line(record))
             continue
         window = record["window"]
         share = record["drift_share"]
@@ -82,9 +156,22 @@ def history_cmd() -> None:
         )
 
 
+def _performance_line(record: dict) -> str:
+    window, found = record["window"], record["metrics"]
+    auc = "-" if found is None else f"{found['roc_auc']:.4f}"
+    return (
+        f"{record['created_at']}  {record['model_version']}  {window['since']} .. "
+        f"{window['until']}  performance {record['decision']}  "
+        f"labelled={record['rows']['labelled']}  roc_auc={auc}  "
+        f"{record['report_html'] or record['summary_json']}"
+    )
+
+
 def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
+    return None if value is None else _parse(value, option)
+
+
+def _parse(value: str, option: str) -> datetime:
     try:
         return datetime.fromisoformat(value)
     except ValueError:

@@ -244,12 +244,18 @@ def test_no_drift_triggers_nothing(tmp_path: Path, decision: str) -> None:
     assert open_registry(settings.registry).read_records(TRIGGERS) == {}
 
 
-def test_a_performance_alarm_retrains_whatever_the_drift_decision(
+def test_a_performance_alarm_retrains_and_a_healthy_or_thin_check_does_not(
     tmp_path: Path, fake_kfp: type[FakeClient]
 ) -> None:
     submit = Submissions()
-    alarm = {**summary(), "decision": "no_drift"}
-    result = maybe_retrain(alarm, settings_for(str(tmp_path)), cause="performance", submit=submit)
+    settings = settings_for(str(tmp_path))
+    for decision in ("healthy", "insufficient_data", "drift"):
+        quiet = {**summary(), "decision": decision}
+        result = maybe_retrain(quiet, settings, cause="performance", submit=submit)
+        assert result["action"] == "skipped" and "not degraded" in result["reason"]
+    assert submit.names == []
+    alarm = {**summary(), "decision": "degraded"}
+    result = maybe_retrain(alarm, settings, cause="performance", submit=submit)
     assert result["action"] == "triggered"
     assert result["run_name"].startswith("churn-retrain-performance-")
 
