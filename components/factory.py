@@ -32,6 +32,7 @@ class Components:
     register: PythonComponent
     deploy: PythonComponent
     record_rejection: PythonComponent
+    publish_features: PythonComponent
 
 
 def make_components(cfg: PipelineConfig) -> Components:
@@ -56,4 +57,5 @@ def make_components(cfg: PipelineConfig) -> Components:
         register=on(cfg.image, release.register),
         deploy=on(cfg.image, release.deploy),
         record_rejection=on(cfg.image, release.record_rejection),
+        publish_features=on(cfg.image, data.publish_features),
     )

@@ -18,9 +18,16 @@ def _training(settings: Settings) -> Callable:
     return build_pipeline(settings)
 
 
+def _features(settings: Settings) -> Callable:
+    from pipelines.feature_pipeline import build_pipeline
+
+    return build_pipeline(settings)
+
+
 #: Pipeline name -> function that builds its ``@dsl.pipeline`` from the settings.
 BUILDERS: dict[str, Callable[[Settings], Callable]] = {
     "training": _training,
+    "features": _features,
 }
 
 
