@@ -211,8 +211,9 @@ def schedule(
     experiment: str,
     job_name: str,
     arguments: dict[str, Any] | None = None,
+    pipeline: str = "training",
 ) -> str:
-    """Compiles the pipeline and creates a recurring run on a Kubeflow Pipelines cluster.
+    """Compiles a pipeline and creates a recurring run of it on a Kubeflow Pipelines cluster.
 
     Runs do not overlap (at most one at a time) and missed slots are not caught up, so a
     cluster that was down does not start a burst of retrainings.
@@ -224,12 +225,15 @@ def schedule(
         experiment: Experiment name (created when missing).
         job_name: Name of the recurring run.
         arguments: Pipeline arguments that override the compiled defaults.
+        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS` (``features``
+            refreshes the shared feature store).
 
     Returns:
         The recurring run's id.
 
     Raises:
-        PipelineError: The cron or an argument is invalid, or the cluster refuses the job.
+        PipelineError: The cron or an argument is invalid (also one the pipeline does not
+            take), or the cluster refuses the job.
     """
     from kfp_server_api.exceptions import ApiException
 
@@ -237,7 +241,8 @@ def schedule(
     expression = kfp_cron(cron)
     client = _client(host)
     with owned_tempdir("churn-pipeline-") as tmp:
-        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings)
+        package = compile_pipeline(Path(tmp) / "churn_pipeline.yaml", settings, pipeline)
+        _check_parameters(package, arguments, pipeline)
         try:
             experiment_id = client.create_experiment(experiment).experiment_id
             job = client.create_recurring_run(
@@ -254,3 +259,17 @@ def schedule(
             raise PipelineError(f"Kubeflow Pipelines refused the recurring run: {exc}") from exc
     log.info("scheduled %s (%s) on %s at %r", job_name, job.recurring_run_id, host, expression)
     return job.recurring_run_id
+
+
+def _check_parameters(package: Path, arguments: dict[str, Any], pipeline: str) -> None:
+    """Refuses arguments that the compiled pipeline has no parameter for."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(package.read_text()))
+    known = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise PipelineError(
+            f"the {pipeline} pipeline has no parameter {', '.join(unknown)}; it takes "
+            f"{', '.join(sorted(known))}"
+        )

@@ -20,7 +20,7 @@ _Experiment = Annotated[str, typer.Option("--experiment", help="Experiment (crea
 def pipeline_compile(
     out: Path = typer.Option(Path("churn_pipeline.yaml"), "--out", help="Pipeline YAML to write."),
     pipeline: str = typer.Option(
-        "training", "--pipeline", help="Which pipeline: training (the default)."
+        "training", "--pipeline", help="Which pipeline: training (the default) or features."
     ),
 ) -> None:
     """Compile a Kubeflow pipeline; images, GPU placement and defaults come from the settings."""
@@ -59,13 +59,19 @@ def pipeline_schedule(
     name: Annotated[str, typer.Option("--name", help="Name of the recurring run.")] = (
         "churn-retrain"
     ),
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            "--pipeline", help="Which pipeline: training, or features (the shared store)."
+        ),
+    ] = "training",
     *,
     overrides: dict[str, Any],
 ) -> None:
-    """Retrain on a schedule: a recurring run that never overlaps or catches up."""
+    """Retrain (or refresh features) on a schedule: a recurring run that never overlaps."""
     from pipelines.cluster import schedule
 
-    job_id = schedule(host, cron, settings(), experiment, name, overrides)
+    job_id = schedule(host, cron, settings(), experiment, name, overrides, pipeline)
     typer.echo(f"scheduled {name} ({job_id}) on {host}: {cron}")
 
 
