@@ -237,7 +237,12 @@ def schedule(
     """
     from kfp_server_api.exceptions import ApiException
 
-    arguments = cluster_arguments(arguments or {}, settings)
+    # The training pipeline's arguments are checked against RunArguments (and its registry
+    # must be in S3); another pipeline's against its own compiled parameters below.
+    if pipeline == "training":
+        arguments = cluster_arguments(arguments or {}, settings)
+    else:
+        arguments = dict(arguments or {})
     expression = kfp_cron(cron)
     client = _client(host)
     with owned_tempdir("churn-pipeline-") as tmp:

@@ -471,10 +471,13 @@ def test_training_on_the_shared_store_never_caches_the_step_that_checks_it(
 def test_the_feature_pipeline_is_scheduled_as_a_recurring_run(
     fake_client: type[FakeClient],
 ) -> None:
+    settings = shared_store_settings()
+    # The feature pipeline writes no model: a folder registry does not stop it.
+    settings.registry.uri = "/tmp/not-used"
     job_id = schedule(
         "http://kfp:8080",
         "0 2 * * *",
-        shared_store_settings(),
+        settings,
         "churn",
         "features-daily",
         {"data": "s3://logs/churn/"},
