@@ -14,19 +14,25 @@ import pytest
 import redis
 import yaml
 
-from churn.dataset.build import build_dataset
 from churn.dataset.training_set import load_training_set
 from churn.features.build import build_features, materialize
 from churn.features.request import store_input_spec
 from churn.features.store import FeatureRepo, Features
-from churn.settings import FeatureConfig, Settings, TransformerConfig, section_values
-from components import data as steps
+from churn.settings import (
+    FeatureConfig,
+    ModelConfig,
+    RegistryConfig,
+    Settings,
+    TrainConfig,
+    TransformerConfig,
+)
 from serving.transformer import ChurnTransformer
 
 PRODUCTION = Path(__file__).resolve().parents[2] / "feature_repo/production/feature_store.yaml"
 CFG = FeatureConfig(bin_days=7, seq_len=8, horizon_days=30)
 CUTOFFS = ["2020-02-01", "2020-03-02", "2020-04-01"]
 IDS = ["c0", "c3", "ghost", "c5"]
+SYNTH = "synth:customers=600,days=240,seed=1"
 
 
 # Transactions per customer, every 3 days from 2020-01-05: c6, c7 and c8 stop before the
@@ -148,15 +154,22 @@ def serving_folder(root: Path, config: Path) -> Path:
     return folder
 
 
-def latest_customers(repo: FeatureRepo) -> int:
-    rows = pd.read_parquet(repo.sources / "sequences.parquet", columns=["snapshot_ts"])
-    return int((rows["snapshot_ts"] == pd.Timestamp(repo.spec["latest_snapshot"])).sum())
+def online_entities(repo: FeatureRepo) -> int:
+    """How many customers the online store holds a hash for: those of the latest snapshot, and
+    every customer with a profile (materialised from the customers table)."""
+    rows = pd.read_parquet(
+        repo.sources / "sequences.parquet", columns=["customer_id", "snapshot_ts"]
+    )
+    latest = pd.Timestamp(repo.spec["latest_snapshot"])
+    ids = set(rows.loc[rows["snapshot_ts"] == latest, "customer_id"].astype(str))
+    profile = pd.read_parquet(repo.sources / "customers.parquet", columns=["customer_id"])
+    return len(ids | set(profile["customer_id"].astype(str)))
 
 
 def test_the_production_store_fills_an_sql_registry_and_a_real_redis(env, stores) -> None:
     _, on_redis = stores
-    # One hash per customer of the latest snapshot.
-    assert redis.Redis.from_url(env["redis"]).dbsize() == latest_customers(on_redis) >= 6
+    # One hash per customer.
+    assert redis.Redis.from_url(env["redis"]).dbsize() == online_entities(on_redis) == 9
     assert (env["root"] / "registry.db").is_file()
     assert not (on_redis.path / "data" / "online_store.db").exists()
     assert {v.name for v in on_redis.store().list_feature_views()} == {
@@ -189,66 +202,89 @@ def test_the_transformer_reads_from_redis_what_it_reads_from_sqlite(env, stores)
 
 @pytest.mark.slow
 def test_the_feature_pipeline_feeds_training_and_serving_the_same_features(
-    env, stores, tmp_path
+    env: dict, tmp_path: Path
 ) -> None:
+    """kfp.local runs of both pipelines: features into the shared store, then training on it."""
     import kfp.local
 
     from pipelines.catalog import build
+    from pipelines.local import run_local
 
-    root = tmp_path
-    shared = root / "shared-store"
-    features = FeatureConfig(
-        **CFG.model_dump(exclude={"shared_store", "shared_store_config"}),
-        shared_store=str(shared),
-        shared_store_config=str(env["config"]),
+    home = tmp_path / "home"
+    shared = tmp_path / "shared-store"
+    settings = Settings(
+        home=home,
+        features=FeatureConfig(
+            bin_days=7,
+            seq_len=12,
+            horizon_days=30,
+            cutoff_step_days=15,
+            n_train_cutoffs=3,
+            shared_store=str(shared),
+            shared_store_config=str(env["config"]),
+        ),
+        model=ModelConfig(hidden=8, dilations=[1, 2], embedding_dim=2, head_hidden=8),
+        train=TrainConfig(epochs=1, batch_size=256),
+        registry=RegistryConfig(uri=str(home / "registry")),
     )
     redis.Redis.from_url(env["redis"]).flushdb()
     kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pr")
+        runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pr")
     )
-    pipeline = build("features", Settings(features=features))
-    pipeline(
-        data=str(env["tx"]),
-        customers=str(env["customers"]),
-        cutoffs=",".join(CUTOFFS),
-        features=section_values(features),
-    )
+    build("features", settings)(data=SYNTH)
     store = FeatureRepo(shared)
     latest = pd.Timestamp(store.spec["latest_snapshot"])
-    assert redis.Redis.from_url(env["redis"]).dbsize() == latest_customers(store) >= 6
+    assert redis.Redis.from_url(env["redis"]).dbsize() == online_entities(store) > 100
 
-    # Training: the pipeline's two data steps in shared-store mode, as a run would call them.
-    from kfp import dsl
+    summary = run_local(
+        settings,
+        {
+            "data": SYNTH,
+            "auc_threshold": 0.0,
+            "refuse_below_baseline": False,
+            "deploy_target": "none",
+        },
+    )
+    run_dir = Path(summary["run_dir"])
+    (pointer,) = run_dir.rglob("shared-store.json")
+    assert json.loads(pointer.read_text())["shared_store"] == str(shared)
+    assert not list(run_dir.rglob("sequences.parquet")), "the run built its own features"
+    (meta,) = run_dir.rglob("meta.json")
+    training = load_training_set(meta.parent)
 
-    repo_artifact = dsl.Dataset(uri=str(root / "feature_repo"))
-    training_artifact = dsl.Dataset(uri=str(root / "training_set"))
-    struct = section_values(features, drop=("horizon_days",))
-    steps.build_features("ignored", "", "", 30, struct, "", repo_artifact)
-    assert repo_artifact.metadata["shared_store"] == str(shared)
-    assert not (root / "feature_repo" / "feature_store.yaml").exists()
-    steps.build_training_set(repo_artifact, 30, struct, training_artifact)
-    from_shared = load_training_set(root / "training_set")
-    # The same log built per run gives the same training set: the shared store is read alike.
-    on_sqlite, _ = stores
-    build_dataset(on_sqlite.path, root / "per_run", horizon_days=30)
-    per_run = load_training_set(root / "per_run")
-    for name, split in from_shared.splits.items():
-        np.testing.assert_array_equal(split.seq, per_run.splits[name].seq)
-        np.testing.assert_array_equal(split.num, per_run.splits[name].num)
-        np.testing.assert_array_equal(split.customer_id, per_run.splits[name].customer_id)
+    # Training: each row of the run's training set holds the shared store's features of its
+    # customer at its cutoff.
+    split = training.splits["train"]
+    rows = pd.DataFrame(
+        {
+            "customer_id": split.customer_id[:200],
+            "event_timestamp": pd.to_datetime(split.cutoff[:200], unit="s", utc=True),
+        }
+    )
+    offline = store.historical_features(rows)
+    np.testing.assert_array_equal(split.seq[:200], offline.seq)
+    np.testing.assert_array_equal(
+        split.num[:200], np.concatenate([offline.context, offline.numeric], axis=1)
+    )
 
     # Training and serving at the same customer and time: the point-in-time read that the
-    # training-set build makes, at the snapshot the transformer serves.
+    # training-set build makes, at the snapshot the transformer serves from Redis.
+    snapshot = pd.read_parquet(store.sources / "sequences.parquet")
+    ids = [*sorted(snapshot.loc[snapshot["snapshot_ts"] == latest, "customer_id"])[:20], "ghost"]
     at_latest = store.historical_features(
-        pd.DataFrame({"customer_id": IDS, "event_timestamp": [latest] * len(IDS)})
+        pd.DataFrame({"customer_id": ids, "event_timestamp": [latest] * len(ids)})
     )
     served = transformer_request(
-        root, serving_folder(root, shared / "feature_store.yaml"), store.spec, IDS
+        tmp_path, serving_folder(tmp_path, shared / "feature_store.yaml"), store.spec, ids
     )
-    assert served.known.tolist() == at_latest.has_history.tolist() == [True, True, False, True]
-    assert (served.feature_ts[served.known] == latest.timestamp()).all()
+    assert served.known.tolist() == at_latest.has_history.tolist() == [True] * 20 + [False]
+    assert (served.feature_ts[:20] == latest.timestamp()).all()
+    assert served.seq[:20].any()
     np.testing.assert_array_equal(served.seq, at_latest.seq)
     np.testing.assert_array_equal(
         served.num, np.concatenate([at_latest.context, at_latest.numeric], axis=1)
     )
-    assert [i["categorical"]["segment"] for i in served.instances] == ["a", "b", None, "c"]
+    assert store.spec["categorical_attributes"]
+    for k, name in enumerate(store.spec["categorical_attributes"]):
+        served_values = [i["categorical"][name] or "" for i in served.instances]
+        assert served_values == at_latest.categorical[:, k].tolist()
