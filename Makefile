@@ -124,7 +124,7 @@ clean: ## Remove run outputs (keeps .venv)
 # --- kind: a local cluster (manifests/kind/kind.sh checks docker, kind, kubectl and helm) -------
 KIND_SH := manifests/kind/kind.sh
 
-kind-up: ## kind cluster + cert-manager v1.17.0, KServe v0.20.0 (Standard), KFP 2.17.0
+kind-up: ## kind cluster + cert-manager v1.17.0, KServe v0.20.0 (Standard), KFP 2.17.0, Trainer v2.3.0
 	$(KIND_SH) up
 
 kind-load: ## Build both images from docker/ and load them into the kind cluster

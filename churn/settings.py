@@ -121,6 +121,17 @@ class FeatureConfig(Section):
             (``churn.features.spark_job``); the tables are the same.
         spark_master: Spark master of the ``spark`` engine's session when none is running
             (``local[*]``: every core of this machine; ``spark://host:7077``...).
+        shared_store: Folder of the feature repository that training and serving share (on
+            a cluster, a volume every pod mounts at this path). The feature pipeline
+            (``churn pipeline compile --pipeline features``) builds its sources, applies its
+            definitions and materialises its latest snapshot into its online store; with it
+            set, the training pipeline reads historical features from it instead of building
+            a repository per run (set it when compiling, so the step that checks the store is
+            never answered from KFP's cache). ``None`` (``make run``): a repository per run.
+        shared_store_config: The ``feature_store.yaml`` the shared store uses instead of the
+            template's (for example ``feature_repo/production/feature_store.yaml``: SQL
+            registry, Redis online store; its ``${VAR}`` values come from the environment).
+            ``None`` keeps the template's (registry, DuckDB and SQLite files in the folder).
     """
 
     bin_days: PositiveInt = 7
@@ -139,6 +150,19 @@ class FeatureConfig(Section):
     partial_defection_window_days: PositiveInt | None = None
     engine: Literal["pandas", "spark"] = "pandas"
     spark_master: str = Field("local[*]", min_length=1)
+    shared_store: str | None = None
+    shared_store_config: str | None = None
+
+    @field_validator("shared_store", "shared_store_config")
+    @classmethod
+    def _local_path(cls, value: str | None) -> str | None:
+        # Feast and the sources are read through the file system: a URI would be taken for a
+        # relative folder named "s3:".
+        if value is not None and (not value.strip() or "://" in value):
+            raise ValueError(
+                "must be a non-empty path (a folder or file the pods mount), not a URI"
+            )
+        return value
 
 
 class ModelConfig(Section):
@@ -469,6 +493,13 @@ class PipelineConfig(Section):
             complete before it fails (the job is left in place for inspection).
         artifact_endpoint_url: S3 endpoint of the pipeline root's store as pods reach it
             (KFP 2.17's SeaweedFS: ``http://seaweedfs.kubeflow:8333``); ``""`` for AWS.
+        feature_store_pvc: PersistentVolumeClaim mounted at ``features.shared_store`` in the
+            steps that write or read the shared feature store (ReadWriteMany when the feature
+            pipeline and training may run at once); ``""`` mounts nothing.
+        feature_store_secret: Secret whose ``FEAST_REGISTRY_URL`` and
+            ``REDIS_CONNECTION_STRING`` fill the ``${VAR}`` values of
+            ``features.shared_store_config`` in those steps (``kind.sh deploy`` creates
+            ``churn-feast``); ``""`` for none.
     """
 
     image: str = DEFAULT_IMAGE
@@ -489,6 +520,8 @@ class PipelineConfig(Section):
     training_runtime: str = Field("torch-distributed", min_length=1)
     trainer_service_account: str = Field("churn-trainer", min_length=1)
     trainjob_timeout_seconds: float = Field(86400.0, gt=0)
+    feature_store_pvc: str = ""
+    feature_store_secret: str = "churn-feast"
     artifact_endpoint_url: str = ""
 
 

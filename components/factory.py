@@ -32,6 +32,7 @@ class Components:
     register: PythonComponent
     deploy: PythonComponent
     record_rejection: PythonComponent
+    publish_features: PythonComponent
 
 
 def _on(image: str, func: object) -> PythonComponent:
@@ -56,6 +57,7 @@ def make_components(cfg: PipelineConfig) -> Components:
         register=_on(cfg.image, release.register),
         deploy=_on(cfg.image, release.deploy),
         record_rejection=_on(cfg.image, release.record_rejection),
+        publish_features=_on(cfg.image, data.publish_features),
     )
 
 

@@ -271,6 +271,45 @@ class ScoringArguments(PipelineArguments):
         }
 
 
+class FeatureArguments(PipelineArguments):
+    """Arguments of one run of the feature pipeline (``pipelines/feature_pipeline.py``)."""
+
+    data: str = Field("cdnow", min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
+    customers: str = Field(
+        "",
+        description="Optional customers table (a path or s3:// URI); '' for none.",
+        json_schema_extra={"cli": 1},
+    )
+    cutoffs: str = Field(
+        "",
+        description="Comma-separated training cutoff dates; '' picks them automatically.",
+        json_schema_extra={"cli": 1},
+    )
+    observed_until: str = Field(
+        "",
+        description="End of the observation period: 'now' for the time of the run, '' for the "
+        "log's last event.",
+        json_schema_extra={"cli": 1},
+    )
+    features: FeatureConfig = Field(
+        default_factory=FeatureConfig,
+        description="Feature settings; shared_store names the store.",
+    )
+    data_endpoint_url: str = Field(
+        "",
+        description="S3 endpoint of a non-AWS store for s3:// data; '' for AWS.",
+        json_schema_extra={"cli": 1},
+    )
+
+    @classmethod
+    def settings_values(cls, settings: Settings) -> dict[str, Any]:
+        """The fields whose defaults come from the settings."""
+        return {
+            "data_endpoint_url": settings.registry.endpoint_url or "",
+            "features": settings.features,
+        }
+
+
 def check_arguments(values: dict[str, Any], model: type[A] = RunArguments) -> A:  # type: ignore[assignment]
     """Validates run arguments before any work starts.
 

@@ -10,7 +10,13 @@ from collections.abc import Callable
 
 from churn.errors import PipelineError
 from churn.settings import Settings
-from pipelines.arguments import PipelineArguments, RunArguments, ScoringArguments, cli_fields
+from pipelines.arguments import (
+    FeatureArguments,
+    PipelineArguments,
+    RunArguments,
+    ScoringArguments,
+    cli_fields,
+)
 
 
 def _training(settings: Settings) -> Callable:
@@ -25,20 +31,28 @@ def _scoring(settings: Settings) -> Callable:
     return build_pipeline(settings)
 
 
+def _features(settings: Settings) -> Callable:
+    from pipelines.feature_pipeline import build_pipeline
+
+    return build_pipeline(settings)
+
+
 #: Pipeline name -> function that builds its ``@dsl.pipeline`` from the settings.
 BUILDERS: dict[str, Callable[[Settings], Callable]] = {
     "training": _training,
     "scoring": _scoring,
+    "features": _features,
 }
 
 #: Pipeline name -> the declaration of its run arguments.
 ARGUMENTS: dict[str, type[PipelineArguments]] = {
     "training": RunArguments,
     "scoring": ScoringArguments,
+    "features": FeatureArguments,
 }
 
 #: Pipeline name -> default name of its recurring run.
-JOB_NAMES = {"training": "churn-retrain", "scoring": "churn-scoring"}
+JOB_NAMES = {"training": "churn-retrain", "scoring": "churn-scoring", "features": "churn-features"}
 
 
 def check_name(name: str) -> str:

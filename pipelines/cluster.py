@@ -14,7 +14,7 @@ from churn.io.atomic import check_new_file
 from churn.io.leftovers import owned_tempdir, owner_tag, sweep
 from churn.io.object_store import is_s3_uri
 from churn.settings import Settings
-from pipelines.catalog import arguments_of
+from pipelines.catalog import arguments_of, check_overrides
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ def cluster_arguments(
             registry is a folder: each pod has its own disk, so a version registered (or
             scores written) there would vanish with the pod.
     """
+    check_overrides(pipeline, overrides)
     parameters = arguments_of(pipeline).from_settings(settings, **overrides).parameters()
-    registry = parameters["registry"]["uri"]
+    # The feature pipeline writes no model and no scores: its store is a mounted volume.
+    registry = parameters.get("registry", {}).get("uri", "s3://")
     if not is_s3_uri(registry):
         raise PipelineError(
             f"the registry {registry!r} is a folder, which pods on a cluster do "
@@ -228,7 +230,7 @@ def schedule(
     arguments: dict[str, Any] | None = None,
     pipeline: str = "training",
 ) -> str:
-    """Compiles a pipeline and creates a recurring run on a Kubeflow Pipelines cluster.
+    """Compiles a pipeline and creates a recurring run of it on a Kubeflow Pipelines cluster.
 
     Runs do not overlap (at most one at a time) and missed slots are not caught up, so a
     cluster that was down does not start a burst of retrainings (or of scorings: each run
@@ -241,13 +243,15 @@ def schedule(
         experiment: Experiment name (created when missing).
         job_name: Name of the recurring run.
         arguments: Pipeline arguments that override the compiled defaults.
-        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS`.
+        pipeline: Name of the pipeline in :data:`pipelines.catalog.BUILDERS` (``features``
+            refreshes the shared feature store).
 
     Returns:
         The recurring run's id.
 
     Raises:
-        PipelineError: The cron or an argument is invalid, or the cluster refuses the job.
+        PipelineError: The cron or an argument is invalid (also one the pipeline does not
+            take), or the cluster refuses the job.
     """
     from kfp_server_api.exceptions import ApiException
 

@@ -23,6 +23,8 @@ from pipelines.arguments import RunArguments, docstring_args, pipeline_parameter
 
 PIPELINE_NAME = "churn-training"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# What features.shared_store_config (feature_repo/production) reads from the environment.
+FEAST_SECRET_KEYS = ("FEAST_REGISTRY_URL", "REDIS_CONNECTION_STRING")
 
 
 def _requests(task: PipelineTask, cpu: str, memory: str) -> PipelineTask:
@@ -40,6 +42,22 @@ def _gpu_placement(task: PipelineTask, cfg: PipelineConfig) -> PipelineTask:
     if cfg.gpu_toleration_key:
         kubernetes.add_toleration(
             task, key=cfg.gpu_toleration_key, operator="Exists", effect="NoSchedule"
+        )
+    return task
+
+
+def use_shared_store(task: PipelineTask, settings: Settings) -> PipelineTask:
+    """Gives a task the shared feature store: its volume and its registry and Redis secrets."""
+    cfg = settings.pipeline
+    if cfg.feature_store_pvc and settings.features.shared_store:
+        kubernetes.mount_pvc(
+            task, pvc_name=cfg.feature_store_pvc, mount_path=settings.features.shared_store
+        )
+    if cfg.feature_store_secret and settings.features.shared_store_config:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=cfg.feature_store_secret,
+            secret_key_to_env={k: k for k in FEAST_SECRET_KEYS},
         )
     return task
 
@@ -139,6 +157,11 @@ def build_pipeline(settings: Settings) -> Callable:
         # answer from an earlier run could promote over a better model.
         for task in (gate, registered, deployed, rejected):
             task.set_caching_options(enable_caching=False)
+        if settings.features.shared_store is not None:
+            # The shared store changes between runs while this step's arguments do not.
+            features.set_caching_options(enable_caching=False)
+            for task in (features, training_set):
+                use_shared_store(task, settings)
         if cfg.s3_secret_name:
             # S3 credentials (data and registry) reach the pods from a Secret, never from a
             # parameter.

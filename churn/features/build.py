@@ -20,7 +20,7 @@ from churn.errors import ContractError
 from churn.features.activity import channel_names, daily_activity
 from churn.features.memory import FEATURE_COPIES, check_memory, sequence_bytes
 from churn.features.sequences import CONTEXT_FEATURES, build_snapshots, snapshot_row_count
-from churn.features.store import FeatureRepo
+from churn.features.store import FeatureRepo, FeatureStoreError
 from churn.settings import FeatureConfig
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def build_features(
     cutoffs: list[str] | None = None,
     observed_until: str | None = None,
     cancellations: str | Path | None = None,
+    store_config: str | Path | None = None,
 ) -> dict:
     """Builds the Feast sources from a transaction log and applies the repository.
 
@@ -86,6 +87,8 @@ def build_features(
         observed_until: End of the observation period; defaults to the last event.
         cancellations: Optional cancellations table, kept beside the log for contract labels
             (``features.churn_definition=contract``).
+        store_config: A ``feature_store.yaml`` the repository uses instead of the template's
+            (the shared store's, ``features.shared_store_config``).
 
     Returns:
         A summary: rows, customers, snapshots, channels, repository path.
@@ -96,10 +99,16 @@ def build_features(
         ResourceError: The snapshots would not fit in memory (``features.memory_budget_mb``).
         OutputError: ``repo_dir`` holds something other than a feature repository, or cannot
             be written (checked before the work).
+        FeatureStoreError: ``store_config`` is not a file (checked before the work).
     """
     started = time.perf_counter()
     repo = FeatureRepo(repo_dir)
     repo.check_buildable(cfg.repo_template)
+    if store_config is not None and not Path(store_config).is_file():
+        raise FeatureStoreError(
+            f"the feature store configuration {store_config} (features.shared_store_config) "
+            "is not a file"
+        )
     latest_event = event_time_bound(cfg.max_event_time)
     tx = load_transactions(transactions, max_channels=cfg.max_channels, latest_event=latest_event)
     profile = load_customers(customers) if customers is not None else None
@@ -167,7 +176,7 @@ def build_features(
         "source": str(transactions),
         "cancellations": None if cancellations is None else str(cancellations),
     }
-    repo.init_from(cfg.repo_template)
+    repo.init_from(cfg.repo_template, store_config)
     repo.write_sources(snapshots, tx, profile, spec, cancelled)
     repo.apply()
     summary = {

@@ -123,8 +123,17 @@ class FeatureRepo:
             in_place=True,
         )
 
-    def init_from(self, template: Path) -> None:
-        """Marks the folder as a feature repository and copies the template's definition files."""
+    def init_from(self, template: Path, config: str | Path | None = None) -> None:
+        """Marks the folder as a feature repository and copies the template's definition files.
+
+        Args:
+            template: The repository template (``features.repo_template``).
+            config: A ``feature_store.yaml`` to use instead of the template's (the shared
+                store's, ``features.shared_store_config``); ``None`` keeps the template's.
+
+        Raises:
+            FeatureStoreError: The template lacks a file.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         if self.path.resolve() == Path(template).resolve():
             return
@@ -137,6 +146,8 @@ class FeatureRepo:
             if not src.is_file():
                 raise FeatureStoreError(f"feature repo template {template} lacks {name}")
             shutil.copy2(src, self.path / name)
+        if config is not None:
+            shutil.copy2(config, self.path / "feature_store.yaml")
 
     def write_sources(
         self,

@@ -2,7 +2,8 @@
 # A local Kubernetes cluster for the churn platform (the Makefile's kind-* targets).
 #
 #   kind.sh up      the cluster, then pinned installs: cert-manager, KServe (Standard mode),
-#                   Kubeflow Pipelines (platform-agnostic, which ships SeaweedFS as its S3)
+#                   Kubeflow Pipelines (platform-agnostic, which ships SeaweedFS as its S3),
+#                   Kubeflow Trainer v2 and its torch-distributed ClusterTrainingRuntime
 #   kind.sh load    build both images from docker/ and load them into the cluster's nodes
 #   kind.sh deploy  the local overlay, Redis and PostgreSQL (Feast online store and registry),
 #                   the churn bucket, and the Secrets (churn-s3, churn-feast...) from the
@@ -21,6 +22,9 @@ CERT_MANAGER_VERSION=v1.17.0
 KSERVE_VERSION=v0.20.0
 KFP_VERSION=2.17.0
 KFP_MANIFESTS=github.com/kubeflow/pipelines/manifests/kustomize
+# Kubeflow Trainer v2 (TrainJob, trainer.kubeflow.org/v1alpha1), as its install guide applies it.
+TRAINER_VERSION=v2.3.0
+TRAINER_MANIFESTS=https://github.com/kubeflow/trainer.git/manifests/overlays
 IMAGE="${CHURN_IMAGE:-ghcr.io/churn-platform/churn:0.1.0}"
 GPU_IMAGE="${CHURN_GPU_IMAGE:-ghcr.io/churn-platform/churn-gpu:0.1.0}"
 BUCKET="${CHURN_BUCKET:-churn}"
@@ -69,6 +73,25 @@ up() {
   kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
   kubectl apply -k "$KFP_MANIFESTS/env/platform-agnostic?ref=$KFP_VERSION"
   kubectl -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
+  trainer
+}
+
+# Kubeflow Trainer: the controller manager (with JobSet) in kubeflow-system, then the built-in
+# ClusterTrainingRuntimes, torch-distributed among them (pipelines/trainjob.py names it).
+# Server-side apply: the CRDs are too large for the last-applied annotation.
+trainer() {
+  kubectl apply --server-side -k "$TRAINER_MANIFESTS/manager?ref=$TRAINER_VERSION"
+  kubectl wait --for condition=established --timeout=120s \
+    crd/trainjobs.trainer.kubeflow.org crd/clustertrainingruntimes.trainer.kubeflow.org
+  kubectl -n kubeflow-system wait --for=condition=Available deployment --all --timeout=300s
+  # The controller's webhook may take a few seconds more to answer after it is Available.
+  local try
+  for try in 1 2 3 4 5; do
+    kubectl apply --server-side -k "$TRAINER_MANIFESTS/runtimes?ref=$TRAINER_VERSION" && break
+    ((try < 5)) || { echo "error: Kubeflow Trainer's runtimes could not be applied" >&2; exit 1; }
+    sleep 10
+  done
+  kubectl get clustertrainingruntime torch-distributed
 }
 
 load() {

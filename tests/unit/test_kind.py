@@ -104,6 +104,36 @@ def test_the_script_pins_what_the_issue_pins() -> None:
     assert "--from-literal" not in script
 
 
+def test_kind_up_installs_kubeflow_trainer_and_its_torch_runtime_at_a_pinned_release(
+    tmp_path: Path,
+) -> None:
+    """kind.sh up for real, with docker, kind, kubectl and helm as fakes that log each call."""
+    calls = tmp_path / "calls.log"
+    folder = Path(bare_path(tmp_path))
+    for tool in ("docker", "kind", "kubectl", "helm"):
+        (folder / tool).write_text(f'#!/bin/bash\necho "{tool} $*" >> {calls}\n')
+        (folder / tool).chmod(0o755)
+    done = subprocess.run(
+        [str(KIND / "kind.sh"), "up"],
+        env={"PATH": str(folder), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    log = calls.read_text().splitlines()
+    trainer = "https://github.com/kubeflow/trainer.git/manifests/overlays"
+    manager = f"kubectl apply --server-side -k {trainer}/manager?ref=v2.3.0"
+    runtimes = f"kubectl apply --server-side -k {trainer}/runtimes?ref=v2.3.0"
+    assert manager in log and runtimes in log
+    kfp = next(i for i, c in enumerate(log) if "env/platform-agnostic" in c)
+    ready = log.index("kubectl -n kubeflow-system wait --for=condition=Available deployment --all "
+                      "--timeout=300s")  # fmt: skip
+    # Trainer after KFP; its runtimes once its controller (and their CRD) are up.
+    assert kfp < log.index(manager) < ready < log.index(runtimes)
+    assert log[-1] == "kubectl get clustertrainingruntime torch-distributed"
+
+
 def test_the_cluster_config_is_a_kind_cluster_with_a_worker() -> None:
     config = yaml.safe_load((KIND / "cluster.yaml").read_text())
     assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"

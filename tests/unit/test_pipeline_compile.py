@@ -310,8 +310,9 @@ class FakeClient:
         return SimpleNamespace(experiment_id="exp-1")
 
     def create_recurring_run(self, **kwargs: object) -> object:
-        assert Path(str(kwargs["pipeline_package_path"])).is_file()
-        self.calls.append(("recurring", kwargs))
+        package = Path(str(kwargs["pipeline_package_path"]))
+        name = next(yaml.safe_load_all(package.read_text()))["pipelineInfo"]["name"]
+        self.calls.append(("recurring", {**kwargs, "pipeline_name": name}))
         return SimpleNamespace(recurring_run_id="job-1")
 
 
@@ -412,3 +413,94 @@ def test_an_unknown_pipeline_name_is_a_clear_error_and_writes_nothing(tmp_path: 
     with pytest.raises(PipelineError, match=r"'nope' is not a pipeline of this project.*training"):
         compile_pipeline(out, Settings(home=tmp_path), "nope")
     assert not out.exists()
+
+
+def shared_store_settings() -> Settings:
+    settings = cluster_settings()
+    settings.features.shared_store = "/mnt/features"
+    settings.features.shared_store_config = "/app/feature_repo/production/feature_store.yaml"
+    settings.pipeline.feature_store_pvc = "churn-features"
+    return settings
+
+
+def test_the_feature_pipeline_compiles_one_uncached_step_on_the_shared_store(
+    tmp_path: Path,
+) -> None:
+    out = compile_pipeline(tmp_path / "f.yaml", shared_store_settings(), "features")
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    assert spec["pipelineInfo"]["name"] == "churn-features"
+    tasks = all_tasks(spec)
+    assert set(tasks) == {"publish-features"}
+    assert not tasks["publish-features"].get("cachingOptions", {}).get("enableCache")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["features"]["defaultValue"]["shared_store"] == "/mnt/features"
+    assert {"data", "customers", "cutoffs", "observed_until"} <= params.keys()
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executor = k8s["exec-publish-features"]
+    assert executor["pvcMount"][0]["mountPath"] == "/mnt/features"
+    assert executor["pvcMount"][0]["constant"] == "churn-features"
+    secrets = {s["secretName"]: s for s in executor["secretAsEnv"]}
+    assert {e["envVar"] for e in secrets["churn-feast"]["keyToEnv"]} == {
+        "FEAST_REGISTRY_URL",
+        "REDIS_CONNECTION_STRING",
+    }
+
+
+def test_the_feature_pipeline_needs_a_shared_store(tmp_path: Path) -> None:
+    out = tmp_path / "f.yaml"
+    with pytest.raises(PipelineError, match=r"set features\.shared_store"):
+        compile_pipeline(out, cluster_settings(), "features")
+    assert not out.exists()
+
+
+def test_training_on_the_shared_store_never_caches_the_step_that_checks_it(
+    tmp_path: Path, compiled: tuple[dict, dict]
+) -> None:
+    out = compile_pipeline(tmp_path / "t.yaml", shared_store_settings())
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    assert not all_tasks(spec)["build-features"].get("cachingOptions", {}).get("enableCache")
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-build-features", "exec-build-training-set"):
+        assert k8s[name]["pvcMount"][0]["mountPath"] == "/mnt/features"
+    # The default (a repository per run) keeps its cache and mounts nothing.
+    assert all_tasks(compiled[0])["build-features"]["cachingOptions"]["enableCache"]
+    default_k8s = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "pvcMount" not in default_k8s.get("exec-build-features", {})
+
+
+def test_the_feature_pipeline_is_scheduled_as_a_recurring_run(
+    fake_client: type[FakeClient],
+) -> None:
+    settings = shared_store_settings()
+    # The feature pipeline writes no model: a folder registry does not stop it.
+    settings.registry.uri = "/tmp/not-used"
+    job_id = schedule(
+        "http://kfp:8080",
+        "0 2 * * *",
+        settings,
+        "churn",
+        "features-daily",
+        {"data": "s3://logs/churn/"},
+        "features",
+    )
+    assert job_id == "job-1"
+    kind, kwargs = fake_client.calls[-1]
+    assert kind == "recurring" and kwargs["params"] == {"data": "s3://logs/churn/"}
+    assert kwargs["pipeline_name"] == "churn-features"
+    assert kwargs["cron_expression"] == "0 0 2 * * *" and kwargs["max_concurrency"] == 1
+
+
+def test_an_argument_the_feature_pipeline_does_not_take_is_refused_before_scheduling(
+    fake_client: type[FakeClient],
+) -> None:
+    with pytest.raises(PipelineError, match="--epochs does not apply to the features pipeline"):
+        schedule(
+            "http://kfp:8080",
+            "0 2 * * *",
+            shared_store_settings(),
+            "c",
+            "f",
+            {"epochs": 3},
+            "features",
+        )
+    assert not [c for c in fake_client.calls if c[0] == "recurring"]
