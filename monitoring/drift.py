@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from churn.errors import MonitorError
+from churn.io.tables import parquet_from_bytes
 from churn.release.reference import SCORE_COLUMN
 from churn.release.registry import open_registry
 from churn.settings import MonitorConfig, Settings
@@ -102,9 +102,7 @@ def read_current(
                 continue
             location = log.location(rel)
             try:
-                # A BufferReader, not io.BytesIO: Arrow's scan threads may drop a Python file
-                # object while the interpreter exits, which aborts the process (SIGABRT).
-                table = pq.read_table(pa.BufferReader(log.read(rel)))
+                table = parquet_from_bytes(log.read(rel))
             except (pa.ArrowException, OSError) as exc:
                 raise MonitorError(f"inference log file {location} is unreadable: {exc}") from exc
             missing = [c for c in wanted if c not in table.column_names]
@@ -154,7 +152,7 @@ def check_drift(
     if champion is None:
         raise MonitorError(f"{settings.registry.uri} has no champion of {registry.model_name}")
     try:
-        reference = pq.read_table(pa.BufferReader(registry.reference(champion.version))).to_pandas()
+        reference = parquet_from_bytes(registry.reference(champion.version)).to_pandas()
     except Exception as exc:  # RegistryError, or Arrow on a damaged file
         raise MonitorError(f"no usable reference for {champion.version}: {exc}") from exc
     columns = [c for c in reference.columns if c != SCORE_COLUMN]

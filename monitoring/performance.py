@@ -35,13 +35,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from churn.dataset.labels import ChurnDefinition, label_cutoffs
 from churn.errors import ChurnError, MonitorError
 from churn.features.store import CANCELLATIONS_FILE, FeatureRepo
 from churn.io.object_store import is_s3_uri, parse_s3_uri
+from churn.io.tables import csv_from_bytes, parquet_from_bytes
 from churn.model import metrics as m
 from churn.release.registry import open_registry
 from churn.release.registry.base import Registry
@@ -104,10 +103,8 @@ def read_scores(store: Store, window: Window) -> pd.DataFrame:
 def _read_file(store: Store, rel: str) -> pd.DataFrame:
     location = store.location(rel)
     try:
-        # A BufferReader, not io.BytesIO: Arrow's scan threads may drop a Python file object
-        # while the interpreter exits, which aborts the process (SIGABRT).
-        reader = pa.BufferReader(store.read(rel))
-        table = pq.read_table(reader) if rel.endswith(".parquet") else pacsv.read_csv(reader)
+        data = store.read(rel)
+        table = parquet_from_bytes(data) if rel.endswith(".parquet") else csv_from_bytes(data)
     except (pa.ArrowException, OSError) as exc:
         raise MonitorError(f"scores file {location} is unreadable: {exc}") from exc
     missing = [c for c in SCORE_COLUMNS if c not in table.column_names]
