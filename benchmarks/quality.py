@@ -21,7 +21,8 @@ Every case trains the CNN and both baselines on the same splits in this process,
 hold on a loaded machine. ``--set model.wide=false --set train.min_steps_per_epoch=1`` trains
 the network as it was before the wide term and the per-epoch step floor.
 
-Usage: ``python benchmarks/quality.py [--only CASE ...] [--seeds 3] [--set section.field=value]``
+Usage: ``python benchmarks/quality.py [--only CASE ...] [--seeds 3] [--first-seed 0]
+[--set section.field=value]``
 """
 
 from __future__ import annotations
@@ -145,9 +146,10 @@ def synthetic_runs(
     train_seeds: list[int],
     ceiling: bool,
 ) -> list[dict]:
-    """One synthetic log per data seed, trained with the matching training seed."""
+    """One synthetic log per training seed ``i``, generated with data seed ``data_seeds[i]``."""
     runs = []
-    for data_seed, seed in zip(data_seeds, train_seeds, strict=False):
+    for seed in train_seeds:
+        data_seed = data_seeds[seed]
         case = root / f"seed{data_seed}"
         generate(make_spec(customers, days, seed=data_seed), case / "data")
         generator = json.loads((case / "data" / "generator.json").read_text())
@@ -231,12 +233,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--seeds", type=int, default=3, help="Seeds per case (at most 3).")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        choices=(0, 1, 2),
+        help="Index of the first seed, to run the remaining seeds of a case in a later run.",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--keep", type=Path, help="Keep the work folders here.")
     parser.add_argument("--json", type=Path, help="Also write every run's figures here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    seeds = list(range(min(args.seeds, 3)))
+    seeds = list(range(args.first_seed, min(args.first_seed + args.seeds, 3)))
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
         root = args.keep or Path(tmp)

@@ -406,8 +406,8 @@ class MonitorConfig(Section):
         sample_seed: Seed of that sample, so a check reruns to the same figures.
         scores_uri: Where stored batch scores are read by ``churn monitor performance``: a
             folder or ``s3://bucket/prefix`` holding ``date=YYYY-MM-DD/`` partitions of
-            ``churn score`` files. ``None`` takes ``s3://<registry bucket>/scores`` when the
-            registry is on S3 (where the scoring pipeline writes), else ``HOME/scores``.
+            ``churn score`` files. ``None`` takes ``<registry uri>/scores``, where the scoring
+            pipeline writes, for a folder or an S3 registry alike.
         auc_floor: Realised ROC-AUC on delayed labels below which the champion counts as
             ``degraded`` and ``--retrain`` starts a retraining. Below the promotion gate's
             ``eval.auc_threshold`` (0.70), so a champion that passed the gate narrowly does not

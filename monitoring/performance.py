@@ -8,8 +8,8 @@ horizon, churn definition and lookback (its ``input_spec``), on the feature repo
 whose ``t + H`` is after the log's observed end is not yet labelled: it is left out and counted
 as ``pending``.
 
-Stored scores live under ``monitor.scores_uri`` (default ``s3://<registry bucket>/scores`` for an
-S3 registry, where the scoring pipeline writes, else ``HOME/scores``) in daily partitions,
+Stored scores live under ``monitor.scores_uri`` (default ``<registry uri>/scores``, where the
+scoring pipeline writes, in a folder or on S3 alike) in daily partitions,
 ``date=YYYY-MM-DD/*.parquet`` or ``*.csv``, the partition date being the scoring date (the
 cutoff). A check reads the partitions of its window ``[since, until)`` and keeps the rows whose
 own cutoff falls in it.
@@ -39,11 +39,11 @@ import pyarrow as pa
 from churn.dataset.labels import ChurnDefinition, label_cutoffs
 from churn.errors import ChurnError, MonitorError
 from churn.features.store import CANCELLATIONS_FILE, FeatureRepo
-from churn.io.object_store import is_s3_uri, parse_s3_uri
 from churn.io.tables import csv_from_bytes, parquet_from_bytes
 from churn.model import metrics as m
 from churn.release.registry import open_registry
 from churn.release.registry.base import Registry
+from churn.release.score_store import SCORES_FOLDER
 from churn.settings import Settings
 from monitoring.drift import (
     REPORT_FILE,
@@ -70,13 +70,15 @@ _EVIDENTLY_METRICS = {
 
 
 def scores_uri(settings: Settings) -> str:
-    """Where stored scores live: ``monitor.scores_uri``, else beside the registry (module doc)."""
+    """Where stored scores live: ``monitor.scores_uri``, else where the scoring pipeline writes.
+
+    The default is the scoring pipeline's own root (:data:`churn.release.score_store.SCORES_FOLDER`
+    under the registry's URI, prefix included), so a scheduled scoring run and this check meet
+    without a setting.
+    """
     if settings.monitor.scores_uri:
         return settings.monitor.scores_uri
-    if is_s3_uri(settings.registry.uri):
-        bucket, _ = parse_s3_uri(settings.registry.uri)
-        return f"s3://{bucket}/scores"
-    return str(settings.home / "scores")
+    return f"{settings.registry.uri.rstrip('/')}/{SCORES_FOLDER}"
 
 
 def read_scores(store: Store, window: Window) -> pd.DataFrame:

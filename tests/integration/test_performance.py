@@ -290,15 +290,15 @@ def test_scores_in_the_registry_bucket_give_the_same_figures_as_in_a_folder(
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     for k in (*MATURED_DAYS, PENDING_DAY):
         key = f"scores/date={day(k)}/part-0.parquet"
-        s3.upload_file(str(stable.root / key), s3_bucket, key)
+        s3.upload_file(str(stable.root / key), s3_bucket, f"registry/{key}")
     settings = stable.settings(scores_uri=None, endpoint_url=s3_endpoint)
     settings.registry.uri = f"s3://{s3_bucket}/registry"
-    assert scores_uri(settings) == f"s3://{s3_bucket}/scores"
+    assert scores_uri(settings) == f"s3://{s3_bucket}/registry/scores"
     local = stable.check()
     remote = check_performance(
         stable.settings(scores_uri=scores_uri(settings), endpoint_url=s3_endpoint),
         str(stable.root / "repo"),
         pd.Timestamp(SINCE).to_pydatetime(),
     )
-    assert remote["scores_uri"] == f"s3://{s3_bucket}/scores"
+    assert remote["scores_uri"] == f"s3://{s3_bucket}/registry/scores"
     assert remote["rows"] == local["rows"] and remote["metrics"] == local["metrics"]
