@@ -9,7 +9,8 @@ bins (Evidently slows sharply with many columns, evidently#763), plus a ``ValueD
 
 Decision: ``insufficient_data`` below ``monitor.min_rows`` current rows (Evidently is not
 run, so a thin window never raises a false alarm); else ``drift`` when the share of drifted
-summary columns reaches ``monitor.drift_share`` or the score distribution drifted; else
+summary columns (all but ``monitor.untested_columns``, which move by construction as the
+served population ages) reaches ``monitor.drift_share`` or the score distribution drifted; else
 ``no_drift``. Evidently tests at most ``monitor.max_rows_per_side`` rows of each side, a
 seeded sample of a larger one (:func:`evaluate`); ``rows`` keeps the true counts and
 ``sampled`` the tested ones. Outputs go to the monitoring store under
@@ -156,6 +157,7 @@ def check_drift(
     except Exception as exc:  # RegistryError, or Arrow on a damaged file
         raise MonitorError(f"no usable reference for {champion.version}: {exc}") from exc
     columns = [c for c in reference.columns if c != SCORE_COLUMN]
+    tested = tested_columns(columns, cfg.untested_columns, champion.version)
     log = Store(log_uri(settings), cfg.endpoint_url)
     current, seen = read_current(log, window, champion.version, columns)
     if seen == 0:
@@ -170,6 +172,7 @@ def check_drift(
         "rows": {"current": len(current), "reference": len(reference), "window_all": seen},
         "min_rows": cfg.min_rows,
         "drift_share_threshold": cfg.drift_share,
+        "untested_columns": [c for c in columns if c not in tested],
         "created_at": now.isoformat(),
     }
     store = Store(store_uri(settings), cfg.endpoint_url)
@@ -185,12 +188,28 @@ def check_drift(
             report_html=None,
         )
     else:
-        fields, html = evaluate(reference, current, columns, cfg)
+        fields, html = evaluate(reference, current, tested, cfg)
         summary.update(fields)
         summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", html)
     summary["summary_json"] = store.location(f"{run}/{SUMMARY_FILE}")
     store.write(f"{run}/{SUMMARY_FILE}", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def tested_columns(columns: list[str], untested: list[str], version: str) -> list[str]:
+    """The summary columns the drift test runs on: all but ``monitor.untested_columns``.
+
+    Raises:
+        MonitorError: The setting names a column the version's reference lacks (a typo would
+            otherwise test a column the user meant to leave out).
+    """
+    unknown = [c for c in untested if c not in columns]
+    if unknown:
+        raise MonitorError(
+            f"monitor.untested_columns names {unknown}, which the reference of {version} "
+            f"lacks; its columns: {', '.join(columns)}"
+        )
+    return [c for c in columns if c not in untested]
 
 
 def evaluate(
