@@ -63,8 +63,13 @@ def prepare(root: Path, customers: int, k: int, with_log: bool = False) -> None:
     cutoffs = _cutoffs(k)
     ids = np.array([f"c{i:07d}" for i in range(customers)])
     n = customers * k
-    seq = rng.poisson(0.3, size=(n, len(CHANNELS), SEQ_LEN)).astype(np.float32)
-    seq[:, 1] *= rng.gamma(2.0, 20.0, size=(n, 1)).astype(np.float32)
+    # Drawn a million rows at a time: poisson's int64 draws of 10M rows at once would take
+    # 12 GB on top of the 6 GB float32 array.
+    seq = np.empty((n, len(CHANNELS), SEQ_LEN), dtype=np.float32)
+    for start in range(0, n, 1_000_000):
+        block = seq[start : start + 1_000_000]
+        block[:] = rng.poisson(0.3, size=block.shape)
+        block[:, 1] *= rng.gamma(2.0, 20.0, size=(len(block), 1)).astype(np.float32)
     snapshots = Snapshots(
         customer_id=np.tile(ids, k),
         snapshot_ts=np.repeat([c.value for c in cutoffs], customers),

@@ -459,7 +459,7 @@ class Loop:
             clock = time.perf_counter()
             if decision is None:
                 # No drift decision: retrain on a performance alarm, so the AUCs still exist.
-                decision, res.cause = {**summary, "decision": "performance"}, "performance"
+                decision, res.cause = {**summary, "decision": "degraded"}, "performance"
             else:
                 res.cause = "drift"
             res.trigger = maybe_retrain(
