@@ -6,8 +6,8 @@
 #                   Kubeflow Trainer v2 and its torch-distributed ClusterTrainingRuntime
 #   kind.sh load    build both images from docker/ and load them into the cluster's nodes
 #   kind.sh deploy  the local overlay, Redis and PostgreSQL (Feast online store and registry),
-#                   the churn bucket, and the Secrets (churn-s3, churn-feast...) from the
-#                   environment
+#                   the churn bucket, the shared feature store's volume, and the Secrets
+#                   (churn-s3, churn-feast...) from the environment
 #   kind.sh e2e     the tests in tests/e2e against this cluster
 #   kind.sh down    delete the cluster
 #
@@ -137,6 +137,10 @@ deploy() {
     "postgresql+psycopg://feast:$db_pw@postgres.churn-feast:5432/feast" \
     "redis.churn-feast:6379,password=$redis_pw" >"$scratch/feast.env"
   kubectl apply -k "$ROOT/manifests/overlays/local"
+  # Standalone KFP runs every pipeline pod in the kubeflow namespace, so the steps' Secrets
+  # (pipeline.s3_secret_name, pipeline.feature_store_secret) and the shared feature store's
+  # volume live there; KServe's storage initializer reads churn-s3 in the churn namespace.
+  apply_secret kubeflow churn-s3 "$scratch/s3.env"
   apply_secret churn churn-s3 "$scratch/s3.env"
   kubectl -n churn annotate --overwrite secret churn-s3 \
     serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 \
@@ -145,6 +149,8 @@ deploy() {
   apply_secret churn-feast churn-redis "$scratch/redis.env"
   apply_secret churn-feast churn-feast-db "$scratch/db.env"
   apply_secret churn churn-feast "$scratch/feast.env"
+  apply_secret kubeflow churn-feast "$scratch/feast.env"
+  kubectl apply -f "$ROOT/manifests/kind/pipeline-volumes.yaml"
   kubectl -n churn-feast rollout status deployment/redis --timeout=180s
   kubectl -n churn-feast rollout status deployment/postgres --timeout=180s
   # The registry's bucket, and the one the base manifest's transformer logs to

@@ -164,6 +164,60 @@ def test_the_feature_store_validates_strictly_runs_locked_down_with_secrets_by_r
     assert namespace["metadata"]["labels"]["churn.io/feature-store"] == "true"
 
 
+FAKE_KUBECTL = r"""#!/bin/bash
+# Records each call, and for a Secret the keys of its env file (never the values).
+echo "kubectl $*" >>"$KUBECTL_LOG"
+for arg in "$@"; do
+  case "$arg" in
+    --from-env-file=*) echo "keys ${arg#--from-env-file=}: $(cut -d= -f1 "${arg#*=}" | xargs)" \
+      >>"$KUBECTL_LOG" ;;
+  esac
+done
+case "$*" in *jsonpath=*) printf %s c3RvcmUta2V5 ;; esac
+exit 0
+"""
+
+
+def test_kind_deploy_puts_the_pipeline_secrets_and_volume_where_kfp_runs_pods(
+    tmp_path: Path,
+) -> None:
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    (fakes / "kubectl").write_text(FAKE_KUBECTL)
+    (fakes / "kubectl").chmod(0o755)
+    log = tmp_path / "kubectl.log"
+    env = {
+        "PATH": f"{fakes}:{os.environ['PATH']}",
+        "KUBECTL_LOG": str(log),
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY",
+        "AWS_SECRET_ACCESS_KEY": "example-secret-value",
+    }
+    done = subprocess.run(
+        [str(KIND / "kind.sh"), "deploy"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    created = {(c.split()[2], c.split()[6]) for c in calls if "create secret generic" in c}
+    # Standalone KFP's pods run in kubeflow; KServe's storage initializer reads churn's.
+    assert {("kubeflow", "churn-s3"), ("churn", "churn-s3")} <= created
+    assert {("kubeflow", "churn-feast"), ("churn", "churn-feast")} <= created
+    assert f"kubectl apply -f {KIND / 'pipeline-volumes.yaml'}" in calls
+    keys = [c for c in calls if c.startswith("keys ")]
+    assert any(k.endswith("AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY") for k in keys)
+    # Credentials travel in files, never on a command line another user could read.
+    assert not [c for c in calls if "example-secret-value" in c or "AKIAEXAMPLEKEY" in c]
+
+
+def test_the_feature_volume_validates_and_sits_where_the_pipeline_account_runs() -> None:
+    (claim,) = [d for d in yaml.safe_load_all((KIND / "pipeline-volumes.yaml").read_text()) if d]
+    kubernetes_validate.validate(claim, K8S_VERSION, strict=True)
+    rbac = yaml.safe_load_all((PROJECT_ROOT / "manifests/base/pipeline-rbac.yaml").read_text())
+    (account,) = [d for d in rbac if d and d["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == "churn-pipeline"
+    assert claim["metadata"]["namespace"] == account["metadata"]["namespace"] == "kubeflow"
+    assert claim["metadata"]["name"] == "churn-features"
+
+
 def test_the_e2e_tests_skip_cleanly_without_a_cluster_naming_how_to_run_them() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CHURN_TEST_CLUSTER"}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
