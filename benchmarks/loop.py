@@ -73,6 +73,7 @@ from churn.dataset.labels import label_cutoffs
 from churn.features.build import build_features
 from churn.features.request import build_request
 from churn.features.store import PROFILE_VIEW, SEQUENCE_VIEW, FeatureRepo, Features
+from churn.io.processes import sigterm_as_interrupt
 from churn.model.metrics import roc_auc
 from churn.model.network import encode_instances, load_model, predict_proba
 from churn.model.train import train
@@ -615,6 +616,8 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    # Stopped with SIGTERM (timeout, kill), the servers it started stop and its folder goes.
+    sigterm_as_interrupt()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:

@@ -58,6 +58,7 @@ from churn.dataset.build import build_dataset
 from churn.features.build import build_features, materialize
 from churn.features.request import build_request
 from churn.features.store import FeatureRepo
+from churn.io.processes import sigterm_as_interrupt
 from churn.model.network import encode_instances, load_model, predict_proba
 from churn.model.train import train
 from churn.release.registry import LocalRegistry
@@ -402,6 +403,8 @@ def main() -> None:
         help="100 requests, 2 s of throughput, 200 customers (overrides those three)",
     )
     args = parser.parse_args()
+    # Stopped with SIGTERM (timeout, kill), the servers it started stop and its folder goes.
+    sigterm_as_interrupt()
     if args.quick:
         args.requests, args.seconds, args.customers = 100, 2.0, 200
     logging.basicConfig(level=logging.WARNING)

@@ -97,3 +97,21 @@ def wait_gone(pids: list[int], timeout: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+def sigterm_as_interrupt() -> None:
+    """Makes SIGTERM stop this process as Ctrl-C does (scripts outside the CLI: benchmarks).
+
+    Python's default for SIGTERM is to die at once, so ``with`` blocks never exit: servers the
+    script started outlive it and its temporary folders stay. After this call SIGTERM raises
+    KeyboardInterrupt, so every ``with`` and ``finally`` runs, and the children get the SIGINT
+    that a terminal's Ctrl-C would have sent them. A repeated SIGTERM is ignored, so it cannot
+    cut the cleanup short.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        interrupt_descendants(forward=True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -1,0 +1,46 @@
+"""SIGTERM in scripts outside the CLI (benchmarks) stops them the way Ctrl-C does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from churn.io.processes import wait_gone
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import subprocess, sys, time
+from pathlib import Path
+from churn.io.processes import sigterm_as_interrupt
+
+sigterm_as_interrupt()
+server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(server.pid, flush=True)
+try:
+    time.sleep(120)
+finally:
+    Path(sys.argv[1]).write_text("cleaned up")
+"""
+
+
+def test_sigterm_runs_the_cleanup_and_stops_the_children_a_terminal_would_have(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    script = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(marker)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert script.stdout is not None
+    child = int(script.stdout.readline())
+    time.sleep(0.2)
+    script.send_signal(signal.SIGTERM)
+    script.wait(timeout=30)
+    assert marker.read_text() == "cleaned up"
+    # Without the handler the sleeping child outlives the script (it is nobody's to stop).
+    assert wait_gone([child], timeout=10)
