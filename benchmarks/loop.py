@@ -38,7 +38,8 @@ pre-drift log, printed beside the retrain's time and the decision-to-serving tim
 is shared, so the load average is printed too.
 
 Usage: ``python benchmarks/loop.py [--kinds spend,rate,segment] [--customers 4000]
-[--per-day 1000] [--pre-days 3] [--post-days 7] [--drift-share 0.2] [--json out.json]``
+[--per-day 1000] [--pre-days 3] [--post-days 7] [--drift-share 0.2] [--reference-split test]
+[--json out.json]``
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ def build_and_publish(
     day: int,
     work: Path,
     registry: LocalRegistry,
+    reference_split: str,
     allow_input_change: str = "",
 ) -> str:
     """The pipeline's steps in this process on the log before ``day``: returns the version.
@@ -221,7 +223,7 @@ def build_and_publish(
     build_dataset(work / "repo", work / "dataset", FEATURES.horizon_days)
     train(work / "dataset", work / "model", MODEL, TRAIN)
     reference = write_reference(
-        work / "model", work / "dataset", work / "reference.parquet", 20_000, 0
+        work / "model", work / "dataset", work / "reference.parquet", 20_000, 0, reference_split
     )
     info = registry.publish(work / "model", {"roc_auc": float("nan")}, reference=reference)
     registry.promote(info.version, allow_input_change=allow_input_change)
@@ -409,7 +411,12 @@ class Loop:
         synth = simulate(self.kind, self.args, self.start, self.root / "synth")
         t0 = time.perf_counter()
         champion = build_and_publish(
-            synth, self.start, tl.drift_day, self.root / "champion", self.registry
+            synth,
+            self.start,
+            tl.drift_day,
+            self.root / "champion",
+            self.registry,
+            self.args.reference_split,
         )
         self.result.champion_build_s = time.perf_counter() - t0
         self.result.champion_version = champion
@@ -524,6 +531,7 @@ class Loop:
             self.timeline.retrain_day,
             work,
             self.registry,
+            self.args.reference_split,
             allow_input_change=f"retrained on the {self.kind}-drifted log",
         )
         self.result.retrain_s = time.perf_counter() - started
@@ -613,6 +621,12 @@ def main() -> None:
         type=float,
         default=MonitorConfig().drift_share,
         help="monitor.drift_share: share of drifted summary columns that decides drift",
+    )
+    parser.add_argument(
+        "--reference-split",
+        choices=("train", "val", "test"),
+        default=RegistryConfig().reference_split,
+        help="registry.reference_split: the split each version's drift reference summarises",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()

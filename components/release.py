@@ -88,9 +88,10 @@ def register(
     Args:
         model: The model folder.
         evaluation: The evaluation folder; its ``metrics.json`` is published with the model.
-        training_set: The training set the model was trained on; its train split's summary
-            and the model's scores on it are published as ``reference.parquet``, the drift
-            monitor's reference (at most ``registry.reference_max_rows`` rows, seeded).
+        training_set: The training set the model was trained on; the summary of one of its
+            splits (``registry.reference_split``, at most ``registry.reference_max_rows`` rows,
+            seeded) and the model's scores on it are published as ``reference.parquet``, the
+            drift monitor's reference.
         decision: The gate's decision; the pointer moves only if the champion it compared
             against is still the champion (another run may have promoted in between), and
             over a change of input spec only if the decision allowed one.
@@ -124,6 +125,7 @@ def register(
             Path(tmp) / "reference.parquet",
             registry_cfg.reference_max_rows,
             registry_cfg.reference_seed,
+            registry_cfg.reference_split,
         )
         published = store.publish(
             model.path,

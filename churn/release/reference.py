@@ -1,11 +1,11 @@
-"""A version's reference summary: what its training split looked like, for the drift monitor.
+"""A version's reference summary: what its training set looked like, for the drift monitor.
 
-The monitor compares served traffic with the data the model was trained on, later and from
+The monitor compares served traffic with the data the model was built from, later and from
 another pod, so the comparison's reference travels with the version in the registry as
-``reference.parquet``: the training split's rows summarised by the same
-:func:`churn.features.summary.summarize` the inference log uses (same columns, same meaning),
-plus the model's ``churn_probability`` on each row. A large split is sampled (seeded) to keep
-the file and the monitor's work bounded.
+``reference.parquet``: one split's rows (``registry.reference_split``, by default the
+training split) summarised by the same :func:`churn.features.summary.summarize`
+the inference log uses (same columns, same meaning), plus the model's ``churn_probability`` on
+each row. A large split is sampled (seeded) to keep the file and the monitor's work bounded.
 """
 
 from __future__ import annotations
@@ -45,15 +45,16 @@ def decode_categories(cat: np.ndarray, vocabularies: dict[str, list[str]]) -> np
 
 
 def reference_table(
-    model_dir: str | Path, dataset_dir: str | Path, max_rows: int, seed: int
+    model_dir: str | Path, dataset_dir: str | Path, max_rows: int, seed: int, split: str = "train"
 ) -> pa.Table:
-    """The reference summary of a model's training split, with the model's scores.
+    """The reference summary of one split of a model's training set, with the model's scores.
 
     Args:
         model_dir: Model folder (``model.pt``, ``model.json``).
         dataset_dir: The training set folder the model was trained on.
         max_rows: Most rows kept; a larger split is sampled without replacement.
         seed: Seed of the sample.
+        split: ``train``, ``val`` or ``test`` (``registry.reference_split``).
 
     Returns:
         The summary columns (``summary_schema``) followed by ``churn_probability``.
@@ -67,7 +68,7 @@ def reference_table(
         model, meta = load_model(Path(model_dir))
     except ModelFormatError as exc:
         raise ModelError(str(exc)) from exc
-    ts = load_training_set(dataset_dir, splits=("train",))
+    ts = load_training_set(dataset_dir, splits=(split,))
     spec = meta["input_spec"]
     for key in _INPUT_FIELDS:
         # Lists of items: the order of the categorical columns is part of the meaning.
@@ -77,21 +78,26 @@ def reference_table(
                 f"model {model_dir} does not fit training set {dataset_dir}: {key!r} is "
                 f"{ours!r} in the model and {theirs!r} in the training set"
             )
-    split = _sample(ts.splits["train"], max_rows, seed)
+    rows = _sample(ts.splits[split], max_rows, seed)
     seq_len = int(spec["seq_len"])
     windows = summary_windows(
         list(meta.get("architecture", {}).get("windows", [])) or [seq_len], seq_len
     )
-    cat = decode_categories(split.cat, spec["categorical_features"])
-    columns = summarize(split.seq, split.num, cat, spec, windows)
+    cat = decode_categories(rows.cat, spec["categorical_features"])
+    columns = summarize(rows.seq, rows.num, cat, spec, windows)
     schema = summary_schema(spec, windows).append(pa.field(SCORE_COLUMN, pa.float64()))
     arrays = [pa.array(columns[f.name], type=f.type) for f in schema if f.name != SCORE_COLUMN]
-    arrays.append(pa.array(_scores(model, split), type=pa.float64()))
+    arrays.append(pa.array(_scores(model, rows), type=pa.float64()))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def write_reference(
-    model_dir: str | Path, dataset_dir: str | Path, out: str | Path, max_rows: int, seed: int
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    out: str | Path,
+    max_rows: int,
+    seed: int,
+    split: str = "train",
 ) -> Path:
     """Writes :func:`reference_table` as Parquet to ``out`` (a staging file, not the registry).
 
@@ -99,7 +105,7 @@ def write_reference(
         ``out``; ``Registry.publish(reference=out)`` stores it as ``reference.parquet``.
     """
     out = Path(out)
-    pq.write_table(reference_table(model_dir, dataset_dir, max_rows, seed), out)
+    pq.write_table(reference_table(model_dir, dataset_dir, max_rows, seed, split), out)
     return out
 
 

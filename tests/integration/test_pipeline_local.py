@@ -11,6 +11,7 @@ end, marked ``cluster``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -43,7 +44,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         ),
         model=ModelConfig(hidden=8, dilations=[1, 2], embedding_dim=2, head_hidden=8),
         train=TrainConfig(epochs=2, batch_size=256, patience=2),
-        registry=RegistryConfig(uri=str(home / "registry")),
+        # Not the default split, to see the setting reach the register step.
+        registry=RegistryConfig(uri=str(home / "registry"), reference_split="test"),
     )
 
 
@@ -99,6 +101,15 @@ def test_a_passing_candidate_is_registered_promoted_and_served(
     assert version_dir == registry_root / "versions" / promoted_run["version"]
     assert (version_dir / "_COMPLETE").is_file()
     assert (version_dir / "model-store" / "churn.mar").is_file()
+
+    # The drift reference summarises the split registry.reference_split names.
+    (meta,) = [
+        json.loads(m.read_text())
+        for m in Path(promoted_run["run_dir"]).rglob("meta.json")
+        if "splits" in json.loads(m.read_text())
+    ]
+    reference = pq.read_table(io.BytesIO(registry.reference(promoted_run["version"])))
+    assert reference.num_rows == meta["splits"]["test"]["rows"] != meta["splits"]["train"]["rows"]
 
     published = json.loads((version_dir / "metrics.json").read_text())
     assert published["roc_auc"] == pytest.approx(promoted_run["roc_auc"]["cnn"])

@@ -385,6 +385,7 @@ def test_a_folder_registry_is_refused_for_cluster_runs(fake_client: type[FakeCli
         "registry": {
             "uri": "s3://models/churn",
             "model_name": "churn",
+            "reference_split": "train",
             "reference_max_rows": 20000,
             "reference_seed": 0,
         }

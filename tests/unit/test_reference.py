@@ -38,12 +38,13 @@ def model_for(dataset: Path, dest: Path) -> Path:
     return save_model(build_model(spec, ARCH), spec, ARCH, 0.5, dest)
 
 
+@pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_the_reference_equals_what_serving_summarises_for_the_same_rows(
-    planted_training_set: Path, tmp_path: Path
+    planted_training_set: Path, tmp_path: Path, split: str
 ) -> None:
     model_dir = model_for(planted_training_set, tmp_path / "model")
-    table = reference_table(model_dir, planted_training_set, max_rows=100_000, seed=0)
-    train = load_training_set(planted_training_set, splits=("train",)).splits["train"]
+    table = reference_table(model_dir, planted_training_set, max_rows=100_000, seed=0, split=split)
+    train = load_training_set(planted_training_set, splits=(split,)).splits[split]
     model, meta = load_model(model_dir)
     spec = meta["input_spec"]
     # Serving sends the raw category value, or None when the store has none.
@@ -58,6 +59,20 @@ def test_the_reference_equals_what_serving_summarises_for_the_same_rows(
         model, torch.from_numpy(train.seq), torch.from_numpy(train.num), torch.from_numpy(train.cat)
     )
     np.testing.assert_allclose(table.column("churn_probability").to_numpy(), scores.numpy())
+
+
+def test_by_default_the_reference_is_the_training_split(
+    planted_training_set: Path, tmp_path: Path
+) -> None:
+    model_dir = model_for(planted_training_set, tmp_path / "model")
+    default = reference_table(model_dir, planted_training_set, max_rows=100_000, seed=0)
+    train = reference_table(
+        model_dir, planted_training_set, max_rows=100_000, seed=0, split="train"
+    )
+    assert RegistryConfig().reference_split == "train"
+    assert default.equals(train)
+    splits = load_training_set(planted_training_set).splits
+    assert default.num_rows == len(splits["train"]) != len(splits["test"])
 
 
 def test_a_large_split_is_sampled_to_the_bound_and_the_same_seed_gives_the_same_rows(
