@@ -47,6 +47,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 # Lists read from the environment as "1,2,4" (pydantic-settings would expect JSON).
 IntList = Annotated[list[int], NoDecode]
 StrList = Annotated[list[str] | None, NoDecode]
+NameList = Annotated[list[str], NoDecode]
 PositiveFloatList = Annotated[
     list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]], NoDecode, Field(min_length=1)
 ]
@@ -394,7 +395,9 @@ class MonitorConfig(Section):
             ``num_recency_days`` in bins, so one recency wobble counted twice. A changed
             tenure mix (a wave of new customers) still shows in the spend, activity and
             attribute columns, and a champion that ages badly in the delayed-label check
-            (``churn monitor performance``). Each name must be a column of the reference.
+            (``churn monitor performance``). Each name must be a column of the reference. From
+            the environment: ``CHURN_MONITOR__UNTESTED_COLUMNS=num_tenure_days,num_frequency``,
+            or empty to test every column.
         textfile: node-exporter textfile the metrics go to; ``None`` takes
             ``HOME/monitoring/churn_drift.prom``.
         pushgateway_url: Pushgateway the metrics are pushed to as well; ``None`` pushes
@@ -447,7 +450,7 @@ class MonitorConfig(Section):
     window_hours: float = Field(24.0, gt=0.0, le=24.0 * 366)
     min_rows: int = Field(500, ge=1)
     drift_share: float = Field(0.2, gt=0.0, le=1.0)
-    untested_columns: list[str] = Field(
+    untested_columns: NameList = Field(
         default_factory=lambda: ["num_tenure_days", "num_frequency", "seq_recency_bins"]
     )
     textfile: Path | None = None

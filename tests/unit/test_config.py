@@ -30,6 +30,18 @@ def test_environment_overrides_are_typed():
     assert str(settings.home) == "/tmp/x"
 
 
+@pytest.mark.parametrize(
+    ("value", "columns"),
+    [
+        ("num_tenure_days, num_frequency", ["num_tenure_days", "num_frequency"]),
+        ("", []),
+    ],
+)
+def test_untested_drift_columns_come_from_the_environment_as_a_comma_list(value, columns):
+    settings = load_settings(env={"CHURN_MONITOR__UNTESTED_COLUMNS": value})
+    assert settings.monitor.untested_columns == columns
+
+
 def test_other_tools_variables_are_ignored():
     settings = load_settings(env={"CHURN_KFP_HOST": "http://x", "CHURN_TEST_CLUSTER": "1"})
     assert settings == Settings()
