@@ -65,8 +65,8 @@ def settings_for(overrides: list[str], **features: object) -> Settings:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
         setattr(getattr(settings, section), name, json_or_text(value))
-    for name, value in features.items():
-        setattr(settings.features, name, value)
+    for field, setting in features.items():
+        setattr(settings.features, field, setting)
     return settings
 
 
