@@ -15,7 +15,7 @@ parameters (JSON mappings) and are validated in the pod by the same pydantic mod
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,6 +39,24 @@ DATA_HELP = (
     "cdnow, synth[:customers=N,days=D,seed=S], or a transaction log file or folder, local or "
     "s3://bucket/key (on a cluster: s3:// or a path the pods can read)."
 )
+# Arguments several pipelines take, declared once; "cli" marks them as command-line options.
+DataSource = Annotated[
+    str, Field(min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
+]
+CustomersTable = Annotated[
+    str,
+    Field(
+        description="Optional customers table (a path or s3:// URI); '' for none.",
+        json_schema_extra={"cli": 1},
+    ),
+]
+Cutoffs = Annotated[
+    str,
+    Field(
+        description="Comma-separated training cutoff dates; '' picks them automatically.",
+        json_schema_extra={"cli": 1},
+    ),
+]
 
 
 class PipelineArguments(BaseModel):
@@ -107,17 +125,9 @@ class RunArguments(PipelineArguments):
         "train": ("epochs",),
     }
 
-    data: str = Field("cdnow", min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
-    customers: str = Field(
-        "",
-        description="Optional customers table (a path or s3:// URI); '' for none.",
-        json_schema_extra={"cli": 1},
-    )
-    cutoffs: str = Field(
-        "",
-        description="Comma-separated training cutoff dates; '' picks them automatically.",
-        json_schema_extra={"cli": 1},
-    )
+    data: DataSource = "cdnow"
+    customers: CustomersTable = ""
+    cutoffs: Cutoffs = ""
     horizon_days: int = Field(90, ge=1, description="Label horizon in days.")
     epochs: int = Field(
         12, ge=1, description="Maximum training epochs.", json_schema_extra={"cli": 1}
@@ -225,12 +235,8 @@ class ScoringArguments(PipelineArguments):
         description="Registry version to score with; '' for the champion at run time.",
         json_schema_extra={"cli": 1},
     )
-    data: str = Field("cdnow", min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
-    customers: str = Field(
-        "",
-        description="Optional customers table (a path or s3:// URI); '' for none.",
-        json_schema_extra={"cli": 1},
-    )
+    data: DataSource = "cdnow"
+    customers: CustomersTable = ""
     data_endpoint_url: str = Field(
         "",
         description="S3 endpoint of a non-AWS store for s3:// data (default: the registry's); "
@@ -274,17 +280,9 @@ class ScoringArguments(PipelineArguments):
 class FeatureArguments(PipelineArguments):
     """Arguments of one run of the feature pipeline (``pipelines/feature_pipeline.py``)."""
 
-    data: str = Field("cdnow", min_length=1, description=DATA_HELP, json_schema_extra={"cli": 1})
-    customers: str = Field(
-        "",
-        description="Optional customers table (a path or s3:// URI); '' for none.",
-        json_schema_extra={"cli": 1},
-    )
-    cutoffs: str = Field(
-        "",
-        description="Comma-separated training cutoff dates; '' picks them automatically.",
-        json_schema_extra={"cli": 1},
-    )
+    data: DataSource = "cdnow"
+    customers: CustomersTable = ""
+    cutoffs: Cutoffs = ""
     observed_until: str = Field(
         "",
         description="End of the observation period: 'now' for the time of the run, '' for the "

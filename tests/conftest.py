@@ -147,6 +147,33 @@ TINY_ARCH = {
 }
 
 
+def promote_small_champion(repo: Path, root: Path) -> tuple[Any, str]:
+    """Trains a one-epoch, 8-wide CNN on ``repo``'s training set and promotes it.
+
+    Writes ``root/dataset``, ``root/model`` and the folder registry ``root/registry`` (model
+    ``churn``); a 30-day horizon.
+
+    Returns:
+        The registry and the promoted version.
+    """
+    from churn.dataset.build import build_dataset
+    from churn.model.train import train
+    from churn.release.registry import LocalRegistry
+    from churn.settings import ModelConfig, TrainConfig
+
+    build_dataset(repo, root / "dataset", horizon_days=30)
+    train(
+        root / "dataset",
+        root / "model",
+        ModelConfig(hidden=8, dilations=[1, 2], windows=[1, 4, 13]),
+        TrainConfig(epochs=1, batch_size=64, device="cpu"),
+    )
+    registry = LocalRegistry(root / "registry", "churn")
+    info = registry.publish(root / "model", {"roc_auc": 0.5})
+    registry.promote(info.version)
+    return registry, info.version
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Callable[[Path, int], Path]:
     """Writes a small untrained model folder; different seeds give different bytes."""

@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import promote_small_champion
 
 from churn.data.synth import generate, make_spec
-from churn.dataset.build import build_dataset
 from churn.features.build import build_features
 from churn.features.request import build_request
 from churn.features.store import FeatureRepo
-from churn.model.train import train
 from churn.release.registry import LocalRegistry
 from churn.release.torchserve import LocalTorchServe
-from churn.settings import FeatureConfig, ModelConfig, TrainConfig
+from churn.settings import FeatureConfig
 
 pytestmark = pytest.mark.slow
 
@@ -88,17 +87,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         FEATURES,
         customers=root / "synth" / "customers.parquet",
     )
-    build_dataset(root / "repo", root / "dataset", horizon_days=30)
-    train(
-        root / "dataset",
-        root / "model",
-        ModelConfig(hidden=8, dilations=[1, 2], windows=[1, 4, 13]),
-        TrainConfig(epochs=1, batch_size=64, device="cpu"),
-    )
-    registry = LocalRegistry(root / "registry", "churn")
-    info = registry.publish(root / "model", {"roc_auc": 0.5})
-    registry.promote(info.version)
-    version_dir = registry.download(info.version, root / "version")
+    registry, version = promote_small_champion(root / "repo", root)
+    version_dir = registry.download(version, root / "version")
     repo = FeatureRepo(root / "repo")
     # The last training cutoff: a snapshot time with events after it.
     at = pd.Timestamp(repo.spec["cutoffs"][-1])
@@ -106,7 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         root=root,
         repo=repo,
         registry=registry,
-        version=info.version,
+        version=version,
         version_dir=version_dir,
         meta=json.loads((version_dir / "model" / "model.json").read_text()),
         at=at,

@@ -18,14 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import promote_small_champion
 
 from churn.data.synth import generate, make_spec
-from churn.dataset.build import build_dataset
 from churn.features.build import build_features
-from churn.model.train import train
-from churn.release.registry import LocalRegistry
 from churn.release.score_store import RUN_KEY, scores_uri
-from churn.settings import FeatureConfig, ModelConfig, RegistryConfig, Settings, TrainConfig
+from churn.settings import FeatureConfig, RegistryConfig, Settings
 from pipelines.arguments import ScoringArguments
 from pipelines.scoring_pipeline import build_pipeline
 
@@ -66,16 +64,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         FEATURES,
         customers=data / "customers.parquet",
     )
-    build_dataset(root / "train_repo", root / "dataset", horizon_days=30)
-    train(
-        root / "dataset",
-        root / "model",
-        ModelConfig(hidden=8, dilations=[1, 2], windows=[1, 4, 13]),
-        TrainConfig(epochs=1, batch_size=64, device="cpu"),
-    )
-    registry = LocalRegistry(root / "registry", "churn")
-    info = registry.publish(root / "model", {"roc_auc": 0.5})
-    registry.promote(info.version)
+    _, version = promote_small_champion(root / "train_repo", root)
     last = pd.read_parquet(data / "transactions.parquet", columns=["timestamp"])["timestamp"].max()
     # Not one of the training cutoffs: the scoring run must add its own snapshot.
     date = (pd.Timestamp(last).normalize() - pd.Timedelta(days=10)).date().isoformat()
@@ -84,7 +73,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         features=FEATURES,
         registry=RegistryConfig(uri=str(root / "registry")),
     )
-    yield Setup(root=root, data=data, settings=settings, version=info.version, date=date)
+    yield Setup(root=root, data=data, settings=settings, version=version, date=date)
 
 
 def run_scoring(setup: Setup, name: str, **overrides: object) -> None:

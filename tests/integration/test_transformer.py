@@ -29,24 +29,21 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import requests
+from conftest import promote_small_champion
 from typer.testing import CliRunner
 
 from churn.cli import app
 from churn.data.synth import generate, make_spec
-from churn.dataset.build import build_dataset
 from churn.features.build import build_features, materialize
 from churn.features.store import SEQUENCE_VIEW, FeatureRepo
 from churn.features.summary import summary_windows
 from churn.model.network import encode_instances, load_model, predict_proba
-from churn.model.train import train
 from churn.release.registry import LocalRegistry
 from churn.release.torchserve import LocalTorchServe, free_port
 from churn.settings import (
     FeatureConfig,
-    ModelConfig,
     RegistryConfig,
     Settings,
-    TrainConfig,
     TransformerConfig,
 )
 from serving.inference_log import log_schema
@@ -122,17 +119,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         FEATURES,
         customers=root / "synth" / "customers.parquet",
     )
-    build_dataset(root / "repo", root / "dataset", horizon_days=30)
-    train(
-        root / "dataset",
-        root / "model",
-        ModelConfig(hidden=8, dilations=[1, 2], windows=[1, 4, 13]),
-        TrainConfig(epochs=1, batch_size=64, device="cpu"),
-    )
-    registry = LocalRegistry(root / "registry", "churn")
-    info = registry.publish(root / "model", {"roc_auc": 0.5})
-    registry.promote(info.version)
-    version_dir = registry.download(info.version, root / "version")
+    registry, version = promote_small_champion(root / "repo", root)
+    version_dir = registry.download(version, root / "version")
     materialize(root / "repo")
     repo = FeatureRepo(root / "repo")
     latest = pd.Timestamp(repo.spec["latest_snapshot"])
@@ -151,7 +139,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             repo=repo,
             dataset=root / "dataset",
             registry=registry,
-            version=info.version,
+            version=version,
             version_dir=version_dir,
             meta=meta,
             predictor=predictor,
