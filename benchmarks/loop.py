@@ -169,6 +169,7 @@ class KindResult:
     decision_to_serving_s: float = float("nan")
     champion_build_s: float = float("nan")
     new_segment_share: list[float] = field(default_factory=list)
+    days: list[dict] = field(default_factory=list)
 
     @property
     def false_alarm(self) -> bool:
@@ -511,6 +512,7 @@ class Loop:
         summary = check_drift(self.settings, since=since, until=until)
         new = float(np.mean(self.segments.loc[chosen, "segment"] == "enterprise"))
         self.result.new_segment_share.append(round(new, 4))
+        self.result.days.append(day_record(day - self.timeline.drift_day, summary))
         print(
             f"  {self.kind} day {day - self.timeline.drift_day:+d}: {len(answers)} of "
             f"{len(ids)} active served, "
@@ -548,6 +550,20 @@ class Loop:
         res.oracle_post_auc = rows.oracle_auc
         res.champion_post_auc = rows.auc(old)
         res.retrained_post_auc = rows.auc(new)
+
+
+def day_record(day: int, summary: dict) -> dict:
+    """One served day as the JSON keeps it: the decision and every tested column's score."""
+    tested = summary.get("columns") or []
+    prediction = summary.get("prediction_drift") or {}
+    return {
+        "day": day,
+        "decision": summary["decision"],
+        "drift_share": summary["drift_share"],
+        "scores": {c["column"]: round(c["score"], 4) for c in tested},
+        "drifted": [c["column"] for c in summary["drifted_columns"]],
+        "score_drift": prediction.get("score"),
+    }
 
 
 def verdicts(res: KindResult) -> dict[str, bool | None]:

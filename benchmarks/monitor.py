@@ -92,7 +92,8 @@ def child(kind: str, rows: int, max_rows: int) -> dict:
                 "sampled": fields["sampled"]
             }
         snap = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
-        return read_snapshot(snap.dict(), DRIFT_SHARE), {"metrics": len(snap.dict()["metrics"])}
+        fields = read_snapshot(snap.dict(), DRIFT_SHARE, cfg.column_alarm)
+        return fields, {"metrics": len(snap.dict()["metrics"])}
 
     # The first report of a process imports Evidently's metrics, plotly and scipy's tests
     # lazily: a warm-up on 1,000 rows a side takes that out of the time (and is reported

@@ -1,21 +1,20 @@
 """Drift of served traffic against the champion's training data, measured with Evidently 0.7.
 
-One run reads the inference log (``serving.inference_log``) for a time window, keeps the
-champion version's records, and compares their input summary columns
-(``churn.features.summary``) with the version's ``reference.parquet`` in the registry
-(``churn.release.reference``): a ``DataDriftPreset`` over the summary columns, not the raw
-bins (Evidently slows sharply with many columns, evidently#763), plus a ``ValueDrift`` of
-``churn_probability`` for prediction drift.
+One run reads the inference log (``serving.inference_log``) for a time window, keeps the champion
+version's records, and compares their input summary columns (``churn.features.summary``) with the
+version's ``reference.parquet`` in the registry (``churn.release.reference``): a
+``DataDriftPreset`` over the summary columns, not the raw bins (Evidently slows sharply with many
+columns, evidently#763), plus a ``ValueDrift`` of ``churn_probability`` for prediction drift.
 
-Decision: ``insufficient_data`` below ``monitor.min_rows`` current rows (Evidently is not
-run, so a thin window never raises a false alarm); else ``drift`` when the share of drifted
-summary columns (all but ``monitor.untested_columns``, which move by construction as the
-served population ages) reaches ``monitor.drift_share`` or the score distribution drifted; else
-``no_drift``. Evidently tests at most ``monitor.max_rows_per_side`` rows of each side, a
-seeded sample of a larger one (:func:`evaluate`); ``rows`` keeps the true counts and
-``sampled`` the tested ones. Outputs go to the monitoring store under
-``runs/<UTC time>-<version>/``: ``report.html`` (Evidently's) and ``summary.json``, written
-last, so a run with a summary is complete.
+Decision: ``insufficient_data`` below ``monitor.min_rows`` current rows (Evidently is not run,
+so a thin window never raises a false alarm); else ``drift`` when the share of drifted summary
+columns (all but ``monitor.untested_columns``, which move by construction as the served
+population ages) reaches ``monitor.drift_share``, or when one tested column or the score
+distribution drifted by at least ``monitor.column_alarm``; else ``no_drift``. Evidently tests
+at most ``monitor.max_rows_per_side`` rows of each side, a seeded sample of a larger one
+(:func:`evaluate`); ``rows`` keeps the true counts and ``sampled`` the tested ones. Outputs go
+to the monitoring store under ``runs/<UTC time>-<version>/``: ``report.html`` (Evidently's) and
+``summary.json``, written last, so a run with a summary is complete.
 """
 
 from __future__ import annotations
@@ -181,7 +180,9 @@ def check_drift(
         summary.update(
             decision="insufficient_data",
             drift_share=None,
+            reasons=[],
             drifted_columns=[],
+            alarm_columns=[],
             columns=[],
             prediction_drift=None,
             sampled=None,
@@ -230,7 +231,7 @@ def evaluate(
     reference = sample_rows(reference, cfg.max_rows_per_side, rng)
     current = sample_rows(current, cfg.max_rows_per_side, rng)
     snapshot = run_report(reference, current, columns, cfg.drift_share)
-    fields = read_snapshot(snapshot.dict(), cfg.drift_share)
+    fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm)
     fields["sampled"] = {
         "reference": len(reference),
         "current": len(current),
@@ -281,16 +282,20 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str
     return report.run(current_data=dataset(current), reference_data=dataset(reference))
 
 
-def read_snapshot(snap: dict, share_threshold: float) -> dict:
+def read_snapshot(snap: dict, share_threshold: float, column_alarm: float) -> dict:
     """The summary's drift fields from Evidently's ``snapshot.dict()``.
 
     Evidently 0.7 has no dataset-drift flag: a column drifted when its ``ValueDrift`` test
-    failed, and the data drifted when ``DriftedColumnsCount``'s share reached the threshold.
+    failed. The data drifted when ``DriftedColumnsCount``'s share reached ``share_threshold``,
+    or when one column, or the score, drifted by at least ``column_alarm`` (:func:`strong`):
+    a drift that moves one quantity strongly moves too few columns for the share.
 
     Returns:
-        ``decision``, ``drift_share``, ``drifted_columns`` and ``columns`` (each with
-        ``column``, ``method``, ``score``, ``threshold``, ``drifted``) and
-        ``prediction_drift`` (the same fields for ``churn_probability``).
+        ``decision``, ``reasons`` (why ``drift``; empty otherwise), ``drift_share``,
+        ``drifted_columns``, ``alarm_columns`` (those deciding alone, the score's name
+        included) and ``columns`` (each with ``column``, ``method``, ``score``,
+        ``threshold``, ``drifted``) and ``prediction_drift`` (the same fields for
+        ``churn_probability``).
     """
     failed = {
         test["metric_config"]["params"]["column"]
@@ -315,14 +320,34 @@ def read_snapshot(snap: dict, share_threshold: float) -> dict:
             )
     prediction = next(c for c in found if c["column"] == SCORE_COLUMN)
     columns = [c for c in found if c["column"] != SCORE_COLUMN]
-    drifted = share >= share_threshold or prediction["drifted"]
+    alarms = [c["column"] for c in [*columns, prediction] if strong(c, column_alarm)]
+    reasons = []
+    if share >= share_threshold:
+        reasons.append(f"drifted share {share:.3f} >= drift_share {share_threshold}")
+    reasons += [f"{name} distance >= column_alarm {column_alarm}" for name in alarms]
     return {
-        "decision": "drift" if drifted else "no_drift",
+        "decision": "drift" if reasons else "no_drift",
+        "reasons": reasons,
         "drift_share": share,
         "drifted_columns": [c for c in columns if c["drifted"]],
+        "alarm_columns": alarms,
         "columns": columns,
         "prediction_drift": prediction,
     }
+
+
+def strong(column: dict, column_alarm: float) -> bool:
+    """Whether one column's drift decides on its own: a distance of at least ``column_alarm``.
+
+    A p-value (Evidently's KS and chi-square, used up to 1,000 reference rows) never decides
+    alone: on a window of a few thousand rows it flags differences too small to matter, and
+    the share of drifted columns still counts it.
+    """
+    return (
+        column["drifted"]
+        and "p_value" not in column["method"]
+        and (column["score"] >= column_alarm)
+    )
 
 
 def history(settings: Settings) -> list[dict]:

@@ -32,8 +32,8 @@ def drift_cmd(
     """Compare the champion's served inputs and scores in a window with its training data.
 
     Prints the decision (drift, no_drift or insufficient_data), the drifted columns with
-    their method and score, and where the HTML report and the JSON summary went; writes the
-    Prometheus metrics.
+    their method and score, the reasons for a drift decision, and where the HTML report and
+    the JSON summary went; writes the Prometheus metrics.
     """
     from monitoring.drift import check_drift
     from monitoring.metrics import export
@@ -54,6 +54,8 @@ def drift_cmd(
         prediction = summary["prediction_drift"]
         state = "drifted" if prediction["drifted"] else "stable"
         typer.echo(f"prediction drift: {prediction['score']:.4g} ({prediction['method']}, {state})")
+        for reason in summary["reasons"]:
+            typer.echo(f"because: {reason}")
     if summary["report_html"]:
         typer.echo(f"report: {summary['report_html']}")
     typer.echo(f"summary: {summary['summary_json']}")

@@ -74,6 +74,9 @@ def traffic(spec: dict, model_dir: Path, drift: str, n: int, seed: int = 1) -> p
     cat = decode_categories(cat_idx, spec["categorical_features"])
     if drift == "spend":
         seq[:, 1] *= 1.6
+    elif drift == "last-bin":
+        # A change that has reached only the last bin: one strong column, too few for the share.
+        seq[:, 1, -1] *= 1.4
     elif drift == "rate":
         kept = rng.binomial(seq[:, 0].astype(np.int64), 0.5).astype(np.float32)
         ratio = np.divide(kept, seq[:, 0], out=np.zeros_like(kept), where=seq[:, 0] > 0)
@@ -149,6 +152,22 @@ def test_each_kind_of_drift_gives_drift_and_names_the_drifted_columns(
     for column in summary["drifted_columns"]:
         assert column["score"] > column["threshold"]
         assert column["method"] in ("Wasserstein distance (normed)", "Jensen-Shannon distance")
+
+
+def test_one_column_that_drifts_strongly_decides_drift_below_the_drift_share(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "last-bin", 3000))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["drift_share"] < summary["drift_share_threshold"], summary["drifted_columns"]
+    assert summary["decision"] == "drift"
+    assert "seq_spend_sum_1" in summary["alarm_columns"]
+    assert "seq_spend_sum_1 distance >= column_alarm 0.2" in summary["reasons"]
+    lenient = check_drift(settings_for(tmp_path, column_alarm=10.0), until=UNTIL, hours=1)
+    assert lenient["decision"] == "no_drift"
+    assert lenient["reasons"] == [] and lenient["alarm_columns"] == []
+    assert "seq_spend_sum_1" in {c["column"] for c in lenient["drifted_columns"]}
 
 
 def test_columns_that_grow_with_the_customers_age_are_not_tested_and_the_summary_lists_them(
@@ -290,6 +309,7 @@ def test_the_cli_prints_the_decision_the_drifted_columns_and_the_paths_and_keeps
     assert result.exit_code == 0, result.output
     assert "decision: drift (1000 rows of v1 against 1800 reference rows)" in result.output
     assert "  drifted: seq_spend_sum_13 Wasserstein distance (normed)" in result.output
+    assert "because: drifted share " in result.output
     assert f"report: {tmp_path}/monitoring/runs/" in result.output
     metrics = (tmp_path / "monitoring" / "churn_drift.prom").read_text()
     assert 'churn_drift_decision{decision="drift",model_version="v1"} 1.0' in metrics
