@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -43,6 +44,20 @@ import pandas as pd
 CHANNELS = ["n_txn", "spend", "quantity"]
 SEQ_LEN = 52
 HORIZON_DAYS = 20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MiB: ``VmHWM``, not ``ru_maxrss``.
+
+    A worker's ``ru_maxrss`` starts at its parent's resident set when it was started (Linux
+    carries the high-water mark over ``fork`` and ``exec``), so a worker of a parent holding the
+    prepared data reported the parent's 1.9 GB whatever it used itself. ``VmHWM`` belongs to
+    the address space that ``exec`` creates.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 def _cutoffs(k: int) -> list[pd.Timestamp]:
@@ -135,18 +150,30 @@ def _label_log(ids: np.ndarray, cutoffs: list[pd.Timestamp], rng) -> pd.DataFram
 
 
 def run_dataset(root: Path) -> dict:
-    """``build_dataset`` as ``churn dataset build`` runs it, with the default chunk size."""
+    """``build_dataset`` as ``churn dataset build`` runs it: the chunk size from the settings
+    (``CHURN_FEATURES__RETRIEVAL_CHUNK_ROWS``, which :func:`dataset` sets per worker)."""
     from churn.dataset.build import build_dataset
+    from churn.settings import load_settings
 
+    chunk_rows = load_settings().features.retrieval_chunk_rows
     started = time.perf_counter()
-    summary = build_dataset(root / "repo", root / "dataset", HORIZON_DAYS)
+    summary = build_dataset(root / "repo", root / "dataset", HORIZON_DAYS, chunk_rows=chunk_rows)
     seconds = time.perf_counter() - started
+    # Taken before the arrays are loaded back below: loading the training split alone adds
+    # half the tensors' size to a peak that is the build's to report.
+    peak_mb = peak_rss_mb()
     rows, tensors = 0, 0
     for split in summary["splits"]:
         with np.load(root / "dataset" / f"{split}.npz") as z:
             tensors += sum(z[k].nbytes for k in z.files)
             rows += len(z["y"])
-    return {"seconds": seconds, "rows": rows, "tensor_mb": tensors / 2**20}
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "tensor_mb": tensors / 2**20,
+        "chunk_rows": chunk_rows,
+        "build_peak_rss_mb": peak_mb,
+    }
 
 
 def run_feast(root: Path) -> dict:
@@ -260,7 +287,7 @@ def worker(kind: str, root: Path, runs: int = 1) -> None:
         result = run_feast(root)
     else:
         result = run_baseline(root)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = result.pop("build_peak_rss_mb", peak_rss_mb())
     print(json.dumps(result))
 
 
@@ -271,6 +298,12 @@ def main() -> None:
     parser.add_argument("--build-customers", type=int, default=20_000)
     parser.add_argument("--part", choices=["retrieval", "build", "dataset", "all"], default="all")
     parser.add_argument("--runs", type=int, default=1, help="retrieval runs; the median ratio")
+    parser.add_argument(
+        "--chunk-rows",
+        default="",
+        help="dataset: comma-separated features.retrieval_chunk_rows to compare, each in its "
+        "own worker on the same snapshots (default: the setting's default)",
+    )
     parser.add_argument(
         "--same-process",
         action="store_true",
@@ -295,11 +328,12 @@ def main() -> None:
             dataset(root, args)
 
 
-def _run_worker(kind: str, root: Path, runs: int = 1) -> dict:
+def _run_worker(kind: str, root: Path, runs: int = 1, env: dict[str, str] | None = None) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--root", str(root), "--runs", str(runs)],
         capture_output=True,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     if out.returncode:
         sys.exit(f"worker {kind} failed:\n{out.stderr[-3000:]}")
@@ -349,14 +383,20 @@ def dataset(root: Path, args: argparse.Namespace) -> None:
         f"prepared {args.customers} customers x {args.cutoffs} cutoffs in "
         f"{time.perf_counter() - t:.1f} s"
     )
-    r = _run_worker("dataset", root)
-    assert r["rows"] == args.customers * args.cutoffs
-    print(f"dataset build         {r['rows']:>12,} entity rows   {r['seconds']:.1f} s")
-    print(f"output tensors        {r['tensor_mb']:>12,.0f} MB")
-    print(
-        f"peak RSS              {r['peak_rss_mb']:>12,.0f} MB   "
-        f"{r['peak_rss_mb'] / r['tensor_mb']:.2f} x the tensors (goal <= 3x)"
-    )
+    sizes = [int(c) for c in args.chunk_rows.split(",") if c] or [None]
+    for size in sizes:
+        env = {} if size is None else {"CHURN_FEATURES__RETRIEVAL_CHUNK_ROWS": str(size)}
+        r = _run_worker("dataset", root, env=env)
+        assert r["rows"] == args.customers * args.cutoffs
+        print(
+            f"dataset build         {r['rows']:>12,} entity rows   {r['seconds']:.1f} s   "
+            f"chunk {r['chunk_rows']:,} rows"
+        )
+        print(f"output tensors        {r['tensor_mb']:>12,.0f} MB")
+        print(
+            f"peak RSS              {r['peak_rss_mb']:>12,.0f} MB   "
+            f"{r['peak_rss_mb'] / r['tensor_mb']:.2f} x the tensors (goal <= 3x)"
+        )
 
 
 def feature_build(root: Path, args: argparse.Namespace) -> None:

@@ -7,9 +7,11 @@ with ``ru_maxrss`` on CDNOW and synthetic logs (seq_len 52 to 6,000 daily bins) 
 * feature build: 1.8 to 2.4 times the snapshot sequences (the per-cutoff parts, their
   concatenation, the Arrow table);
 * training-set build: the labelled rows' arrays once (the retrieval fills them chunk by chunk,
-  and its join reads only the chunk's customers' snapshots) plus about 0.9 times the
-  sequences per row on the way, over a fixed ~0.9 GB (interpreter, Feast, DuckDB, the log):
-  1,242 MB at 300k and 2,070 MB at 1M entity rows (L=52, 3 channels; 196 and 652 MB written).
+  and its join reads only the chunk's customers' snapshots) plus about 0.15 times the
+  sequences per row on the way, over a fixed ~0.85 GB (interpreter, Feast, DuckDB, the labels,
+  one chunk's join): 1.6 GB at 1M, 4.7 GB at 5M and 8.6 GB at 10M entity rows (L=52,
+  3 channels; 0.65, 3.3 and 6.5 GB written; ``VmHWM``, as ``ru_maxrss`` of a subprocess
+  starts at its parent's).
 
 The factors below round those up, so a refusal means the work would not have fitted.
 """
