@@ -212,6 +212,8 @@ def _deploy_kserve(
         record = _rollout_record(registry, version, exc.rollout)
         previous = record["previous"] or exc.rollout["previous_storage_uri"]
         message = failure_message(exc.rollout, label, previous)
+        record["champion_after"], pointer_note = _return_champion(registry, version, record)
+        message = f"{message}; {pointer_note}"
         try:
             where = registry.record_rollout(record)
         except RegistryError as record_exc:
@@ -243,6 +245,40 @@ def _deploy_kserve(
         "previous": record["previous"],
         "rollout_record": where,
     }
+
+
+def _return_champion(registry: Registry, version: str, record: dict) -> tuple[str | None, str]:
+    """After a failed rollout that restored the previous version, points the champion back
+    at it, so that the pointer names what serves: the monitor reads the champion's inference
+    log and reference, and a pointer on a version that never served would leave it blind.
+
+    Compare-and-swap on the failed version: if another run promoted since, its pointer stays.
+
+    Returns:
+        The champion afterwards and one clause saying what happened to the pointer.
+    """
+    previous = record["previous"]
+    if not record.get("rolled_back"):
+        return version, f"the champion pointer stays on {version}, where the service points"
+    if previous is None:
+        return version, (
+            f"the champion pointer stays on {version}: the service went back to "
+            f"{record['previous_storage_uri']}, which is no version of this registry"
+        )
+    try:
+        registry.promote(
+            previous,
+            expected_champion=version,
+            allow_input_change=f"back to the version that serves: {version} never became Ready",
+        )
+    except RegistryError as exc:
+        log.error("the champion pointer stays where it is: %s", exc)
+        # What another run put there, if that is why: the record says what the pointer names.
+        return registry.pointer().version, (
+            f"the champion pointer was not moved back to {previous}: {exc}"
+        )
+    log.warning("champion pointer of %s back on %s", registry.model_name, previous)
+    return previous, f"the champion pointer is back on {previous}"
 
 
 def _rollout_record(registry: Registry, version: str, rollout: dict) -> dict:

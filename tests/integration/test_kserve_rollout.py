@@ -115,7 +115,12 @@ def test_a_version_that_never_becomes_ready_is_rolled_back_and_recorded(
     assert "did not become Ready on churn v2 (Timeout: not Ready within 0.5 s" in message
     assert "MinimumReplicasAvailable" in message  # the last status seen
     assert "rolled back to v1, which is Ready again" in message
+    assert "the champion pointer is back on v1" in message
     assert "recorded in the registry as rollouts/" in message
+    # The pointer names what serves again: the monitor reads the champion's log and reference.
+    champion = registry.champion()
+    assert champion is not None and champion.version == "v1"
+    assert registry.pointer().version == "v1"
 
     assert served_uri(kube_api) == registry.storage_uri("v1")
     status = kube_api.get(NS, NAME)["status"]
@@ -133,14 +138,15 @@ def test_a_version_that_never_becomes_ready_is_rolled_back_and_recorded(
         "reason": "Timeout",
     }
     assert record["rolled_back"] is True and record["rollback_ready"] is True
+    assert record["champion_after"] == "v1"
     assert record["previous_storage_uri"] == registry.storage_uri("v1")
     assert record["started_at"] <= record["decided_at"] <= record["finished_at"]
 
     monkeypatch.setenv("CHURN_REGISTRY__URI", registry_cfg.uri)
     monkeypatch.setenv("CHURN_REGISTRY__ENDPOINT_URL", registry_cfg.endpoint_url)
     out = CliRunner().invoke(app, ["registry", "list"]).output.splitlines()
-    assert out[0].startswith("  v1  complete") and "ROLLOUT FAILED" not in out[0]
-    assert out[1].startswith("* v2  complete")
+    assert out[0].startswith("* v1  complete") and "ROLLOUT FAILED" not in out[0]
+    assert out[1].startswith("  v2  complete")
     assert out[1].endswith(f"ROLLOUT FAILED {record['finished_at']} (Timeout; rolled back to v1)")
     rows = [
         json.loads(line)
@@ -207,6 +213,7 @@ def test_a_failed_first_rollout_deletes_nothing_and_still_fails_and_records(
     message = str(caught.value)
     assert "did not become Ready on churn v1 (Timeout" in message
     assert "it did not exist before, so nothing was rolled back" in message
+    assert "the champion pointer stays on v1, where the service points" in message
     assert [m for m, _, _ in kube_api.requests if m != "GET"] == ["POST"]
     assert served_uri(kube_api) == registry.storage_uri("v1")
     (record,) = registry.rollouts()
@@ -226,6 +233,37 @@ def test_a_failed_first_rollout_deletes_nothing_and_still_fails_and_records(
         (None, False),
         ("v1", False),
     ]
+
+
+def test_a_promotion_made_during_a_failed_rollout_keeps_the_champion_pointer(
+    kube_api,
+    registry: Registry,
+    registry_cfg: RegistryConfig,
+    models: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import churn.release.kserve_deploy as kserve_deploy
+
+    release(registry, registry_cfg, "v1")
+    registry.publish(models[0], {"roc_auc": 0.9}, version="v3")
+    kube_api.behaviour[registry.storage_uri("v2")] = "fail"
+    real_deploy = kserve_deploy.deploy
+
+    def deploy_while_another_run_promotes(*args, **kwargs):
+        # Another pipeline run promotes v3 while v2's rollout is failing.
+        open_registry(registry_cfg).promote("v3", expected_champion="v2")
+        return real_deploy(*args, **kwargs)
+
+    monkeypatch.setattr(kserve_deploy, "deploy", deploy_while_another_run_promotes)
+    with pytest.raises(ServingError) as caught:
+        release(registry, registry_cfg, "v2")
+    message = str(caught.value)
+    assert "rolled back to v1" in message
+    assert "the champion pointer was not moved back to v1: the champion of churn is now v3" in (
+        message
+    )
+    assert registry.pointer().version == "v3"
+    assert registry.rollouts()[-1]["champion_after"] == "v3"
 
 
 def test_a_rollback_that_does_not_become_ready_either_says_so(
