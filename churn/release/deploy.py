@@ -273,12 +273,21 @@ def _return_champion(registry: Registry, version: str, record: dict) -> tuple[st
         )
     except RegistryError as exc:
         log.error("the champion pointer stays where it is: %s", exc)
-        # What another run put there, if that is why: the record says what the pointer names.
-        return registry.pointer().version, (
+        return _pointer_version(registry), (
             f"the champion pointer was not moved back to {previous}: {exc}"
         )
     log.warning("champion pointer of %s back on %s", registry.model_name, previous)
     return previous, f"the champion pointer is back on {previous}"
+
+
+def _pointer_version(registry: Registry) -> str | None:
+    """What the pointer names now (another run's promotion, say); ``None`` if it cannot be
+    read, which must not keep the failed rollout from being recorded."""
+    try:
+        return registry.pointer().version
+    except RegistryError as exc:
+        log.error("cannot read the champion pointer: %s", exc)
+        return None
 
 
 def _rollout_record(registry: Registry, version: str, rollout: dict) -> dict:
