@@ -563,6 +563,8 @@ def day_record(day: int, summary: dict) -> dict:
         "scores": {c["column"]: round(c["score"], 4) for c in tested},
         "drifted": [c["column"] for c in summary["drifted_columns"]],
         "score_drift": prediction.get("score"),
+        "reasons": summary.get("reasons") or [],
+        "calibrated": bool(summary.get("calibration")),
     }
 
 

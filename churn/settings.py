@@ -395,6 +395,16 @@ class MonitorConfig(Section):
             0.168 (``num_recency_days``) and the largest score drift 0.113, so 0.2 keeps a
             margin; the score alone at Evidently's 0.1 gave 2 false alarms in 57 days.
             P-value tests (up to 1,000 reference rows) never decide alone.
+        calibration_windows: Once a version has this many ``no_drift`` windows with at
+            least ``min_rows`` rows, its first ones set a threshold per column (and for the
+            score): ``calibration_margin`` times the column's largest distance over them,
+            within [``calibration_floor``, ``column_alarm``]. A column at its own threshold
+            then decides ``drift`` alone. Columns differ in how much drift-free traffic moves
+            them (``num_recency_days`` up to 0.17, ``seq_n_txn_sum_1`` under 0.1), so one
+            ``column_alarm`` is late for the quiet ones. ``0`` turns calibration off.
+        calibration_margin: Factor over a column's largest calibration distance.
+        calibration_floor: Lowest calibrated threshold: Evidently's own 0.1, below which
+            it does not call a column drifted.
         untested_columns: Summary columns the inference log records but the drift test
             leaves out (the summary lists them as ``untested_columns``). The defaults move
             by construction, with no change in the traffic: ``num_tenure_days`` and
@@ -460,6 +470,9 @@ class MonitorConfig(Section):
     min_rows: int = Field(500, ge=1)
     drift_share: float = Field(0.2, gt=0.0, le=1.0)
     column_alarm: float = Field(0.2, gt=0.0)
+    calibration_windows: int = Field(7, ge=0)
+    calibration_margin: float = Field(1.25, ge=1.0)
+    calibration_floor: float = Field(0.1, gt=0.0)
     untested_columns: NameList = Field(
         default_factory=lambda: ["num_tenure_days", "num_frequency", "seq_recency_bins"]
     )

@@ -10,7 +10,8 @@ Decision: ``insufficient_data`` below ``monitor.min_rows`` current rows (Evident
 so a thin window never raises a false alarm); else ``drift`` when the share of drifted summary
 columns (all but ``monitor.untested_columns``, which move by construction as the served
 population ages) reaches ``monitor.drift_share``, or when one tested column or the score
-distribution drifted by at least ``monitor.column_alarm``; else ``no_drift``. Evidently tests
+distribution drifted by at least ``monitor.column_alarm``, or by its calibrated threshold once
+the version has one (:mod:`monitoring.calibration`); else ``no_drift``. Evidently tests
 at most ``monitor.max_rows_per_side`` rows of each side, a seeded sample of a larger one
 (:func:`evaluate`); ``rows`` keeps the true counts and ``sampled`` the tested ones. Outputs go
 to the monitoring store under ``runs/<UTC time>-<version>/``: ``report.html`` (Evidently's) and
@@ -32,6 +33,7 @@ from churn.io.tables import parquet_from_bytes
 from churn.release.reference import SCORE_COLUMN
 from churn.release.registry import open_registry
 from churn.settings import MonitorConfig, Settings
+from monitoring.calibration import calibrate
 from monitoring.store import Store
 
 RUNS_FOLDER = "runs"
@@ -186,11 +188,14 @@ def check_drift(
             columns=[],
             prediction_drift=None,
             sampled=None,
+            calibration=None,
             report_html=None,
         )
     else:
-        fields, html = evaluate(reference, current, tested, cfg)
-        summary.update(fields)
+        past = [run for run in history(settings) if run.get("kind") != "trigger"]
+        calibration = calibrate(past, champion.version, [*tested, SCORE_COLUMN], cfg)
+        fields, html = evaluate(reference, current, tested, cfg, calibration)
+        summary.update(fields, calibration=calibration)
         summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", html)
     summary["summary_json"] = store.location(f"{run}/{SUMMARY_FILE}")
     store.write(f"{run}/{SUMMARY_FILE}", (json.dumps(summary, indent=2) + "\n").encode())
@@ -214,7 +219,11 @@ def tested_columns(columns: list[str], untested: list[str], version: str) -> lis
 
 
 def evaluate(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], cfg: MonitorConfig
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    cfg: MonitorConfig,
+    calibration: dict | None = None,
 ) -> tuple[dict, bytes]:
     """Evidently's report on at most ``cfg.max_rows_per_side`` rows of each side.
 
@@ -222,6 +231,13 @@ def evaluate(
     tests' figures barely move beyond 10,000 rows while their cost grows with the rows,
     and Evidently computes every column's drift three times (``DriftedColumnsCount``, each
     ``ValueDrift``, and the preset's table when it renders).
+
+    Args:
+        reference: The version's reference rows.
+        current: The window's rows.
+        columns: The tested summary columns.
+        cfg: Monitor settings.
+        calibration: :func:`monitoring.calibration.calibrate`'s thresholds, if any.
 
     Returns:
         The summary's drift fields (:func:`read_snapshot`) plus ``sampled`` (the rows each
@@ -231,7 +247,8 @@ def evaluate(
     reference = sample_rows(reference, cfg.max_rows_per_side, rng)
     current = sample_rows(current, cfg.max_rows_per_side, rng)
     snapshot = run_report(reference, current, columns, cfg.drift_share)
-    fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm)
+    thresholds = calibration["thresholds"] if calibration else None
+    fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm, thresholds)
     fields["sampled"] = {
         "reference": len(reference),
         "current": len(current),
@@ -282,13 +299,19 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str
     return report.run(current_data=dataset(current), reference_data=dataset(reference))
 
 
-def read_snapshot(snap: dict, share_threshold: float, column_alarm: float) -> dict:
+def read_snapshot(
+    snap: dict,
+    share_threshold: float,
+    column_alarm: float,
+    thresholds: dict[str, float] | None = None,
+) -> dict:
     """The summary's drift fields from Evidently's ``snapshot.dict()``.
 
     Evidently 0.7 has no dataset-drift flag: a column drifted when its ``ValueDrift`` test
     failed. The data drifted when ``DriftedColumnsCount``'s share reached ``share_threshold``,
-    or when one column, or the score, drifted by at least ``column_alarm`` (:func:`strong`):
-    a drift that moves one quantity strongly moves too few columns for the share.
+    or when one column, or the score, drifted by at least its threshold (:func:`strong`):
+    ``thresholds`` (calibrated per column) where it names the column, else ``column_alarm``.
+    A drift that moves one quantity strongly moves too few columns for the share.
 
     Returns:
         ``decision``, ``reasons`` (why ``drift``; empty otherwise), ``drift_share``,
@@ -320,11 +343,20 @@ def read_snapshot(snap: dict, share_threshold: float, column_alarm: float) -> di
             )
     prediction = next(c for c in found if c["column"] == SCORE_COLUMN)
     columns = [c for c in found if c["column"] != SCORE_COLUMN]
-    alarms = [c["column"] for c in [*columns, prediction] if strong(c, column_alarm)]
+    limits = thresholds or {}
     reasons = []
     if share >= share_threshold:
         reasons.append(f"drifted share {share:.3f} >= drift_share {share_threshold}")
-    reasons += [f"{name} distance >= column_alarm {column_alarm}" for name in alarms]
+    alarms = []
+    for c in [*columns, prediction]:
+        limit = limits.get(c["column"], column_alarm)
+        if strong(c, limit):
+            alarms.append(c["column"])
+            reasons.append(
+                f"{c['column']} distance {c['score']:.3f} >= calibrated {limit}"
+                if c["column"] in limits
+                else f"{c['column']} distance >= column_alarm {column_alarm}"
+            )
     return {
         "decision": "drift" if reasons else "no_drift",
         "reasons": reasons,

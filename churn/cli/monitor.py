@@ -56,6 +56,12 @@ def drift_cmd(
         typer.echo(f"prediction drift: {prediction['score']:.4g} ({prediction['method']}, {state})")
         for reason in summary["reasons"]:
             typer.echo(f"because: {reason}")
+        calibration = summary["calibration"]
+        typer.echo(
+            f"thresholds: calibrated on {len(calibration['windows'])} drift-free windows"
+            if calibration
+            else f"thresholds: column_alarm {cfg.monitor.column_alarm} (not calibrated yet)"
+        )
     if summary["report_html"]:
         typer.echo(f"report: {summary['report_html']}")
     typer.echo(f"summary: {summary['summary_json']}")

@@ -30,6 +30,15 @@ from churn.cli import app
             {"CHURN_MONITOR__SAMPLE_SEED": "x"},
             "monitor.sample_seed: Input should be a valid integer",
         ),
+        # A margin under 1 would put thresholds inside the drift-free noise it measured.
+        (
+            {"CHURN_MONITOR__CALIBRATION_MARGIN": "0.8"},
+            "monitor.calibration_margin: Input should be greater than or equal to 1",
+        ),
+        (
+            {"CHURN_MONITOR__CALIBRATION_WINDOWS": "-1"},
+            "monitor.calibration_windows: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_a_bad_sample_or_smoke_setting_is_one_line_naming_it(

@@ -32,6 +32,7 @@ from churn.release.reference import decode_categories, write_reference
 from churn.release.registry import open_registry
 from churn.settings import Settings
 from monitoring.drift import check_drift, history
+from monitoring.metrics import drift_metrics
 from serving.inference_log import log_schema, open_sink
 
 ARCH = {
@@ -77,6 +78,9 @@ def traffic(spec: dict, model_dir: Path, drift: str, n: int, seed: int = 1) -> p
     elif drift == "last-bin":
         # A change that has reached only the last bin: one strong column, too few for the share.
         seq[:, 1, -1] *= 1.4
+    elif drift == "mild-last-bin":
+        # The same, milder: under column_alarm, over what drift-free traffic moves the column.
+        seq[:, 1, -1] *= 1.2
     elif drift == "rate":
         kept = rng.binomial(seq[:, 0].astype(np.int64), 0.5).astype(np.float32)
         ratio = np.divide(kept, seq[:, 0], out=np.zeros_like(kept), where=seq[:, 0] > 0)
@@ -168,6 +172,52 @@ def test_one_column_that_drifts_strongly_decides_drift_below_the_drift_share(
     assert lenient["decision"] == "no_drift"
     assert lenient["reasons"] == [] and lenient["alarm_columns"] == []
     assert "seq_spend_sum_1" in {c["column"] for c in lenient["drifted_columns"]}
+
+
+def test_a_calibrated_version_catches_a_drift_below_the_column_alarm(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "none", 3000))
+    quiet = check_drift(settings_for(tmp_path, calibration_windows=2), until=UNTIL, hours=1)
+    assert quiet["decision"] == "no_drift" and quiet["calibration"] is None
+    # A second drift-free window, the hour before: the same figures, an hour earlier.
+    earlier = {
+        **quiet,
+        "window": {"since": "2026-11-30T10:00:00+00:00", "until": "2026-11-30T11:00:00+00:00"},
+    }
+    run = tmp_path / "monitoring" / "runs" / "20261130T110500000000Z-v1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(earlier))
+
+    mild = tmp_path / "mild_log"
+    write_log(str(mild), traffic(spec, model_dir, "mild-last-bin", 3000))
+    # Its own store, so that this run's summary is no calibration window of the next one.
+    uncalibrated = check_drift(
+        settings_for(
+            tmp_path, calibration_windows=0, log_uri=str(mild), store_uri=str(tmp_path / "other")
+        ),
+        until=UNTIL,
+        hours=1,
+    )
+    score = {c["column"]: c["score"] for c in uncalibrated["columns"]}["seq_spend_sum_1"]
+    assert uncalibrated["decision"] == "no_drift" and score < 0.2
+    calibrated = check_drift(
+        settings_for(tmp_path, calibration_windows=2, log_uri=str(mild)), until=UNTIL, hours=1
+    )
+    limit = calibrated["calibration"]["thresholds"]["seq_spend_sum_1"]
+    assert calibrated["calibration"]["windows"] == [
+        "2026-11-30T10:00:00+00:00/2026-11-30T11:00:00+00:00",
+        "2026-11-30T11:00:00+00:00/2026-11-30T12:00:00+00:00",
+    ]
+    assert 0.1 <= limit <= score
+    assert calibrated["decision"] == "drift"
+    assert calibrated["alarm_columns"] == ["seq_spend_sum_1"]
+    assert calibrated["reasons"] == [f"seq_spend_sum_1 distance {score:.3f} >= calibrated {limit}"]
+    metrics = drift_metrics(calibrated, 0.0)
+    assert metrics.get_sample_value(
+        "churn_drift_column_threshold", {"model_version": "v1", "column": "seq_spend_sum_1"}
+    ) == pytest.approx(limit)
 
 
 def test_columns_that_grow_with_the_customers_age_are_not_tested_and_the_summary_lists_them(
@@ -310,6 +360,7 @@ def test_the_cli_prints_the_decision_the_drifted_columns_and_the_paths_and_keeps
     assert "decision: drift (1000 rows of v1 against 1800 reference rows)" in result.output
     assert "  drifted: seq_spend_sum_13 Wasserstein distance (normed)" in result.output
     assert "because: drifted share " in result.output
+    assert "thresholds: column_alarm 0.2 (not calibrated yet)" in result.output
     assert f"report: {tmp_path}/monitoring/runs/" in result.output
     metrics = (tmp_path / "monitoring" / "churn_drift.prom").read_text()
     assert 'churn_drift_decision{decision="drift",model_version="v1"} 1.0' in metrics
