@@ -31,6 +31,7 @@ class Components:
     gate: PythonComponent
     register: PythonComponent
     deploy: PythonComponent
+    deploy_remote: PythonComponent
     record_rejection: PythonComponent
     publish_features: PythonComponent
 
@@ -56,6 +57,7 @@ def make_components(cfg: PipelineConfig) -> Components:
         gate=_on(cfg.image, release.gate),
         register=_on(cfg.image, release.register),
         deploy=_on(cfg.image, release.deploy),
+        deploy_remote=_on(cfg.image, release.deploy_remote),
         record_rejection=_on(cfg.image, release.record_rejection),
         publish_features=_on(cfg.image, data.publish_features),
     )

@@ -206,6 +206,49 @@ def deploy(
     deployment.metadata.update({"target": deploy_target, "version": version})
 
 
+def deploy_remote(
+    deploy_target: str,
+    version: str,
+    registry: dict,
+    serving: dict,
+    deployment: Output[Artifact],
+) -> None:
+    """Deploys the registered version on KServe, or not at all, reading no run artifact.
+
+    The pipeline runs this step instead of :func:`deploy` unless the target is ``local``: a
+    KServe rollout needs only the version's storage URI, while :func:`deploy`'s inputs (the
+    training set and the feature repository, gigabytes at scale) would be downloaded into
+    its pod for nothing.
+
+    Args:
+        deploy_target: ``kserve`` or ``none`` (see :func:`deploy`).
+        version: The registered version id.
+        registry: ``RegistryConfig`` fields.
+        serving: ``ServingConfig`` fields.
+        deployment: Output: JSON describing what was deployed.
+    """
+    import json
+    import logging
+    from pathlib import Path
+
+    from churn.errors import ServingError
+    from churn.release.deploy import deploy_version
+    from churn.settings import RegistryConfig, ServingConfig, parse_section
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if deploy_target == "local":
+        raise ServingError("deploy_target local runs the deploy step, not deploy_remote")
+    result = deploy_version(
+        deploy_target,
+        version,
+        parse_section(RegistryConfig, registry, "registry"),
+        parse_section(ServingConfig, serving, "serving"),
+        dataset_dir="",
+    )
+    Path(deployment.path).write_text(json.dumps(result, indent=2) + "\n")
+    deployment.metadata.update({"target": deploy_target, "version": version})
+
+
 def record_rejection(
     decision: Input[Artifact], evaluation: Input[Artifact], rejection: Output[Artifact]
 ) -> None:

@@ -3,7 +3,8 @@
 ::
 
     build-features -> build-training-set -> train (GPU) -> evaluate -> gate
-        gate == 1.0: register (publish + champion pointer) -> deploy (local | kserve | none)
+        gate == 1.0: register (publish + champion pointer)
+                     -> deploy (target local) | deploy-remote (kserve, none)
         else:        record-rejection
 
 The pipeline is built by :func:`build_pipeline` from settings, because images, GPU placement
@@ -134,20 +135,31 @@ def build_pipeline(settings: Settings) -> Callable:
                 registry=a["registry"],
                 serving=a["serving"],
             ).set_display_name("register and promote")
-            deployed = ops.deploy(
-                deploy_target=a["deploy_target"],
-                version=registered.outputs["Output"],
-                training_set=training_set.outputs["training_set"],
-                feature_repo=features.outputs["feature_repo"],
-                registry=a["registry"],
-                serving=a["serving"],
-            ).set_display_name("deploy")
+            # Only a local deployment reads the run's training set and feature repository;
+            # a KServe rollout would download them into its pod for nothing.
+            with dsl.If(a["deploy_target"] == "local", name="deploy-local"):
+                deployed = ops.deploy(
+                    deploy_target=a["deploy_target"],
+                    version=registered.outputs["Output"],
+                    training_set=training_set.outputs["training_set"],
+                    feature_repo=features.outputs["feature_repo"],
+                    registry=a["registry"],
+                    serving=a["serving"],
+                ).set_display_name("deploy")
+            with dsl.Else(name="deploy-remote"):
+                rolled_out = ops.deploy_remote(
+                    deploy_target=a["deploy_target"],
+                    version=registered.outputs["Output"],
+                    registry=a["registry"],
+                    serving=a["serving"],
+                ).set_display_name("deploy")
         with dsl.Else(name="reject"):
             rejected = ops.record_rejection(
                 decision=gate.outputs["decision"], evaluation=evaluated.outputs["evaluation"]
             ).set_display_name("record rejection")
 
-        for task in (features, training_set, evaluated, gate, registered, deployed, rejected):
+        steps = (features, training_set, evaluated, gate, registered, deployed, rolled_out)
+        for task in (*steps, rejected):
             _requests(task, cfg.cpu_request, cfg.memory_request)
         _requests(trained, cfg.train_cpu_request, cfg.train_memory_request)
         _gpu_placement(trained, cfg)
@@ -155,7 +167,7 @@ def build_pipeline(settings: Settings) -> Callable:
             trained.set_retry(num_retries=cfg.train_retries, backoff_duration="60s")
         # These read or move the champion pointer, which changes between runs: a cached
         # answer from an earlier run could promote over a better model.
-        for task in (gate, registered, deployed, rejected):
+        for task in (gate, registered, deployed, rolled_out, rejected):
             task.set_caching_options(enable_caching=False)
         if settings.features.shared_store is not None:
             # The shared store changes between runs while this step's arguments do not.
@@ -166,7 +178,7 @@ def build_pipeline(settings: Settings) -> Callable:
             # S3 credentials (data and registry) reach the pods from a Secret, never from a
             # parameter.
             # The training step reads and writes the TrainJob's artifacts when it submits one.
-            for task in (features, trained, gate, registered, deployed):
+            for task in (features, trained, gate, registered, deployed, rolled_out):
                 kubernetes.use_secret_as_env(
                     task,
                     secret_name=cfg.s3_secret_name,

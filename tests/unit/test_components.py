@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from churn.errors import ServingError
 from churn.release.registry import open_registry
 from churn.settings import RegistryConfig
 from components import release, training
@@ -224,6 +225,26 @@ def test_deploy_to_none_records_what_it_did(tmp_path: Path) -> None:
     )
     assert json.loads(Path(deployment.path).read_text()) == {"target": "none", "version": "v1"}
     assert deployment.metadata == {"target": "none", "version": "v1"}
+
+
+def test_deploy_remote_needs_no_run_artifact_and_leaves_local_to_deploy(tmp_path: Path) -> None:
+    deployment = artifact(tmp_path / "deployment")
+    release.deploy_remote(
+        deploy_target="none",
+        version="v1",
+        registry=registry_struct(tmp_path),
+        serving={},
+        deployment=deployment,
+    )
+    assert json.loads(Path(deployment.path).read_text()) == {"target": "none", "version": "v1"}
+    with pytest.raises(ServingError, match="deploy_target local runs the deploy step"):
+        release.deploy_remote(
+            deploy_target="local",
+            version="v1",
+            registry=registry_struct(tmp_path),
+            serving={},
+            deployment=artifact(tmp_path / "other"),
+        )
 
 
 def test_record_rejection_keeps_the_reason_and_the_report(tmp_path: Path) -> None:

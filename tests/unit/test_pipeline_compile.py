@@ -30,6 +30,7 @@ TASKS = {
     "gate",
     "register",
     "deploy",
+    "deploy-remote",
     "record-rejection",
 }
 
@@ -120,6 +121,7 @@ def test_s3_credentials_come_from_the_secret(compiled: tuple[dict, dict]) -> Non
         "exec-gate",
         "exec-register",
         "exec-deploy",
+        "exec-deploy-remote",
     }
     (entry,) = platform_executors["exec-register"]["secretAsEnv"]
     assert entry["secretName"] == "churn-s3"
@@ -168,19 +170,40 @@ def test_the_gate_compares_a_float_output_with_a_float(compiled: tuple[dict, dic
 
 
 def test_register_and_deploy_run_only_on_promotion(compiled: tuple[dict, dict]) -> None:
-    spec = compiled[0]
-    promote = spec["components"]["comp-condition-2"]["dag"]["tasks"]
-    reject = spec["components"]["comp-condition-3"]["dag"]["tasks"]
-    assert set(promote) == {"register", "deploy"}
+    components = compiled[0]["components"]
+
+    def dag(name: str) -> dict:
+        return components[name]["dag"]["tasks"]
+
+    def branch(tasks: dict, negated: bool) -> dict:
+        (task,) = [
+            t for t in tasks.values() if t["triggerPolicy"]["condition"].startswith("!(") == negated
+        ]
+        return dag(task["componentRef"]["name"])
+
+    gate = dag("comp-condition-branches-1")
+    promote, reject = branch(gate, negated=False), branch(gate, negated=True)
+    assert set(promote) == {"register", "condition-branches-2"}
     assert set(reject) == {"record-rejection"}
-    assert promote["deploy"]["dependentTasks"] == ["register"]
+    assert promote["condition-branches-2"]["dependentTasks"] == ["register"]
+    # Only a local deployment reads the run's artifacts; KServe and none read none.
+    targets = dag(promote["condition-branches-2"]["componentRef"]["name"])
+    local = "inputs.parameter_values['pipelinechannel--deploy_target'] == 'local'"
+    assert {t["triggerPolicy"]["condition"] for t in targets.values()} == {local, f"!({local})"}
+    assert set(branch(targets, negated=False)) == {"deploy"}
+    assert set(branch(targets, negated=True)) == {"deploy-remote"}
+    assert set(components["comp-deploy"]["inputDefinitions"]["artifacts"]) == {
+        "training_set",
+        "feature_repo",
+    }
+    assert "artifacts" not in components["comp-deploy-remote"]["inputDefinitions"]
 
 
 def test_steps_that_read_or_move_the_champion_are_never_cached(
     compiled: tuple[dict, dict],
 ) -> None:
     tasks = all_tasks(compiled[0])
-    for name in ("gate", "register", "deploy", "record-rejection"):
+    for name in ("gate", "register", "deploy", "deploy-remote", "record-rejection"):
         assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
     assert tasks["train"]["cachingOptions"]["enableCache"]
 
