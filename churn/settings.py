@@ -104,8 +104,8 @@ class FeatureConfig(Section):
         retrieval_chunk_rows: Entity rows per point-in-time retrieval in ``churn dataset
             build``: rows are taken in chunks of consecutive customers, so the join reads only
             their snapshots and its memory is bounded by the chunk; the training set is the
-            same for any value. At 1M rows, 100,000 peaks 0.3 GB below 200,000 and takes
-            about 1 s longer (``benchmarks/dataset_build.py``).
+            same for any value. At 1M rows, 100,000 peaks 0.3 GB below 200,000, and its
+            retrieval takes about 1 s longer (``benchmarks/dataset_build.py``).
         repo_template: The Feast repository that each feature build copies.
         churn_definition: What churned means for the label at cutoff ``t`` (see
             ``churn.dataset.labels``): ``lapse``, no transaction in (t, t + H];
@@ -403,8 +403,9 @@ class MonitorConfig(Section):
             them (``num_recency_days`` up to 0.17, ``seq_n_txn_sum_1`` under 0.1), so one
             ``column_alarm`` is late for the quiet ones. ``0`` turns calibration off.
         calibration_margin: Factor over a column's largest calibration distance.
-        calibration_floor: Lowest calibrated threshold: Evidently's own 0.1, below which
-            it does not call a column drifted.
+        calibration_floor: Lowest calibrated threshold, from Evidently's own 0.1 (below it
+            Evidently does not call a column drifted, so a lower threshold could never fire)
+            up to ``column_alarm``.
         untested_columns: Summary columns the inference log records but the drift test
             leaves out (the summary lists them as ``untested_columns``). The defaults move
             by construction, with no change in the traffic: ``num_tenure_days`` and
@@ -472,7 +473,7 @@ class MonitorConfig(Section):
     column_alarm: float = Field(0.2, gt=0.0)
     calibration_windows: int = Field(7, ge=0)
     calibration_margin: float = Field(1.25, ge=1.0)
-    calibration_floor: float = Field(0.1, gt=0.0)
+    calibration_floor: float = Field(0.1, ge=0.1)
     untested_columns: NameList = Field(
         default_factory=lambda: ["num_tenure_days", "num_frequency", "seq_recency_bins"]
     )
@@ -516,6 +517,12 @@ class MonitorConfig(Section):
             raise ValueError(
                 f"max_rows_per_side ({self.max_rows_per_side}) must be at least min_rows "
                 f"({self.min_rows})"
+            )
+        # Calibration may only lower a column's bar below column_alarm, never raise it.
+        if self.calibration_floor > self.column_alarm:
+            raise ValueError(
+                f"calibration_floor ({self.calibration_floor}) must be at most column_alarm "
+                f"({self.column_alarm})"
             )
         return self
 

@@ -8,26 +8,44 @@ far served traffic without drift moves each column. ``calibration_margin`` times
 largest distance over them, kept within [``calibration_floor``, ``column_alarm``], is that
 column's threshold from then on.
 
-The windows are the first ones, and they do not overlap, and they stay fixed. A drift that
-grows slowly cannot raise the thresholds it is measured against. An hourly monitor with
-24-hour windows cannot calibrate on one day of traffic seen 24 times. Only distances count:
-p-values (Evidently's tests up to 1,000 reference rows) are not on the same scale.
+Which windows: the version's earliest checks (by run, so a window checked later for an earlier
+time changes nothing), of the same length as the window being checked (an hour's distances
+are noisier than a day's), that do not overlap (an hourly monitor with 24-hour windows must not
+calibrate on one day seen 24 times). They stay fixed, so a drift that grows slowly cannot raise
+the thresholds it is measured against. Only distances count: p-values (Evidently's tests up to
+1,000 reference rows) are not on the same scale. A summary that cannot be read is skipped with
+a warning: a damaged file in the store must not stop every later check.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+
+from churn.errors import MonitorError
 from churn.settings import MonitorConfig
+from monitoring.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def calibrate(
-    past: list[dict], version: str, columns: list[str], cfg: MonitorConfig
+    store: Store,
+    runs_folder: str,
+    version: str,
+    window: tuple[datetime, datetime],
+    columns: list[str],
+    cfg: MonitorConfig,
 ) -> dict | None:
     """The calibrated thresholds of ``version``, once it has enough drift-free windows.
 
     Args:
-        past: Earlier run summaries (``summary.json``), in any order; other versions' and
-            undecided runs are ignored.
+        store: The monitoring store holding ``<runs_folder>/<UTC time>-<version>/summary.json``.
+        runs_folder: Its runs folder.
         version: The champion version being checked.
+        window: The window being checked; only past windows of its length count.
         columns: The names that may get a threshold: the tested columns and the score.
         cfg: ``calibration_windows``, ``calibration_margin``, ``calibration_floor`` and
             ``column_alarm``.
@@ -38,20 +56,25 @@ def calibrate(
     """
     if cfg.calibration_windows == 0:
         return None
-    windows = _first_disjoint(
-        [s for s in past if s.get("model_version") == version and s.get("decision") == "no_drift"],
-        cfg.calibration_windows,
+    windows = first_windows(
+        _summaries(store, runs_folder, version), window[1] - window[0], cfg.calibration_windows
     )
     if len(windows) < cfg.calibration_windows:
         return None
+    return thresholds(windows, columns, cfg)
+
+
+def thresholds(summaries: list[dict], columns: list[str], cfg: MonitorConfig) -> dict:
+    """``calibration_margin`` times each column's largest distance over ``summaries``, within
+    [``calibration_floor``, ``column_alarm``]; the score's too, if ``columns`` names it."""
     largest: dict[str, float] = {}
-    for summary in windows:
+    for summary in summaries:
         for column in [*summary["columns"], summary["prediction_drift"]]:
             name = column["column"]
             if name in columns and "p_value" not in column["method"]:
                 largest[name] = max(largest.get(name, 0.0), float(column["score"]))
     return {
-        "windows": [f"{s['window']['since']}/{s['window']['until']}" for s in windows],
+        "windows": [f"{s['window']['since']}/{s['window']['until']}" for s in summaries],
         "thresholds": {
             name: round(
                 min(cfg.column_alarm, max(cfg.calibration_floor, cfg.calibration_margin * value)),
@@ -62,13 +85,55 @@ def calibrate(
     }
 
 
-def _first_disjoint(summaries: list[dict], count: int) -> list[dict]:
-    """The earliest ``count`` summaries whose windows do not overlap, oldest first."""
-    chosen: list[dict] = []
-    for summary in sorted(summaries, key=lambda s: (s["window"]["since"], s["window"]["until"])):
-        if chosen and summary["window"]["since"] < chosen[-1]["window"]["until"]:
+def first_windows(summaries: Iterable[object], length: timedelta, count: int) -> list[dict]:
+    """The first ``count`` drift-free summaries, in the order given, whose windows have this
+    ``length`` (a ``timedelta``) and do not overlap any chosen before them."""
+    chosen: list[tuple[datetime, datetime]] = []
+    out: list[dict] = []
+    for summary in summaries:
+        if not isinstance(summary, dict) or not _usable(summary):
             continue
-        chosen.append(summary)
-        if len(chosen) == count:
+        since, until = _time(summary["window"]["since"]), _time(summary["window"]["until"])
+        if until - since != length or any(since < u and s < until for s, u in chosen):
+            continue
+        chosen.append((since, until))
+        out.append(summary)
+        if len(out) == count:
             break
-    return chosen
+    return out
+
+
+def _summaries(store: Store, runs_folder: str, version: str) -> Iterator[object]:
+    """The version's run summaries in the order the runs were made (their folder names start
+    with the run's UTC time), read one at a time; unreadable ones are skipped with a warning."""
+    for rel in store.list(runs_folder):
+        if not rel.endswith(f"-{version}/summary.json"):
+            continue
+        try:
+            yield json.loads(store.read(rel))
+        except (MonitorError, ValueError) as exc:
+            log.warning("calibration skips %s: %s", store.location(rel), exc)
+
+
+def _usable(summary: dict) -> bool:
+    """A ``no_drift`` summary with the fields calibration reads, of the expected types."""
+    if summary.get("decision") != "no_drift":
+        return False
+    window, columns = summary.get("window"), summary.get("columns")
+    try:
+        _time(window["since"]), _time(window["until"])  # type: ignore[index]
+        entries = [*columns, summary["prediction_drift"]]  # type: ignore[misc]
+        return all(
+            isinstance(c["column"], str)
+            and isinstance(c["method"], str)
+            and isinstance(c["score"], int | float)
+            for c in entries
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _time(value: str) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime (naive is UTC)."""
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

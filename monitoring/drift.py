@@ -71,7 +71,7 @@ def resolve_window(
     Raises:
         MonitorError: The window is empty or reversed.
     """
-    until = _utc(until) if until is not None else now or datetime.now(UTC)
+    until = _utc(until if until is not None else now or datetime.now(UTC))
     since = _utc(since) if since is not None else until - timedelta(hours=hours)
     if since >= until:
         raise MonitorError(f"the window is empty: --since {since} is not before --until {until}")
@@ -192,8 +192,14 @@ def check_drift(
             report_html=None,
         )
     else:
-        past = [run for run in history(settings) if run.get("kind") != "trigger"]
-        calibration = calibrate(past, champion.version, [*tested, SCORE_COLUMN], cfg)
+        calibration = calibrate(
+            store,
+            RUNS_FOLDER,
+            champion.version,
+            (window.since, window.until),
+            [*tested, SCORE_COLUMN],
+            cfg,
+        )
         fields, html = evaluate(reference, current, tested, cfg, calibration)
         summary.update(fields, calibration=calibration)
         summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", html)

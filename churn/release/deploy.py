@@ -248,9 +248,10 @@ def _deploy_kserve(
 
 
 def _return_champion(registry: Registry, version: str, record: dict) -> tuple[str | None, str]:
-    """After a failed rollout that restored the previous version, points the champion back
-    at it, so that the pointer names what serves: the monitor reads the champion's inference
-    log and reference, and a pointer on a version that never served would leave it blind.
+    """After a failed rollout that restored the previous version and saw it Ready again,
+    points the champion back at it, so that the pointer names what serves: the monitor reads
+    the champion's inference log and reference, and a pointer on a version that never served
+    would leave it blind.
 
     Compare-and-swap on the failed version: if another run promoted since, its pointer stays.
 
@@ -260,6 +261,11 @@ def _return_champion(registry: Registry, version: str, record: dict) -> tuple[st
     previous = record["previous"]
     if not record.get("rolled_back"):
         return version, f"the champion pointer stays on {version}, where the service points"
+    if not record.get("rollback_ready"):
+        return version, (
+            f"the champion pointer stays on {version}: the version restored did not become "
+            "Ready either, so no version serves"
+        )
     if previous is None:
         return version, (
             f"the champion pointer stays on {version}: the service went back to "
@@ -281,13 +287,14 @@ def _return_champion(registry: Registry, version: str, record: dict) -> tuple[st
 
 
 def _pointer_version(registry: Registry) -> str | None:
-    """What the pointer names now (another run's promotion, say); ``None`` if it cannot be
-    read, which must not keep the failed rollout from being recorded."""
+    """What the pointer names now (another run's promotion, say); ``None`` if it is damaged
+    or cannot be read, which must not keep the failed rollout from being recorded."""
     try:
-        return registry.pointer().version
+        state = registry.pointer()
     except RegistryError as exc:
         log.error("cannot read the champion pointer: %s", exc)
         return None
+    return None if state.damaged else state.version
 
 
 def _rollout_record(registry: Registry, version: str, rollout: dict) -> dict:

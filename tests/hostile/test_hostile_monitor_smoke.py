@@ -39,6 +39,15 @@ from churn.cli import app
             {"CHURN_MONITOR__CALIBRATION_WINDOWS": "-1"},
             "monitor.calibration_windows: Input should be greater than or equal to 0",
         ),
+        # Below Evidently's 0.1 a column is never called drifted: such a threshold never fires.
+        (
+            {"CHURN_MONITOR__CALIBRATION_FLOOR": "0.05"},
+            "monitor.calibration_floor: Input should be greater than or equal to 0.1",
+        ),
+        (
+            {"CHURN_MONITOR__CALIBRATION_FLOOR": "0.3"},
+            "calibration_floor (0.3) must be at most column_alarm (0.2)",
+        ),
     ],
 )
 def test_a_bad_sample_or_smoke_setting_is_one_line_naming_it(

@@ -280,6 +280,11 @@ def test_a_rollback_that_does_not_become_ready_either_says_so(
     assert served_uri(kube_api) == registry.storage_uri("v1")
     record = registry.rollouts()[-1]
     assert (record["rolled_back"], record["rollback_ready"]) == (True, False)
+    # Nothing serves: the pointer stays where the gate put it rather than claim v1 does.
+    assert "the champion pointer stays on v2: the version restored did not become Ready" in str(
+        caught.value
+    )
+    assert registry.pointer().version == "v2" and record["champion_after"] == "v2"
 
 
 def test_redeploying_the_version_already_served_needs_no_new_rollout(

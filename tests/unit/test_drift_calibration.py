@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
 from churn.settings import MonitorConfig
-from monitoring.calibration import calibrate
+from monitoring.calibration import calibrate, first_windows, thresholds
 from monitoring.drift import read_snapshot
+from monitoring.store import Store
 
 WASSERSTEIN = "Wasserstein distance (normed)"
 CFG = MonitorConfig(calibration_windows=2, calibration_margin=1.25, calibration_floor=0.1)
@@ -17,16 +24,18 @@ def summary(hour: int, scores: dict[str, float], version: str = "v1", **fields) 
         for c, v in scores.items()
         if c != "churn_probability"
     ]
-    score = scores.get("churn_probability", 0.01)
     return {
         "model_version": version,
         "decision": "no_drift",
-        "window": {"since": f"2026-11-30T{hour:02d}:00", "until": f"2026-11-30T{hour + 1:02d}:00"},
+        "window": {
+            "since": f"2026-11-30T{hour:02d}:00:00+00:00",
+            "until": f"2026-11-30T{hour + 1:02d}:00:00+00:00",
+        },
         "columns": columns,
         "prediction_drift": {
             "column": "churn_probability",
             "method": WASSERSTEIN,
-            "score": score,
+            "score": scores.get("churn_probability", 0.01),
             "threshold": 0.1,
             "drifted": False,
         },
@@ -35,6 +44,18 @@ def summary(hour: int, scores: dict[str, float], version: str = "v1", **fields) 
 
 
 COLUMNS = ["quiet", "noisy", "churn_probability"]
+HOUR = timedelta(hours=1)
+NOW = (datetime(2026, 11, 30, 20, tzinfo=UTC), datetime(2026, 11, 30, 21, tzinfo=UTC))
+
+
+def store_with(tmp_path: Path, *runs: dict | str) -> Store:
+    """A monitoring store holding these summaries (a string: a file's raw text), in order."""
+    for i, run in enumerate(runs):
+        folder = tmp_path / "runs" / f"20261130T{i:02d}0000000000Z-v1"
+        folder.mkdir(parents=True)
+        text = run if isinstance(run, str) else json.dumps(run)
+        (folder / "summary.json").write_text(text)
+    return Store(str(tmp_path))
 
 
 def test_thresholds_are_the_margin_over_each_columns_largest_drift_free_distance() -> None:
@@ -42,8 +63,7 @@ def test_thresholds_are_the_margin_over_each_columns_largest_drift_free_distance
         summary(1, {"quiet": 0.05, "noisy": 0.12, "churn_probability": 0.09}),
         summary(2, {"quiet": 0.09, "noisy": 0.17, "churn_probability": 0.02}),
     ]
-    calibration = calibrate(past, "v1", COLUMNS, CFG)
-    assert calibration is not None
+    calibration = thresholds(first_windows(past, HOUR, 2), COLUMNS, CFG)
     # 1.25 x 0.09 = 0.1125; 1.25 x 0.17 = 0.2125, capped at column_alarm 0.2.
     assert calibration["thresholds"] == {
         "churn_probability": 0.1125,
@@ -51,51 +71,87 @@ def test_thresholds_are_the_margin_over_each_columns_largest_drift_free_distance
         "quiet": 0.1125,
     }
     assert calibration["windows"] == [
-        "2026-11-30T01:00/2026-11-30T02:00",
-        "2026-11-30T02:00/2026-11-30T03:00",
+        "2026-11-30T01:00:00+00:00/2026-11-30T02:00:00+00:00",
+        "2026-11-30T02:00:00+00:00/2026-11-30T03:00:00+00:00",
     ]
 
 
 def test_a_column_quieter_than_the_floor_gets_the_floor() -> None:
     past = [summary(h, {"quiet": 0.01, "noisy": 0.01}) for h in (1, 2)]
-    calibration = calibrate(past, "v1", COLUMNS, CFG)
-    assert calibration is not None and calibration["thresholds"]["quiet"] == 0.1
+    assert thresholds(past, COLUMNS, CFG)["thresholds"]["quiet"] == 0.1
 
 
-def test_there_is_no_calibration_until_the_version_has_enough_disjoint_drift_free_windows() -> None:
+def test_only_drift_free_windows_of_the_same_length_that_do_not_overlap_count() -> None:
     one = summary(1, {"quiet": 0.05})
-    assert calibrate([one], "v1", COLUMNS, CFG) is None
     others = [
-        summary(2, {"quiet": 0.05}, version="v0"),  # another version's traffic
-        summary(3, {"quiet": 0.3}, decision="drift"),  # not drift-free
+        summary(3, {"quiet": 0.3}, decision="drift"),
         {
-            **summary(1, {"quiet": 0.05}),
-            "window": {"since": "2026-11-30T01:30", "until": "2026-11-30T02:30"},
+            **summary(4, {"quiet": 0.05}),
+            "window": {"since": "2026-11-30T04:00", "until": "2026-11-30T06:00"},
+        },
+        # 01:30 to 02:30 UTC, written with another offset: it overlaps the first window.
+        {
+            **summary(9, {"quiet": 0.05}),
+            "window": {"since": "2026-11-30T03:30:00+02:00", "until": "2026-11-30T04:30:00+02:00"},
         },
     ]
-    assert calibrate([one, *others], "v1", COLUMNS, CFG) is None
-    assert calibrate([one, summary(4, {"quiet": 0.05})], "v1", COLUMNS, CFG) is not None
+    assert first_windows([one, *others], HOUR, 2) == [one]
+    later = summary(7, {"quiet": 0.05})
+    assert first_windows([one, *others, later], HOUR, 2) == [one, later]
+
+
+def test_summaries_without_the_fields_calibration_reads_are_skipped() -> None:
+    good = summary(1, {"quiet": 0.05})
+    broken = [
+        [],
+        {k: v for k, v in summary(2, {"quiet": 0.05}).items() if k != "columns"},
+        {k: v for k, v in summary(3, {"quiet": 0.05}).items() if k != "window"},
+        {**summary(4, {"quiet": 0.05}), "prediction_drift": None},
+        {**summary(5, {"quiet": 0.05}), "window": {"since": "yesterday", "until": "today"}},
+    ]
+    assert first_windows([*broken, good], HOUR, 2) == [good]
+
+
+def test_calibration_waits_for_enough_windows_of_the_version_and_can_be_turned_off(
+    tmp_path: Path,
+) -> None:
     assert (
         calibrate(
-            [one, summary(4, {"quiet": 0.05})], "v1", COLUMNS, MonitorConfig(calibration_windows=0)
+            store_with(tmp_path, summary(1, {"quiet": 0.05})), "runs", "v1", NOW, COLUMNS, CFG
         )
         is None
     )
+    store = store_with(tmp_path / "two", summary(1, {"quiet": 0.05}), summary(2, {"quiet": 0.05}))
+    assert calibrate(store, "runs", "v1", NOW, COLUMNS, CFG) is not None
+    assert calibrate(store, "runs", "v2", NOW, COLUMNS, CFG) is None
+    off = MonitorConfig(calibration_windows=0)
+    assert calibrate(store, "runs", "v1", NOW, COLUMNS, off) is None
 
 
-def test_the_first_windows_stay_the_calibration_whatever_comes_later() -> None:
-    first = [summary(1, {"quiet": 0.04}), summary(2, {"quiet": 0.04})]
-    later = summary(5, {"quiet": 0.19})  # a slow drift under the old threshold
-    calibration = calibrate([later, *first], "v1", COLUMNS, CFG)
+def test_the_first_runs_stay_the_calibration_whatever_is_checked_later(tmp_path: Path) -> None:
+    first = [summary(10, {"quiet": 0.04}), summary(11, {"quiet": 0.04})]
+    # Checked later: a slow drift under the old threshold, and a backfilled earlier window.
+    later = [summary(15, {"quiet": 0.19}), summary(2, {"quiet": 0.15})]
+    calibration = calibrate(store_with(tmp_path, *first, *later), "runs", "v1", NOW, COLUMNS, CFG)
     assert calibration is not None and calibration["thresholds"]["quiet"] == 0.1
+
+
+def test_a_damaged_summary_is_skipped_and_the_check_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = store_with(
+        tmp_path, '{"decision": "no_dr', summary(1, {"quiet": 0.05}), summary(2, {"quiet": 0.05})
+    )
+    calibration = calibrate(store, "runs", "v1", NOW, COLUMNS, CFG)
+    assert calibration is not None and len(calibration["windows"]) == 2
+    assert "calibration skips" in caplog.text and "20261130T000000000000Z-v1" in caplog.text
 
 
 def test_p_values_set_no_threshold() -> None:
     past = [summary(h, {"quiet": 0.05}) for h in (1, 2)]
     for s in past:
         s["columns"][0]["method"] = "K-S p_value"
-    calibration = calibrate(past, "v1", COLUMNS, CFG)
-    assert calibration is not None and "quiet" not in calibration["thresholds"]
+    assert "quiet" not in thresholds(past, COLUMNS, CFG)["thresholds"]
 
 
 def snapshot(scores: dict[str, float]) -> dict:
