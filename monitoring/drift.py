@@ -394,19 +394,35 @@ def history(settings: Settings) -> list[dict]:
     Returns:
         One dict per run's ``summary.json``; trigger records (``triggers/*.json``) are
         returned as dicts with ``"kind": "trigger"`` after the runs.
+
+    Raises:
+        MonitorError: The store cannot be read, or a file in it is not a JSON object.
     """
     store = Store(store_uri(settings), settings.monitor.endpoint_url)
     out = [
-        json.loads(store.read(rel))
-        for rel in store.list(RUNS_FOLDER)
-        if rel.endswith(f"/{SUMMARY_FILE}")
+        _record(store, rel) for rel in store.list(RUNS_FOLDER) if rel.endswith(f"/{SUMMARY_FILE}")
     ]
     out += [
-        {"kind": "trigger", **json.loads(store.read(rel))}
+        {"kind": "trigger", **_record(store, rel)}
         for rel in store.list(TRIGGERS_FOLDER)
         if rel.endswith(".json")
     ]
     return out
+
+
+def _record(store: Store, rel: str) -> dict:
+    """One JSON object of the store.
+
+    Raises:
+        MonitorError: The file cannot be read or is not a JSON object; the message names it.
+    """
+    try:
+        record = json.loads(store.read(rel))
+    except ValueError as exc:
+        raise MonitorError(f"{store.location(rel)} is not valid JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise MonitorError(f"{store.location(rel)} is not a JSON object")
+    return record
 
 
 def store_uri(settings: Settings) -> str:

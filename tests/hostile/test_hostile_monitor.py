@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from churn.cli import app
 from churn.errors import MonitorError
-from monitoring.drift import read_current, resolve_window
+from churn.settings import Settings
+from monitoring.drift import history, read_current, resolve_window
 from monitoring.store import Store
 
 UNTIL = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -47,3 +48,18 @@ def test_a_log_file_still_being_written_is_not_read(tmp_path: Path) -> None:
     window = resolve_window(None, UNTIL, hours=2)
     frame, seen = read_current(Store(str(tmp_path / "log")), window, "v1", [])
     assert seen == 0 and frame.empty
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [('{"decision": "no_dr', "is not valid JSON"), ("[]", "is not a JSON object")],
+)
+def test_a_damaged_summary_makes_history_one_error_naming_it(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    run = tmp_path / "monitoring" / "runs" / "20261130T120000000000Z-v1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(text)
+    # churn.cli.run prints a MonitorError as one line (exit 2), as every ChurnError.
+    with pytest.raises(MonitorError, match=f"20261130T120000000000Z-v1/summary.json {problem}"):
+        history(Settings(home=tmp_path))
