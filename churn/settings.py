@@ -395,11 +395,12 @@ class MonitorConfig(Section):
             0.168 (``num_recency_days``) and the largest score drift 0.113, so 0.2 keeps a
             margin; the score alone at Evidently's 0.1 gave 2 false alarms in 57 days.
             P-value tests (up to 1,000 reference rows) never decide alone.
-        calibration_windows: Once a version has this many ``no_drift`` windows with at
-            least ``min_rows`` rows, its first ones set a threshold per column (and for the
-            score): ``calibration_margin`` times the column's largest distance over them,
-            within [``calibration_floor``, ``column_alarm``]. A column at its own threshold
-            then decides ``drift`` alone. Columns differ in how much drift-free traffic moves
+        calibration_windows: Once a version has this many ``no_drift`` windows that do not
+            overlap, its first ones set a threshold per column (and for the score):
+            ``calibration_margin`` times the column's largest distance over them, within
+            [``calibration_floor``, ``column_alarm``]. A column at its own threshold then
+            decides ``drift`` alone, in windows tested on at least as many rows as they were
+            (``monitoring.calibration``). Columns differ in how much drift-free traffic moves
             them (``num_recency_days`` up to 0.17, ``seq_n_txn_sum_1`` under 0.1), so one
             ``column_alarm`` is late for the quiet ones. ``0`` turns calibration off.
         calibration_margin: Factor over a column's largest calibration distance.

@@ -9,12 +9,13 @@ largest distance over them, kept within [``calibration_floor``, ``column_alarm``
 column's threshold from then on.
 
 Which windows: the version's earliest checks (by run, so a window checked later for an earlier
-time changes nothing), of the same length as the window being checked (an hour's distances
-are noisier than a day's), that do not overlap (an hourly monitor with 24-hour windows must not
+time changes nothing) that do not overlap (an hourly monitor with 24-hour windows must not
 calibrate on one day seen 24 times). They stay fixed, so a drift that grows slowly cannot raise
-the thresholds it is measured against. Only distances count: p-values (Evidently's tests up to
-1,000 reference rows) are not on the same scale. A summary that cannot be read is skipped with
-a warning: a damaged file in the store must not stop every later check.
+the thresholds it is measured against. The thresholds apply only to a window tested on at least
+as many rows as the fewest of them (``fewest_rows``): distances on fewer rows are noisier.
+Only distances count: p-values (Evidently's tests up to 1,000 reference rows) are not on the
+same scale. A summary that cannot be read is skipped with a warning: a damaged file in the
+store must not stop every later check.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from churn.errors import MonitorError
 from churn.settings import MonitorConfig
@@ -35,7 +36,7 @@ def calibrate(
     store: Store,
     runs_folder: str,
     version: str,
-    window: tuple[datetime, datetime],
+    tested_rows: int,
     columns: list[str],
     cfg: MonitorConfig,
 ) -> dict | None:
@@ -45,28 +46,34 @@ def calibrate(
         store: The monitoring store holding ``<runs_folder>/<UTC time>-<version>/summary.json``.
         runs_folder: Its runs folder.
         version: The champion version being checked.
-        window: The window being checked; only past windows of its length count.
+        tested_rows: The rows the window being checked is tested on.
         columns: The names that may get a threshold: the tested columns and the score.
         cfg: ``calibration_windows``, ``calibration_margin``, ``calibration_floor`` and
             ``column_alarm``.
 
     Returns:
         ``None`` while calibration is off or the version has fewer usable windows; else
-        ``windows`` (each ``since/until``) and ``thresholds`` (column to distance).
+        :func:`thresholds`' fields plus ``applied``: whether ``tested_rows`` reaches
+        ``fewest_rows`` (if not, ``column_alarm`` decides, as before calibration).
     """
     if cfg.calibration_windows == 0:
         return None
-    windows = first_windows(
-        _summaries(store, runs_folder, version), window[1] - window[0], cfg.calibration_windows
-    )
+    windows = first_windows(_summaries(store, runs_folder, version), cfg.calibration_windows)
     if len(windows) < cfg.calibration_windows:
         return None
-    return thresholds(windows, columns, cfg)
+    out = thresholds(windows, columns, cfg)
+    out["applied"] = tested_rows >= out["fewest_rows"]
+    return out
 
 
 def thresholds(summaries: list[dict], columns: list[str], cfg: MonitorConfig) -> dict:
     """``calibration_margin`` times each column's largest distance over ``summaries``, within
-    [``calibration_floor``, ``column_alarm``]; the score's too, if ``columns`` names it."""
+    [``calibration_floor``, ``column_alarm``]; the score's too, if ``columns`` names it.
+
+    Returns:
+        ``windows`` (each ``since/until``), ``fewest_rows`` (the fewest rows any of them was
+        tested on) and ``thresholds`` (column to distance).
+    """
     largest: dict[str, float] = {}
     for summary in summaries:
         for column in [*summary["columns"], summary["prediction_drift"]]:
@@ -75,6 +82,7 @@ def thresholds(summaries: list[dict], columns: list[str], cfg: MonitorConfig) ->
                 largest[name] = max(largest.get(name, 0.0), float(column["score"]))
     return {
         "windows": [f"{s['window']['since']}/{s['window']['until']}" for s in summaries],
+        "fewest_rows": min(int(s["sampled"]["current"]) for s in summaries),
         "thresholds": {
             name: round(
                 min(cfg.column_alarm, max(cfg.calibration_floor, cfg.calibration_margin * value)),
@@ -85,16 +93,16 @@ def thresholds(summaries: list[dict], columns: list[str], cfg: MonitorConfig) ->
     }
 
 
-def first_windows(summaries: Iterable[object], length: timedelta, count: int) -> list[dict]:
-    """The first ``count`` drift-free summaries, in the order given, whose windows have this
-    ``length`` (a ``timedelta``) and do not overlap any chosen before them."""
+def first_windows(summaries: Iterable[object], count: int) -> list[dict]:
+    """The first ``count`` drift-free summaries, in the order given, whose windows do not
+    overlap any chosen before them."""
     chosen: list[tuple[datetime, datetime]] = []
     out: list[dict] = []
     for summary in summaries:
         if not isinstance(summary, dict) or not _usable(summary):
             continue
         since, until = _time(summary["window"]["since"]), _time(summary["window"]["until"])
-        if until - since != length or any(since < u and s < until for s, u in chosen):
+        if any(since < u and s < until for s, u in chosen):
             continue
         chosen.append((since, until))
         out.append(summary)
@@ -122,6 +130,8 @@ def _usable(summary: dict) -> bool:
     window, columns = summary.get("window"), summary.get("columns")
     try:
         _time(window["since"]), _time(window["until"])  # type: ignore[index]
+        if not isinstance(summary["sampled"]["current"], int):
+            return False
         entries = [*columns, summary["prediction_drift"]]  # type: ignore[misc]
         return all(
             isinstance(c["column"], str)

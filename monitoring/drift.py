@@ -196,7 +196,7 @@ def check_drift(
             store,
             RUNS_FOLDER,
             champion.version,
-            (window.since, window.until),
+            min(len(current), cfg.max_rows_per_side),
             [*tested, SCORE_COLUMN],
             cfg,
         )
@@ -253,7 +253,7 @@ def evaluate(
     reference = sample_rows(reference, cfg.max_rows_per_side, rng)
     current = sample_rows(current, cfg.max_rows_per_side, rng)
     snapshot = run_report(reference, current, columns, cfg.drift_share)
-    thresholds = calibration["thresholds"] if calibration else None
+    thresholds = calibration["thresholds"] if calibration and calibration["applied"] else None
     fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm, thresholds)
     fields["sampled"] = {
         "reference": len(reference),

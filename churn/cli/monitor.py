@@ -56,12 +56,7 @@ def drift_cmd(
         typer.echo(f"prediction drift: {prediction['score']:.4g} ({prediction['method']}, {state})")
         for reason in summary["reasons"]:
             typer.echo(f"because: {reason}")
-        calibration = summary["calibration"]
-        typer.echo(
-            f"thresholds: calibrated on {len(calibration['windows'])} drift-free windows"
-            if calibration
-            else f"thresholds: column_alarm {cfg.monitor.column_alarm} (not calibrated yet)"
-        )
+        typer.echo(f"thresholds: {_thresholds(summary['calibration'], cfg.monitor.column_alarm)}")
     if summary["report_html"]:
         typer.echo(f"report: {summary['report_html']}")
     typer.echo(f"summary: {summary['summary_json']}")
@@ -172,6 +167,19 @@ def _performance_line(record: dict) -> str:
         f"{window['until']}  performance {record['decision']}  "
         f"labelled={record['rows']['labelled']}  roc_auc={auc}  "
         f"{record['report_html'] or record['summary_json']}"
+    )
+
+
+def _thresholds(calibration: dict | None, column_alarm: float) -> str:
+    """Which thresholds decided, in words."""
+    if calibration is None:
+        return f"column_alarm {column_alarm} (not calibrated yet)"
+    windows = len(calibration["windows"])
+    if calibration["applied"]:
+        return f"calibrated on {windows} drift-free windows"
+    return (
+        f"column_alarm {column_alarm}: this window has fewer rows than the "
+        f"{calibration['fewest_rows']} its {windows} calibration windows were tested on"
     )
 
 

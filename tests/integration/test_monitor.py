@@ -211,6 +211,7 @@ def test_a_calibrated_version_catches_a_drift_below_the_column_alarm(
         "2026-11-30T11:00:00+00:00/2026-11-30T12:00:00+00:00",
     ]
     assert 0.1 <= limit <= score
+    assert calibrated["calibration"]["applied"] and calibrated["calibration"]["fewest_rows"] == 3000
     assert calibrated["decision"] == "drift"
     assert calibrated["alarm_columns"] == ["seq_spend_sum_1"]
     assert calibrated["reasons"] == [f"seq_spend_sum_1 distance {score:.3f} >= calibrated {limit}"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,11 @@ WASSERSTEIN = "Wasserstein distance (normed)"
 CFG = MonitorConfig(calibration_windows=2, calibration_margin=1.25, calibration_floor=0.1)
 
 
-def summary(hour: int, scores: dict[str, float], version: str = "v1", **fields) -> dict:
-    """A run summary of the window [hour, hour + 1) with these column distances."""
+def summary(
+    hour: int, scores: dict[str, float], version: str = "v1", rows: int = 1000, **fields
+) -> dict:
+    """A run summary of the window [hour, hour + 1), tested on ``rows`` rows, with these
+    column distances."""
     columns = [
         {"column": c, "method": WASSERSTEIN, "score": v, "threshold": 0.1, "drifted": v >= 0.1}
         for c, v in scores.items()
@@ -32,6 +34,7 @@ def summary(hour: int, scores: dict[str, float], version: str = "v1", **fields) 
             "until": f"2026-11-30T{hour + 1:02d}:00:00+00:00",
         },
         "columns": columns,
+        "sampled": {"reference": 5000, "current": rows},
         "prediction_drift": {
             "column": "churn_probability",
             "method": WASSERSTEIN,
@@ -44,8 +47,6 @@ def summary(hour: int, scores: dict[str, float], version: str = "v1", **fields) 
 
 
 COLUMNS = ["quiet", "noisy", "churn_probability"]
-HOUR = timedelta(hours=1)
-NOW = (datetime(2026, 11, 30, 20, tzinfo=UTC), datetime(2026, 11, 30, 21, tzinfo=UTC))
 
 
 def store_with(tmp_path: Path, *runs: dict | str) -> Store:
@@ -63,7 +64,7 @@ def test_thresholds_are_the_margin_over_each_columns_largest_drift_free_distance
         summary(1, {"quiet": 0.05, "noisy": 0.12, "churn_probability": 0.09}),
         summary(2, {"quiet": 0.09, "noisy": 0.17, "churn_probability": 0.02}),
     ]
-    calibration = thresholds(first_windows(past, HOUR, 2), COLUMNS, CFG)
+    calibration = thresholds(first_windows(past, 2), COLUMNS, CFG)
     # 1.25 x 0.09 = 0.1125; 1.25 x 0.17 = 0.2125, capped at column_alarm 0.2.
     assert calibration["thresholds"] == {
         "churn_probability": 0.1125,
@@ -81,23 +82,32 @@ def test_a_column_quieter_than_the_floor_gets_the_floor() -> None:
     assert thresholds(past, COLUMNS, CFG)["thresholds"]["quiet"] == 0.1
 
 
-def test_only_drift_free_windows_of_the_same_length_that_do_not_overlap_count() -> None:
+def test_only_drift_free_windows_that_do_not_overlap_count() -> None:
     one = summary(1, {"quiet": 0.05})
     others = [
         summary(3, {"quiet": 0.3}, decision="drift"),
-        {
-            **summary(4, {"quiet": 0.05}),
-            "window": {"since": "2026-11-30T04:00", "until": "2026-11-30T06:00"},
-        },
         # 01:30 to 02:30 UTC, written with another offset: it overlaps the first window.
         {
             **summary(9, {"quiet": 0.05}),
             "window": {"since": "2026-11-30T03:30:00+02:00", "until": "2026-11-30T04:30:00+02:00"},
         },
     ]
-    assert first_windows([one, *others], HOUR, 2) == [one]
+    assert first_windows([one, *others], 2) == [one]
     later = summary(7, {"quiet": 0.05})
-    assert first_windows([one, *others, later], HOUR, 2) == [one, later]
+    assert first_windows([one, *others, later], 2) == [one, later]
+
+
+def test_thresholds_apply_only_to_windows_tested_on_as_many_rows_as_the_calibration(
+    tmp_path: Path,
+) -> None:
+    store = store_with(
+        tmp_path, summary(1, {"quiet": 0.05}, rows=1000), summary(2, {"quiet": 0.05}, rows=3000)
+    )
+    wide = calibrate(store, "runs", "v1", 1000, COLUMNS, CFG)
+    assert wide is not None and wide["fewest_rows"] == 1000 and wide["applied"]
+    # An hour's window on the daily monitor's thresholds: fewer rows, noisier distances.
+    narrow = calibrate(store, "runs", "v1", 999, COLUMNS, CFG)
+    assert narrow is not None and not narrow["applied"]
 
 
 def test_summaries_without_the_fields_calibration_reads_are_skipped() -> None:
@@ -108,8 +118,9 @@ def test_summaries_without_the_fields_calibration_reads_are_skipped() -> None:
         {k: v for k, v in summary(3, {"quiet": 0.05}).items() if k != "window"},
         {**summary(4, {"quiet": 0.05}), "prediction_drift": None},
         {**summary(5, {"quiet": 0.05}), "window": {"since": "yesterday", "until": "today"}},
+        {k: v for k, v in summary(6, {"quiet": 0.05}).items() if k != "sampled"},
     ]
-    assert first_windows([*broken, good], HOUR, 2) == [good]
+    assert first_windows([*broken, good], 2) == [good]
 
 
 def test_calibration_waits_for_enough_windows_of_the_version_and_can_be_turned_off(
@@ -117,22 +128,22 @@ def test_calibration_waits_for_enough_windows_of_the_version_and_can_be_turned_o
 ) -> None:
     assert (
         calibrate(
-            store_with(tmp_path, summary(1, {"quiet": 0.05})), "runs", "v1", NOW, COLUMNS, CFG
+            store_with(tmp_path, summary(1, {"quiet": 0.05})), "runs", "v1", 1000, COLUMNS, CFG
         )
         is None
     )
     store = store_with(tmp_path / "two", summary(1, {"quiet": 0.05}), summary(2, {"quiet": 0.05}))
-    assert calibrate(store, "runs", "v1", NOW, COLUMNS, CFG) is not None
-    assert calibrate(store, "runs", "v2", NOW, COLUMNS, CFG) is None
+    assert calibrate(store, "runs", "v1", 1000, COLUMNS, CFG) is not None
+    assert calibrate(store, "runs", "v2", 1000, COLUMNS, CFG) is None
     off = MonitorConfig(calibration_windows=0)
-    assert calibrate(store, "runs", "v1", NOW, COLUMNS, off) is None
+    assert calibrate(store, "runs", "v1", 1000, COLUMNS, off) is None
 
 
 def test_the_first_runs_stay_the_calibration_whatever_is_checked_later(tmp_path: Path) -> None:
     first = [summary(10, {"quiet": 0.04}), summary(11, {"quiet": 0.04})]
     # Checked later: a slow drift under the old threshold, and a backfilled earlier window.
     later = [summary(15, {"quiet": 0.19}), summary(2, {"quiet": 0.15})]
-    calibration = calibrate(store_with(tmp_path, *first, *later), "runs", "v1", NOW, COLUMNS, CFG)
+    calibration = calibrate(store_with(tmp_path, *first, *later), "runs", "v1", 1000, COLUMNS, CFG)
     assert calibration is not None and calibration["thresholds"]["quiet"] == 0.1
 
 
@@ -142,7 +153,7 @@ def test_a_damaged_summary_is_skipped_and_the_check_goes_on(
     store = store_with(
         tmp_path, '{"decision": "no_dr', summary(1, {"quiet": 0.05}), summary(2, {"quiet": 0.05})
     )
-    calibration = calibrate(store, "runs", "v1", NOW, COLUMNS, CFG)
+    calibration = calibrate(store, "runs", "v1", 1000, COLUMNS, CFG)
     assert calibration is not None and len(calibration["windows"]) == 2
     assert "calibration skips" in caplog.text and "20261130T000000000000Z-v1" in caplog.text
 
