@@ -266,6 +266,32 @@ def test_a_promotion_made_during_a_failed_rollout_keeps_the_champion_pointer(
     assert registry.rollouts()[-1]["champion_after"] == "v3"
 
 
+def test_a_pointer_damaged_during_a_failed_rollout_is_left_for_a_repair_and_recorded_as_none(
+    kube_api,
+    registry: Registry,
+    registry_cfg: RegistryConfig,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import churn.release.kserve_deploy as kserve_deploy
+
+    release(registry, registry_cfg, "v1")
+    kube_api.behaviour[registry.storage_uri("v2")] = "fail"
+    real_deploy = kserve_deploy.deploy
+
+    def deploy_while_the_pointer_is_damaged(*args, **kwargs):
+        registry._s3.put_object(Bucket=s3_bucket, Key="team/churn/champion.json", Body=b"{oops")
+        return real_deploy(*args, **kwargs)
+
+    monkeypatch.setattr(kserve_deploy, "deploy", deploy_while_the_pointer_is_damaged)
+    with pytest.raises(ServingError) as caught:
+        release(registry, registry_cfg, "v2")
+    assert "the champion pointer was not moved back to v1: " in str(caught.value)
+    assert "--repair" in str(caught.value)  # the registry's own damage message says how
+    assert registry.pointer().damaged
+    assert registry.rollouts()[-1]["champion_after"] is None
+
+
 def test_a_rollback_that_does_not_become_ready_either_says_so(
     kube_api, registry: Registry, registry_cfg: RegistryConfig
 ) -> None:
