@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from churn.errors import MonitorError
 from churn.settings import MonitorConfig
 from monitoring.store import Store
+from monitoring.times import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def first_windows(summaries: Iterable[object], count: int) -> list[dict]:
     for summary in summaries:
         if not isinstance(summary, dict) or not _usable(summary):
             continue
-        since, until = _time(summary["window"]["since"]), _time(summary["window"]["until"])
+        since, until = parse_utc(summary["window"]["since"]), parse_utc(summary["window"]["until"])
         if any(since < u and s < until for s, u in chosen):
             continue
         chosen.append((since, until))
@@ -129,7 +130,7 @@ def _usable(summary: dict) -> bool:
         return False
     window, columns = summary.get("window"), summary.get("columns")
     try:
-        _time(window["since"]), _time(window["until"])  # type: ignore[index]
+        parse_utc(window["since"]), parse_utc(window["until"])  # type: ignore[index]
         if not isinstance(summary["sampled"]["current"], int):
             return False
         entries = [*columns, summary["prediction_drift"]]  # type: ignore[misc]
@@ -141,9 +142,3 @@ def _usable(summary: dict) -> bool:
         )
     except (KeyError, TypeError, ValueError):
         return False
-
-
-def _time(value: str) -> datetime:
-    """An ISO 8601 time as an aware UTC datetime (naive is UTC)."""
-    parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

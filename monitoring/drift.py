@@ -35,6 +35,7 @@ from churn.release.registry import open_registry
 from churn.settings import MonitorConfig, Settings
 from monitoring.calibration import calibrate
 from monitoring.store import Store
+from monitoring.times import utc
 
 RUNS_FOLDER = "runs"
 TRIGGERS_FOLDER = "triggers"
@@ -71,8 +72,8 @@ def resolve_window(
     Raises:
         MonitorError: The window is empty or reversed.
     """
-    until = _utc(until if until is not None else now or datetime.now(UTC))
-    since = _utc(since) if since is not None else until - timedelta(hours=hours)
+    until = utc(until if until is not None else now or datetime.now(UTC))
+    since = utc(since) if since is not None else until - timedelta(hours=hours)
     if since >= until:
         raise MonitorError(f"the window is empty: --since {since} is not before --until {until}")
     return Window(since, until)
@@ -448,7 +449,3 @@ def snapshot_html(snapshot: object) -> bytes:
         path = Path(tmp) / REPORT_FILE
         snapshot.save_html(str(path))  # type: ignore[attr-defined]
         return path.read_bytes()
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

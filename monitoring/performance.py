@@ -54,6 +54,7 @@ from monitoring.drift import (
     store_uri,
 )
 from monitoring.store import Store
+from monitoring.times import utc
 
 CHECK = "performance"
 DECISIONS = ("degraded", "healthy", "insufficient_data")
@@ -301,7 +302,7 @@ def _champion(registry: Registry, settings: Settings) -> str:
 
 
 def _window(since: datetime, until: datetime) -> Window:
-    since, until = _utc(since), _utc(until)
+    since, until = utc(since), utc(until)
     if since >= until:
         raise MonitorError(f"the window is empty: --since {since} is not before --until {until}")
     return Window(since, until)
@@ -437,7 +438,3 @@ def extra_metrics(joined: pd.DataFrame) -> dict:
             for a, b, c in zip(mean, frac, count, strict=True)
         ],
     }
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

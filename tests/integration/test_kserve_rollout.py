@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,19 @@ def release(
     """What the pipeline does: promote, then deploy the champion."""
     registry.promote(version)
     return deploy_version("kserve", version, registry_cfg, serving(timeout_s), ".")
+
+
+def during_rollout(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
+    """Runs ``action`` as the next KServe rollout starts: what another process does meanwhile."""
+    import churn.release.kserve_deploy as kserve_deploy
+
+    real_deploy = kserve_deploy.deploy
+
+    def deploy(*args, **kwargs):
+        action()
+        return real_deploy(*args, **kwargs)
+
+    monkeypatch.setattr(kserve_deploy, "deploy", deploy)
 
 
 def served_uri(kube_api) -> str:
@@ -242,19 +256,13 @@ def test_a_promotion_made_during_a_failed_rollout_keeps_the_champion_pointer(
     models: list[Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import churn.release.kserve_deploy as kserve_deploy
-
     release(registry, registry_cfg, "v1")
     registry.publish(models[0], {"roc_auc": 0.9}, version="v3")
     kube_api.behaviour[registry.storage_uri("v2")] = "fail"
-    real_deploy = kserve_deploy.deploy
-
-    def deploy_while_another_run_promotes(*args, **kwargs):
-        # Another pipeline run promotes v3 while v2's rollout is failing.
-        open_registry(registry_cfg).promote("v3", expected_champion="v2")
-        return real_deploy(*args, **kwargs)
-
-    monkeypatch.setattr(kserve_deploy, "deploy", deploy_while_another_run_promotes)
+    # Another pipeline run promotes v3 while v2's rollout is failing.
+    during_rollout(
+        monkeypatch, lambda: open_registry(registry_cfg).promote("v3", expected_champion="v2")
+    )
     with pytest.raises(ServingError) as caught:
         release(registry, registry_cfg, "v2")
     message = str(caught.value)
@@ -273,17 +281,14 @@ def test_a_pointer_damaged_during_a_failed_rollout_is_left_for_a_repair_and_reco
     s3_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import churn.release.kserve_deploy as kserve_deploy
-
     release(registry, registry_cfg, "v1")
     kube_api.behaviour[registry.storage_uri("v2")] = "fail"
-    real_deploy = kserve_deploy.deploy
-
-    def deploy_while_the_pointer_is_damaged(*args, **kwargs):
-        registry._s3.put_object(Bucket=s3_bucket, Key="team/churn/champion.json", Body=b"{oops")
-        return real_deploy(*args, **kwargs)
-
-    monkeypatch.setattr(kserve_deploy, "deploy", deploy_while_the_pointer_is_damaged)
+    during_rollout(
+        monkeypatch,
+        lambda: registry._s3.put_object(
+            Bucket=s3_bucket, Key="team/churn/champion.json", Body=b"{oops"
+        ),
+    )
     with pytest.raises(ServingError) as caught:
         release(registry, registry_cfg, "v2")
     assert "the champion pointer was not moved back to v1: " in str(caught.value)
