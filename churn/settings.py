@@ -122,7 +122,8 @@ class FeatureConfig(Section):
         engine: What builds the snapshots: ``pandas`` in this process, or ``spark``
             (``churn.features.spark_job``); the tables are the same.
         spark_master: Spark master of the ``spark`` engine's session when none is running
-            (``local[*]``: every core of this machine; ``spark://host:7077``...).
+            (``local[*]``: every core of this machine; ``spark://host:7077``...), and of the
+            shared store's Spark offline store in the pipeline's steps (``SPARK_MASTER_URL``).
         shared_store: Folder of the feature repository that training and serving share (on
             a cluster, a volume every pod mounts at this path). The feature pipeline
             (``churn pipeline compile --pipeline features``) builds its sources, applies its
@@ -131,9 +132,11 @@ class FeatureConfig(Section):
             a repository per run (set it when compiling, so the step that checks the store is
             never answered from KFP's cache). ``None`` (``make run``): a repository per run.
         shared_store_config: The ``feature_store.yaml`` the shared store uses instead of the
-            template's (for example ``feature_repo/production/feature_store.yaml``: SQL
-            registry, Redis online store; its ``${VAR}`` values come from the environment).
-            ``None`` keeps the template's (registry, DuckDB and SQLite files in the folder).
+            template's: a path, or ``production`` for the packaged
+            ``feature_repo/production/feature_store.yaml`` (SQL registry, Spark offline store,
+            Redis online store; its ``${VAR}`` values come from the environment, Spark's
+            master from ``spark_master``). ``None`` keeps the template's (registry, DuckDB and
+            SQLite files in the folder).
     """
 
     bin_days: PositiveInt = 7

@@ -11,11 +11,28 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+import yaml
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32, String
 
 DATA = os.environ.get("CHURN_FEATURE_DATA", str(Path(__file__).parent / "data" / "sources"))
-SOURCE_KIND = os.environ.get("CHURN_FEATURE_SOURCE", "file")
+
+
+def _offline_store_type() -> str:
+    """The offline store of the ``feature_store.yaml`` beside this file (``file`` if none)."""
+    config = Path(__file__).parent / "feature_store.yaml"
+    if not config.is_file():
+        return "file"
+    offline = (yaml.safe_load(config.read_text()) or {}).get("offline_store") or {}
+    return str(offline.get("type", "file"))
+
+
+# Spark's offline store reads only SparkSources, so a repository configured with it (the shared
+# store with feature_repo/production) gets them without being told; CHURN_FEATURE_SOURCE
+# overrides, for `feast -f feature_repo/production/feature_store.yaml` run from elsewhere.
+SOURCE_KIND = os.environ.get(
+    "CHURN_FEATURE_SOURCE", "spark" if _offline_store_type() == "spark" else "file"
+)
 DEFAULT_SPEC = {
     "channels": ["n_txn", "spend"],
     "context_features": ["tenure_days", "recency_days", "frequency", "monetary"],

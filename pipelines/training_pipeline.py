@@ -48,18 +48,23 @@ def _gpu_placement(task: PipelineTask, cfg: PipelineConfig) -> PipelineTask:
 
 
 def use_shared_store(task: PipelineTask, settings: Settings) -> PipelineTask:
-    """Gives a task the shared feature store: its volume and its registry and Redis secrets."""
+    """Gives a task the shared feature store: its volume, its registry and Redis secrets, and
+    the Spark master of its offline store."""
     cfg = settings.pipeline
     if cfg.feature_store_pvc and settings.features.shared_store:
         kubernetes.mount_pvc(
             task, pvc_name=cfg.feature_store_pvc, mount_path=settings.features.shared_store
         )
-    if cfg.feature_store_secret and settings.features.shared_store_config:
-        kubernetes.use_secret_as_env(
-            task,
-            secret_name=cfg.feature_store_secret,
-            secret_key_to_env={k: k for k in FEAST_SECRET_KEYS},
-        )
+    if settings.features.shared_store_config:
+        # The production file's Spark offline store reads its master from the environment;
+        # the default, local[*], runs Spark inside the step's pod, which mounts the store.
+        task.set_env_variable("SPARK_MASTER_URL", settings.features.spark_master)
+        if cfg.feature_store_secret:
+            kubernetes.use_secret_as_env(
+                task,
+                secret_name=cfg.feature_store_secret,
+                secret_key_to_env={k: k for k in FEAST_SECRET_KEYS},
+            )
     return task
 
 

@@ -9,7 +9,11 @@ store through :func:`shared_repo`, the transformer its online store.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
+
+import yaml
 
 from churn.errors import ContractError
 from churn.features.build import build_features, materialize
@@ -17,6 +21,65 @@ from churn.features.store import FeatureRepo, FeatureStoreError
 from churn.settings import FeatureConfig
 
 log = logging.getLogger(__name__)
+
+# features.shared_store_config's name for the production file shipped in the package
+# (feature_repo/production/feature_store.yaml), wherever the package is installed: a pod's
+# site-packages path is not the one on the machine that compiles the pipeline.
+PRODUCTION_CONFIG = "production"
+_ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
+
+
+def store_config(cfg: FeatureConfig) -> Path | None:
+    """The ``feature_store.yaml`` that ``features.shared_store_config`` names, if any.
+
+    Args:
+        cfg: Feature settings.
+
+    Returns:
+        The file: ``production`` is the packaged production configuration; ``None`` keeps
+        the template's.
+    """
+    if cfg.shared_store_config is None:
+        return None
+    if cfg.shared_store_config == PRODUCTION_CONFIG:
+        return Path(cfg.repo_template) / "production" / "feature_store.yaml"
+    return Path(cfg.shared_store_config)
+
+
+def check_store_environment(config: Path) -> None:
+    """Checks that the environment sets every ``${VAR}`` a ``feature_store.yaml`` reads.
+
+    Feast expands them with ``os.path.expandvars``, which leaves an unset one as it is: the
+    store would then fail deep inside Spark or Redis, on a master URL named
+    ``${SPARK_MASTER_URL}``.
+
+    Args:
+        config: The configuration file.
+
+    Raises:
+        FeatureStoreError: A variable is unset, or the file is not YAML.
+    """
+    try:
+        values = _strings(yaml.safe_load(config.read_text()))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FeatureStoreError(
+            f"cannot read the feature store configuration {config}: {exc}"
+        ) from exc
+    missing = sorted({name for v in values for name in _ENV_REFERENCE.findall(v)} - set(os.environ))
+    if missing:
+        raise FeatureStoreError(
+            f"the feature store configuration {config} reads {', '.join(missing)} from the "
+            "environment, which does not set it (in a cluster: the Secret named by "
+            "pipeline.feature_store_secret, and SPARK_MASTER_URL from features.spark_master)"
+        )
+
+
+def _strings(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
 
 
 def shared_repo(cfg: FeatureConfig) -> FeatureRepo:
@@ -41,6 +104,7 @@ def shared_repo(cfg: FeatureConfig) -> FeatureRepo:
             "built features: run the feature pipeline (`churn pipeline compile --pipeline "
             "features`) first"
         )
+    check_store_environment(repo.path / "feature_store.yaml")
     return repo
 
 
@@ -110,6 +174,9 @@ def publish_features(
             "the feature pipeline writes the shared feature store: set features.shared_store "
             "(e.g. CHURN_FEATURES__SHARED_STORE=/mnt/features)"
         )
+    config = store_config(cfg)
+    if config is not None and config.is_file():
+        check_store_environment(config)
     summary = build_features(
         transactions,
         cfg.shared_store,
@@ -118,7 +185,7 @@ def publish_features(
         cutoffs=cutoffs,
         observed_until=observed_until,
         cancellations=cancellations,
-        store_config=cfg.shared_store_config,
+        store_config=config,
     )
     summary["materialized"] = materialize(cfg.shared_store)
     log.info(

@@ -173,7 +173,10 @@ class FeatureRepo:
                 profile = customers.copy()
                 for column in spec["numeric_attributes"]:
                     profile[column] = profile[column].astype(np.float32)
-                profile.to_parquet(tmp / "customers.parquet", index=False)
+                # Rounded up to the microsecond, which Spark reads (see _write_by_customer): up,
+                # so that no attribute becomes known before its signup.
+                profile["signup_date"] = profile["signup_date"].dt.ceil("us")
+                profile.to_parquet(tmp / "customers.parquet", index=False, coerce_timestamps="us")
             if cancellations is not None:
                 cancellations.to_parquet(tmp / CANCELLATIONS_FILE, index=False)
             (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -493,7 +496,9 @@ def _write_by_customer(table: pa.Table, path: Path, row_group_rows: int = 65536)
     order = pc.sort_indices(
         table, sort_keys=[("customer_id", "ascending"), ("snapshot_ts", "ascending")]
     )
-    with pq.ParquetWriter(path, table.schema) as writer:
+    # Microseconds: Spark (the production offline store) cannot read nanosecond timestamps.
+    # Snapshot times are whole days, so nothing is lost.
+    with pq.ParquetWriter(path, table.schema, coerce_timestamps="us") as writer:
         for start in range(0, max(table.num_rows, 1), row_group_rows):
             writer.write_table(
                 table.take(order[start : start + row_group_rows]), row_group_size=row_group_rows

@@ -36,6 +36,14 @@ BUCKET = os.environ.get("CHURN_BUCKET", "churn")
 # KFP's SeaweedFS as the pods reach it, and its compatibility Service's name and port.
 STORE_IN_CLUSTER = "http://minio-service.kubeflow:9000"
 RUN_TIMEOUT_S = 3600
+SYNTH = "synth:customers=2000,days=400,seed=7"
+# Both pipelines on the store that manifests/kind/pipeline-volumes.yaml and kind.sh deploy
+# create: the churn-features volume and the churn-feast Secret (SQL registry, Redis).
+SHARED_STORE = {
+    "CHURN_FEATURES__SHARED_STORE": "/mnt/features",
+    "CHURN_FEATURES__SHARED_STORE_CONFIG": "production",
+    "CHURN_PIPELINE__FEATURE_STORE_PVC": "churn-features",
+}
 
 
 def free_port() -> int:
@@ -85,38 +93,60 @@ def kfp_host() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def finished_run(kfp_host: str) -> dict:
-    """One run of the training pipeline on synthetic data, submitted as a user would."""
+def submit_and_wait(kfp_host: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """One run submitted as a user would (``churn pipeline submit``), waited for."""
     import kfp
 
-    name = f"kind-e2e-{int(time.time())}"
-    done = churn(
-        "pipeline",
-        "submit",
-        "--host",
-        kfp_host,
-        "--run-name",
-        name,
-        "--data",
-        "synth:customers=2000,days=400,seed=7",
-        "--epochs",
-        "2",
-        "--auc-threshold",
-        "0.5",
-        "--registry-uri",
-        f"s3://{BUCKET}/registry",
-        "--data-endpoint-url",
-        STORE_IN_CLUSTER,
-        "--deploy-target",
-        "kserve",
-        env={"CHURN_REGISTRY__ENDPOINT_URL": STORE_IN_CLUSTER},
-    )
+    done = churn("pipeline", "submit", "--host", kfp_host, *args, env=env)
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip().rsplit("(", 1)[1].split(")")[0]
-    client = kfp.Client(host=kfp_host)
-    run = client.wait_for_run_completion(run_id, timeout=RUN_TIMEOUT_S)
+    run = kfp.Client(host=kfp_host).wait_for_run_completion(run_id, timeout=RUN_TIMEOUT_S)
     return {"id": run_id, "state": run.state}
+
+
+@pytest.fixture(scope="module")
+def features_run(kfp_host: str) -> dict:
+    """The feature pipeline: the shared store's snapshots up to now, and Redis filled with the
+    latest, which the transformer reads when it is called by customer id."""
+    return submit_and_wait(
+        kfp_host,
+        "--pipeline", "features",
+        "--run-name", f"kind-e2e-features-{int(time.time())}",
+        "--data", SYNTH,
+        # A snapshot at the time of the run: the transformer refuses features older than
+        # CHURN_TRANSFORMER__MAX_FEATURE_AGE_HOURS (manifests/base).
+        "--observed-until", "now",
+        env=SHARED_STORE,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(kfp_host: str, features_run: dict) -> dict:
+    """One run of the training pipeline on the shared store, released to KServe."""
+    assert features_run["state"] == "SUCCEEDED", features_run
+    return submit_and_wait(
+        kfp_host,
+        "--run-name", f"kind-e2e-{int(time.time())}",
+        "--data", SYNTH,
+        "--epochs", "2",
+        "--auc-threshold", "0.5",
+        "--registry-uri", f"s3://{BUCKET}/registry",
+        "--data-endpoint-url", STORE_IN_CLUSTER,
+        "--deploy-target", "kserve",
+        env={**SHARED_STORE, "CHURN_REGISTRY__ENDPOINT_URL": STORE_IN_CLUSTER},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def known_customer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A customer of the synthetic log (the generator is deterministic), so in the store."""
+    import pandas as pd
+
+    from churn.data.sources import resolve_data
+    from churn.settings import FeatureConfig
+
+    source = resolve_data(SYNTH, tmp_path_factory.mktemp("synth"), FeatureConfig())
+    return str(pd.read_parquet(source.transactions, columns=["customer_id"]).iloc[0, 0])
 
 
 def test_the_pipeline_run_succeeds_on_the_cluster(finished_run: dict) -> None:
@@ -145,11 +175,12 @@ def test_the_released_model_answers_through_its_service(finished_run: dict) -> N
         assert json.loads(reply.read())["ready"] is True
 
 
-def test_the_transformer_scores_a_customer_by_id(finished_run: dict) -> None:
+def test_the_transformer_scores_a_customer_by_id(finished_run: dict, known_customer: str) -> None:
     isvc = inference_service()
     assert "transformer" in isvc["spec"], "the base manifest deploys a transformer"
-    customer = os.environ.get("CHURN_E2E_CUSTOMER", "1")
-    body = json.dumps({"instances": [{"customer_id": customer}]}).encode()
+    body = json.dumps(
+        {"instances": [{"customer_id": known_customer}, {"customer_id": "nobody"}]}
+    ).encode()
     with port_forward("churn", "svc/churn-transformer", 80) as url:
         request = urllib.request.Request(
             f"{url}/v1/models/churn:predict",
@@ -157,9 +188,11 @@ def test_the_transformer_scores_a_customer_by_id(finished_run: dict) -> None:
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as reply:
-            (prediction,) = json.loads(reply.read())["predictions"]
-    assert prediction["customer_id"] == customer
-    assert 0.0 <= float(prediction["churn_probability"]) <= 1.0, prediction
+            scored, unknown = json.loads(reply.read())["predictions"]
+    # The feature pipeline's snapshot, read from Redis: scored, not "unknown" or "stale".
+    assert scored["customer_id"] == known_customer and "error" not in scored, scored
+    assert 0.0 <= float(scored["churn_probability"]) <= 1.0, scored
+    assert unknown == {"customer_id": "nobody", "error": "unknown customer"}
 
 
 def test_the_monitor_runs_against_the_inference_log(finished_run: dict) -> None:

@@ -148,3 +148,31 @@ def test_an_interrupted_refresh_leaves_the_store_serving_what_it_had(
     np.testing.assert_array_equal(served_after.event_ts, served_before.event_ts)
     leftovers = [p.name for p in (repo.path / "data").iterdir() if p.name != "sources"]
     assert leftovers == [], leftovers
+
+
+def test_a_store_config_reading_an_unset_variable_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Feast would leave "${SPARK_MASTER_URL}" as it is and Spark fail on it as a master URL.
+    monkeypatch.setenv("FEAST_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", "127.0.0.1:1")
+    monkeypatch.delenv("SPARK_MASTER_URL", raising=False)
+    store = tmp_path / "store"
+    with pytest.raises(FeatureStoreError, match=r"reads SPARK_MASTER_URL from the environment"):
+        publish_features(_log(tmp_path / "tx.parquet"), _cfg(store, Path("production")))
+    assert not store.exists()
+
+
+def test_training_on_a_shared_store_names_a_variable_its_config_reads_and_nobody_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = yaml.safe_load((CFG.repo_template / "feature_store.yaml").read_text())
+    config["online_store"]["path"] = "${CHURN_TEST_ONLINE_DIR}/online_store.db"
+    (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("CHURN_TEST_ONLINE_DIR", str(tmp_path))
+    cfg = _cfg(tmp_path / "store", tmp_path / "feature_store.yaml")
+    publish_features(_log(tmp_path / "tx.parquet"), cfg)
+    assert (tmp_path / "online_store.db").is_file()
+    monkeypatch.delenv("CHURN_TEST_ONLINE_DIR")
+    with pytest.raises(FeatureStoreError, match=r"reads CHURN_TEST_ONLINE_DIR from the env"):
+        describe_shared_store(cfg)

@@ -439,10 +439,15 @@ def test_an_unknown_pipeline_name_is_a_clear_error_and_writes_nothing(tmp_path: 
     assert not out.exists()
 
 
+def container_env(spec: dict, executor: str) -> dict[str, str]:
+    container = spec["deploymentSpec"]["executors"][executor]["container"]
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
 def shared_store_settings() -> Settings:
     settings = cluster_settings()
     settings.features.shared_store = "/mnt/features"
-    settings.features.shared_store_config = "/app/feature_repo/production/feature_store.yaml"
+    settings.features.shared_store_config = "production"
     settings.pipeline.feature_store_pvc = "churn-features"
     return settings
 
@@ -468,6 +473,8 @@ def test_the_feature_pipeline_compiles_one_uncached_step_on_the_shared_store(
         "FEAST_REGISTRY_URL",
         "REDIS_CONNECTION_STRING",
     }
+    # The production file's Spark offline store runs in the step's pod, which mounts the store.
+    assert container_env(spec, "exec-publish-features")["SPARK_MASTER_URL"] == "local[*]"
 
 
 def test_the_feature_pipeline_needs_a_shared_store(tmp_path: Path) -> None:
@@ -486,6 +493,7 @@ def test_training_on_the_shared_store_never_caches_the_step_that_checks_it(
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in ("exec-build-features", "exec-build-training-set"):
         assert k8s[name]["pvcMount"][0]["mountPath"] == "/mnt/features"
+        assert container_env(spec, name)["SPARK_MASTER_URL"] == "local[*]"
     # The default (a repository per run) keeps its cache and mounts nothing.
     assert all_tasks(compiled[0])["build-features"]["cachingOptions"]["enableCache"]
     default_k8s = compiled[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
