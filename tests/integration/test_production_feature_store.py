@@ -1,6 +1,7 @@
 """The production ``feature_store.yaml``, unmodified: Spark's offline store (local mode),
-the SQL registry (on SQLite) and a real Redis, filled by the feature pipeline's function and
-read as training and serving read it, against the embedded store built from the same log."""
+the SQL registry (on SQLite) and a real Redis, filled by the feature pipeline's function (its
+snapshots built on Spark) and read as training and serving read it, against the embedded
+store built from the same log with pandas."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def stores(
         **CFG.model_dump(include={"bin_days", "seq_len", "horizon_days"}),
         shared_store=str(root / "shared"),
         shared_store_config="production",
+        # The snapshots on Spark too, as a feature step with features.engine=spark builds them.
+        engine="spark",
+        spark_master="local[2]",
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FEAST_REGISTRY_URL", f"sqlite:///{root / 'registry.db'}")
