@@ -40,8 +40,40 @@ DEFAULT_SPEC = {
     "categorical_attributes": [],
 }
 
-_spec_path = Path(DATA) / "spec.json"
-SPEC = json.loads(_spec_path.read_text()) if _spec_path.is_file() else DEFAULT_SPEC
+
+
+def _read_spec(data: str) -> dict:
+    """The sources' ``spec.json``: in a folder, or in S3 (``s3a://`` as Spark names it).
+
+    Without ``$CHURN_FEATURE_DATA`` a missing file gives the default channels; with it, it is
+    an error: definitions that silently dropped the channels and attributes the Spark job
+    built would register feature views that do not match the tables.
+    """
+    if data.startswith(("s3://", "s3a://")):
+        from pyarrow import fs
+
+        # Credentials, and AWS_ENDPOINT_URL for a store other than AWS, from the environment.
+        uri = "s3://" + data.split("://", 1)[1].rstrip("/") + "/spec.json"
+        filesystem, key = fs.FileSystem.from_uri(uri)
+        try:
+            with filesystem.open_input_stream(key) as stream:
+                return json.loads(stream.read())
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"CHURN_FEATURE_DATA={data}: cannot read {uri}: {exc}"
+            ) from exc
+    path = Path(data.removeprefix("file://")) / "spec.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if "CHURN_FEATURE_DATA" in os.environ:
+        raise FileNotFoundError(
+            f"CHURN_FEATURE_DATA={data} holds no spec.json: point it at the folder that "
+            "`churn features build` or the Spark feature job wrote"
+        )
+    return DEFAULT_SPEC
+
+
+SPEC = _read_spec(DATA)
 
 
 def _source(name: str, file: str, timestamp_field: str):
