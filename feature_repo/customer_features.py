@@ -41,7 +41,6 @@ DEFAULT_SPEC = {
 }
 
 
-
 def _read_spec(data: str) -> dict:
     """The sources' ``spec.json``: in a folder, or in S3 (``s3a://`` as Spark names it).
 
@@ -59,9 +58,7 @@ def _read_spec(data: str) -> dict:
             with filesystem.open_input_stream(key) as stream:
                 return json.loads(stream.read())
         except OSError as exc:
-            raise FileNotFoundError(
-                f"CHURN_FEATURE_DATA={data}: cannot read {uri}: {exc}"
-            ) from exc
+            raise FileNotFoundError(f"CHURN_FEATURE_DATA={data}: cannot read {uri}: {exc}") from exc
     path = Path(data.removeprefix("file://")) / "spec.json"
     if path.is_file():
         return json.loads(path.read_text())
