@@ -7,8 +7,10 @@ ends at the cutoff, and the context features (tenure from the earlier of signup 
 event, recency, frequency, monetary) read only days ``<= T``. A customer seen by a cutoff but
 idle in its window gets zeros. The tests compare both engines row for row (CDNOW included).
 
-Spark keeps microseconds, pandas nanoseconds: an event less than a microsecond after midnight
-is the one case where the two could put it on different days.
+Spark keeps microseconds, pandas nanoseconds. Nanosecond Parquet timestamps (what pandas and
+``churn data synth`` write) are rounded up to the microsecond, which keeps every event on the
+day pandas gives it; a CSV time with a fraction finer than a microsecond, read by Spark's own
+parser, is the one case where the two could put an event on different days.
 
 Command line, the entry of the ``SparkApplication`` (``mainApplicationFile``:
 ``local:///.../churn/features/spark_job.py``, or ``python -m churn.features.spark_job``)::
@@ -46,6 +48,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -57,6 +60,9 @@ from churn.features.sequences import CONTEXT_FEATURES, Snapshots
 from churn.settings import FeatureConfig
 
 DAY_US = DAY_NS // 1000
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+# The time columns of the log and the customers table (see _read_parquet).
+TIME_COLUMNS = ("timestamp", "signup_date")
 # UTC everywhere, and Parquet timestamps Feast and pyarrow read as such (Spark's default,
 # INT96, is a legacy encoding).
 SPARK_CONF = {
@@ -304,7 +310,7 @@ def snapshots_from_pandas(
 def read_table(spark: SparkSession, uri: str) -> DataFrame:
     """A Parquet file or folder, or a CSV file with a header; ids always as strings."""
     if not uri.lower().endswith(".csv"):
-        frame = spark.read.parquet(uri)
+        frame = _read_parquet(spark, uri)
         return frame.withColumn("customer_id", F.col("customer_id").cast("string"))
     inferred = spark.read.option("header", True).option("inferSchema", True).csv(uri).schema
     # A second read with the ids as text: inference would turn "00042" into 42.
@@ -315,6 +321,37 @@ def read_table(spark: SparkSession, uri: str) -> DataFrame:
         ]
     )
     return spark.read.option("header", True).schema(schema).csv(uri)
+
+
+def _read_parquet(spark: SparkSession, uri: str) -> DataFrame:
+    """Parquet, nanosecond timestamps included: pandas and pyarrow write them (``churn data
+    synth`` does), and Spark refuses them (``PARQUET_TYPE_ILLEGAL``) unless it reads them as
+    nanoseconds since the epoch. Those become microsecond timestamps here, rounded up."""
+    spark.conf.set(NANOS_AS_LONG, "false")
+    try:
+        return spark.read.parquet(uri)
+    except AnalysisException as exc:
+        if "TIMESTAMP(NANOS" not in str(exc):
+            raise
+    # Left on: Spark reads the files again at every action, with the setting of that time.
+    spark.conf.set(NANOS_AS_LONG, "true")
+    frame = spark.read.parquet(uri)
+    for name in TIME_COLUMNS:
+        if name in frame.columns and isinstance(frame.schema[name].dataType, T.LongType):
+            frame = frame.withColumn(name, _micros_rounded_up(name))
+    return frame
+
+
+def _micros_rounded_up(name: str) -> Column:
+    """``ceil(ns / 1000)`` as a timestamp, in exact integer arithmetic.
+
+    Up, because ceil(ceil(ns / 1000) / day_us) = ceil(ns / day_ns): every event keeps the
+    right-closed day that the pandas path gives it, even within a microsecond after midnight.
+    """
+    col = "`" + name.replace("`", "``") + "`"
+    return F.timestamp_micros(
+        F.expr(f"({col} - pmod({col}, 1000)) div 1000 + IF(pmod({col}, 1000) > 0, 1, 0)")
+    )
 
 
 def _require(frame: DataFrame, uri: str, columns: Sequence[str]) -> None:

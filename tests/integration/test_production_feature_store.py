@@ -5,18 +5,21 @@ store built from the same log with pandas."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 import redis
 
+from churn.features import spark_job
 from churn.features.build import build_features, materialize
 from churn.features.shared import publish_features, shared_repo
-from churn.features.store import FeatureRepo
+from churn.features.store import FeatureRepo, feature_refs, features_from_arrow
 from churn.settings import FeatureConfig
 from tests.integration.test_shared_feature_store import (
     CFG,
@@ -96,3 +99,50 @@ def test_redis_serves_what_spark_materialised(stores) -> None:
     a, b = embedded.online_features(IDS), shared.online_features(IDS)
     assert a.has_history.tolist() == [True, True, False, True]
     assert_same_features(a, b)
+
+
+def test_feast_on_the_production_file_reads_the_tables_the_spark_job_wrote(
+    stores, tmp_path: Path, redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SparkApplication's output (folders of part files) read through
+    ``$CHURN_FEATURE_DATA``, as `feast apply` and `feast materialize` read it in a cluster."""
+    embedded, _ = stores
+    tx, customers = write_log(tmp_path)
+    out = tmp_path / "job"
+    argv = [
+        "--transactions", str(tx), "--customers", str(customers), "--out", str(out),
+        "--bin-days", str(CFG.bin_days), "--seq-len", str(CFG.seq_len),
+        "--cutoffs", ",".join(CUTOFFS),
+    ]  # fmt: skip
+    assert spark_job.main(argv) == 0
+    spec = json.loads((out / "spec.json").read_text())
+    monkeypatch.setenv("CHURN_FEATURE_DATA", str(out))
+    monkeypatch.setenv("FEAST_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("REDIS_CONNECTION_STRING", f"{redis_server},db=6")
+    monkeypatch.setenv("SPARK_MASTER_URL", "local[2]")
+    template = FeatureConfig().repo_template
+    repo = FeatureRepo(tmp_path / "repo")
+    repo.init_from(template, template / "production" / "feature_store.yaml")
+    store = repo.store()
+    store.apply(repo.definitions())
+
+    times = [*CUTOFFS, "2020-03-20"]
+    rows = pd.DataFrame(
+        [(c, pd.Timestamp(t, tz="UTC")) for t in times for c in IDS],
+        columns=["customer_id", "event_timestamp"],
+    )
+    table = store.get_historical_features(
+        entity_df=rows.assign(entity_row=range(len(rows))), features=feature_refs(spec)
+    ).to_arrow()
+    table = table.take(pc.sort_indices(table["entity_row"]))
+    assert_same_features(features_from_arrow(table, spec), embedded.historical_features(rows))
+
+    latest = pd.Timestamp(spec["latest_snapshot"])
+    assert latest == pd.Timestamp(embedded.spec["latest_snapshot"])
+    for view, start in (("customer_sequences", latest), ("customer_profile", pd.Timestamp(0))):
+        store.materialize(
+            start_date=start.to_pydatetime(),
+            end_date=(latest + pd.Timedelta(seconds=1)).to_pydatetime(),
+            feature_views=[view],
+        )
+    assert_same_features(repo.online_reader(spec).read(IDS), embedded.online_features(IDS))

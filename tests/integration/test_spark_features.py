@@ -186,3 +186,44 @@ def test_the_job_entry_writes_the_tables_and_spec_the_feast_definitions_read(spa
     assert_same_tables(expected, got)
     assert pq.read_table(out / "transactions.parquet").num_rows == len(crafted_log())
     assert pq.read_table(out / "customers.parquet").schema.field("score").type == "float"
+
+
+def test_the_job_reads_parquet_that_pandas_wrote_with_nanosecond_timestamps(spark, tmp_path):
+    # pandas and `churn data synth` write TIMESTAMP(NANOS), which Spark 4 refuses by default.
+    # An event 500 ns after midnight (and a signup) lands on the day pandas gives it.
+    tx = pd.concat(
+        [
+            crafted_log(),
+            validate_transactions(
+                pd.DataFrame(
+                    {
+                        "customer_id": ["nano"],
+                        "timestamp": [CUTOFFS[1] + pd.Timedelta(nanoseconds=500)],
+                        "amount": [2.5],
+                        "quantity": [1.0],
+                    }
+                )
+            ),
+        ],
+        ignore_index=True,
+    )
+    signup = crafted_customers()
+    signup.loc[0, "signup_date"] += pd.Timedelta(nanoseconds=1)
+    log, customers = tmp_path / "tx.parquet", tmp_path / "customers.parquet"
+    tx.to_parquet(log)
+    signup.to_parquet(customers)
+    assert pq.read_schema(log).field("timestamp").type.unit == "ns"
+    out = tmp_path / "features"
+    argv = [
+        "--transactions", str(log), "--customers", str(customers), "--out", str(out),
+        "--bin-days", "1", "--seq-len", "28", "--cutoffs", "2020-01-01,2020-02-01,2020-03-02",
+        "--observed-until", "2020-04-30T12:00:00Z",
+    ]  # fmt: skip
+    assert spark_job.main(argv) == 0
+    got = spark_job.to_snapshots(pq.read_table(out / "sequences.parquet"), [*channel_names(tx)], 28)
+    expected = pandas_snapshots(tx, [*CUTOFFS, LATEST], 1, 28, signup)
+    assert_same_tables(expected, got)
+    # Rounded up to the microsecond: after the midnight, so not in that cutoff's snapshot.
+    at = pd.DatetimeIndex(pd.to_datetime(got.snapshot_ts, utc=True))
+    with_nano = set(at[got.customer_id == "nano"])
+    assert CUTOFFS[1] not in with_nano and CUTOFFS[2] in with_nano
