@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pytest
 import redis
+import yaml
 
 from churn.features import spark_job
 from churn.features.build import build_features, materialize
@@ -26,6 +27,7 @@ from tests.integration.test_shared_feature_store import (
     CUTOFFS,
     IDS,
     assert_same_features,
+    transformer_request,
     write_log,
 )
 
@@ -99,6 +101,26 @@ def test_redis_serves_what_spark_materialised(stores) -> None:
     a, b = embedded.online_features(IDS), shared.online_features(IDS)
     assert a.has_history.tolist() == [True, True, False, True]
     assert_same_features(a, b)
+
+
+def test_the_transformer_on_the_clusters_configmap_serves_what_spark_materialised(
+    stores, tmp_path: Path
+) -> None:
+    """The transformer's Feast configuration as manifests/base gives it (no Spark offline
+    store), over the SQL registry that a Spark-configured apply filled with SparkSources."""
+    embedded, _ = stores
+    configmap = Path(__file__).resolve().parents[2] / "manifests/base/feast-configmap.yaml"
+    serving = tmp_path / "serving"
+    serving.mkdir()
+    (serving / "feature_store.yaml").write_text(
+        yaml.safe_load(configmap.read_text())["data"]["feature_store.yaml"]
+    )
+    spec = embedded.spec
+    from_embedded = transformer_request(tmp_path, embedded.path, spec, IDS)
+    from_cluster = transformer_request(tmp_path, serving, spec, IDS)
+    assert from_cluster.known.tolist() == [True, True, False, True]
+    assert from_cluster.instances == from_embedded.instances
+    np.testing.assert_array_equal(from_cluster.feature_ts, from_embedded.feature_ts)
 
 
 def test_feast_on_the_production_file_reads_the_tables_the_spark_job_wrote(
