@@ -188,8 +188,10 @@ def _deploy_kserve(
 
     # A slow run must not roll the service back: if a later run has promoted since this
     # one registered, the service already serves (or is about to serve) the newer champion.
+    # Read first: a rollback swaps the pointer back only from exactly these bytes.
+    observed = registry.pointer()
     champion = registry.champion()
-    if champion is None or champion.version != version:
+    if champion is None or champion.version != version or observed.version != version:
         current = champion.version if champion else "none"
         log.warning(
             "%s %s is no longer the champion (%s is); the InferenceService is left as is",
@@ -212,7 +214,9 @@ def _deploy_kserve(
         record = _rollout_record(registry, version, exc.rollout)
         previous = record["previous"] or exc.rollout["previous_storage_uri"]
         message = failure_message(exc.rollout, label, previous)
-        record["champion_after"], pointer_note = _return_champion(registry, version, record)
+        record["champion_after"], pointer_note = _return_champion(
+            registry, version, record, observed.raw
+        )
         message = f"{message}; {pointer_note}"
         try:
             where = registry.record_rollout(record)
@@ -247,13 +251,17 @@ def _deploy_kserve(
     }
 
 
-def _return_champion(registry: Registry, version: str, record: dict) -> tuple[str | None, str]:
+def _return_champion(
+    registry: Registry, version: str, record: dict, observed: bytes | None
+) -> tuple[str | None, str]:
     """After a failed rollout that restored the previous version and saw it Ready again,
     points the champion back at it, so that the pointer names what serves: the monitor reads
     the champion's inference log and reference, and a pointer on a version that never served
     would leave it blind.
 
-    Compare-and-swap on the failed version: if another run promoted since, its pointer stays.
+    Compare-and-swap on the pointer's bytes as read before the rollout (``observed``): if
+    another run promoted since, its pointer stays, even one that promoted away and back to
+    the failed version (which that run then deployed itself).
 
     Returns:
         The champion afterwards and one clause saying what happened to the pointer.
@@ -276,6 +284,7 @@ def _return_champion(registry: Registry, version: str, record: dict) -> tuple[st
             previous,
             expected_champion=version,
             allow_input_change=f"back to the version that serves: {version} never became Ready",
+            expected_pointer=observed,
         )
     except RegistryError as exc:
         log.error("the champion pointer stays where it is: %s", exc)

@@ -274,6 +274,35 @@ def test_a_promotion_made_during_a_failed_rollout_keeps_the_champion_pointer(
     assert registry.rollouts()[-1]["champion_after"] == "v3"
 
 
+def test_a_promotion_away_and_back_during_a_failed_rollout_is_not_undone(
+    kube_api,
+    registry: Registry,
+    registry_cfg: RegistryConfig,
+    models: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release(registry, registry_cfg, "v1")
+    registry.publish(models[0], {"roc_auc": 0.9}, version="v3")
+    kube_api.behaviour[registry.storage_uri("v2")] = "fail"
+
+    def away_and_back() -> None:
+        other = open_registry(registry_cfg)
+        other.promote("v3", expected_champion="v2")
+        other.promote("v2", expected_champion="v3")
+
+    # The pointer names v2 again, but not by this run: comparing names alone would undo it.
+    during_rollout(monkeypatch, away_and_back)
+    with pytest.raises(ServingError) as caught:
+        release(registry, registry_cfg, "v2")
+    assert (
+        "the champion pointer was not moved back to v1: the champion pointer of churn was "
+        "rewritten since it was read" in str(caught.value)
+    )
+    assert registry.pointer().version == "v2"
+    assert json.loads(registry.pointer().raw or b"{}")["previous"] == "v3"
+    assert registry.rollouts()[-1]["champion_after"] == "v2"
+
+
 def test_a_pointer_damaged_during_a_failed_rollout_is_left_for_a_repair_and_recorded_as_none(
     kube_api,
     registry: Registry,

@@ -298,6 +298,22 @@ def test_a_promotion_judged_against_a_stale_champion_is_refused(
     assert store.pointer()["version"] == "b"
 
 
+def test_a_promotion_against_stale_pointer_bytes_is_refused_though_they_name_the_same_version(
+    registry: Registry, store: Store, models: tuple[Path, Path]
+) -> None:
+    registry.publish(models[0], {"roc_auc": 0.9}, version="a")
+    registry.publish(models[1], {"roc_auc": 0.75}, version="b")
+    registry.promote("a")
+    seen = registry.pointer().raw
+    registry.promote("b", expected_champion="a")
+    registry.promote("a", expected_champion="b")  # away and back: the same name, new bytes
+    with pytest.raises(RegistryError, match="pointer of churn was rewritten since it was read"):
+        registry.promote("b", expected_champion="a", expected_pointer=seen)
+    assert store.pointer()["version"] == "a" and store.pointer()["previous"] == "b"
+    now = registry.pointer().raw
+    assert registry.promote("b", expected_champion="a", expected_pointer=now).version == "b"
+
+
 def test_version_ids_sort_by_time_and_differ_by_model(models: tuple[Path, Path]) -> None:
     early = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     late = datetime(2026, 1, 2, 0, 0, 0, tzinfo=UTC)

@@ -241,6 +241,7 @@ class Registry(ABC):
         expected_champion: str | object | None = ANY,
         *,
         allow_input_change: str = "",
+        expected_pointer: bytes | None = None,
     ) -> VersionInfo:
         """Moves the champion pointer to a complete version, in one compare-and-swap write.
 
@@ -258,6 +259,9 @@ class Registry(ABC):
                 pointer is there; :data:`DAMAGED` repairs a damaged pointer and nothing else.
             allow_input_change: What changes for clients, when the input spec changes; it is
                 recorded in the pointer. Ignored by a repair, which has no champion to compare.
+            expected_pointer: The pointer's exact bytes (``ChampionPointer.raw``) as the caller
+                read them; if given, any write since (even one naming the same version: a
+                promotion away and back) leaves the pointer as it is and raises.
 
         Returns:
             The new champion.
@@ -276,6 +280,12 @@ class Registry(ABC):
         for _ in range(_SWAP_ATTEMPTS):
             state = self.pointer()
             self._check_expectation(state, expected_champion, version)
+            if expected_pointer is not None and state.raw != expected_pointer:
+                raise RegistryError(
+                    f"the champion pointer of {self.model_name} was rewritten since it was "
+                    f"read (it names {state.version or 'none'} again, promoted anew); "
+                    f"{version} is not promoted"
+                )
             pointer = self._next_pointer(state, version, allow_input_change.strip())
             if self._swap_pointer(state.raw, json.dumps(pointer, indent=2).encode()):
                 log.info("champion of %s is now %s", self.model_name, version)
