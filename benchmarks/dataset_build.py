@@ -355,7 +355,7 @@ def retrieval(root: Path, args: argparse.Namespace) -> None:
         return
     ratios = []
     for run in range(1, args.runs + 1):
-        results = {}
+        results: dict[str, dict] = {}
         # Baseline, Feast, Feast, baseline, each side keeping its faster run: the symmetric
         # order cancels a load that drifts, and each side gets two tries (the baseline alone
         # had two before, which favoured it).
@@ -383,7 +383,7 @@ def dataset(root: Path, args: argparse.Namespace) -> None:
         f"prepared {args.customers} customers x {args.cutoffs} cutoffs in "
         f"{time.perf_counter() - t:.1f} s"
     )
-    sizes = [int(c) for c in args.chunk_rows.split(",") if c] or [None]
+    sizes: list[int | None] = [int(c) for c in args.chunk_rows.split(",") if c] or [None]
     for size in sizes:
         env = {} if size is None else {"CHURN_FEATURES__RETRIEVAL_CHUNK_ROWS": str(size)}
         r = _run_worker("dataset", root, env=env)

@@ -343,7 +343,7 @@ def run(args: argparse.Namespace, root: Path) -> list[dict]:
         ),
     )
     rows = []
-    predictors = {
+    predictors: dict[str, Callable[[], LocalTorchServe | LocalKServePredictor]] = {
         "torchserve": lambda: LocalTorchServe(
             stack.version_dir / "model-store", "churn", workdir=root / "ts"
         ),

@@ -122,7 +122,8 @@ def measure(
 
     bare_pass()
     loop_pass()
-    bare_rates, loop_rates = [], []
+    bare_rates: list[float] = []
+    loop_rates: list[float] = []
     for _ in range(rounds):
         for run, rates in ((bare_pass, bare_rates), (loop_pass, loop_rates)):
             _sync(device)
