@@ -389,26 +389,32 @@ def strong(column: dict, column_alarm: float) -> bool:
     )
 
 
-def history(settings: Settings) -> list[dict]:
+def history(settings: Settings, last: int | None = None) -> tuple[list[dict], int]:
     """Summaries of past runs, oldest first, and the trigger records beside them.
 
+    Args:
+        settings: Platform settings; ``monitor.store_uri`` names the store.
+        last: Read only the latest this many runs' summaries (run folders are named by
+            time, so their names give the order without reading them: one GET per summary
+            on S3 adds up under an hourly CronJob); ``None`` reads every one.
+
     Returns:
-        One dict per run's ``summary.json``; trigger records (``triggers/*.json``) are
-        returned as dicts with ``"kind": "trigger"`` after the runs.
+        One dict per run's ``summary.json``, then the trigger records (``triggers/*.json``)
+        as dicts with ``"kind": "trigger"``; and how many earlier runs were left unread.
 
     Raises:
         MonitorError: The store cannot be read, or a file in it is not a JSON object.
     """
     store = Store(store_uri(settings), settings.monitor.endpoint_url)
-    out = [
-        _record(store, rel) for rel in store.list(RUNS_FOLDER) if rel.endswith(f"/{SUMMARY_FILE}")
-    ]
+    summaries = [rel for rel in store.list(RUNS_FOLDER) if rel.endswith(f"/{SUMMARY_FILE}")]
+    shown = summaries if last is None else summaries[max(len(summaries) - last, 0) :]
+    out = [_record(store, rel) for rel in shown]
     out += [
         {"kind": "trigger", **_record(store, rel)}
         for rel in store.list(TRIGGERS_FOLDER)
         if rel.endswith(".json")
     ]
-    return out
+    return out, len(summaries) - len(shown)
 
 
 def _record(store: Store, rel: str) -> dict:

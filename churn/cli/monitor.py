@@ -136,12 +136,19 @@ def performance_cmd(
 
 
 @app.command("history")
-def history_cmd() -> None:
+def history_cmd(
+    last: int = typer.Option(
+        50, "--last", min=0, help="Show the latest this many checks; 0 shows every one."
+    ),
+) -> None:
     """List past drift and performance checks (time, version, window, decision, report) and
     retrain triggers."""
     from monitoring.drift import history
 
-    for record in history(settings()):
+    records, earlier = history(settings(), last or None)
+    if earlier:
+        typer.echo(f"({earlier} earlier checks not shown: --last 0 shows every one)")
+    for record in records:
         if record.get("kind") == "trigger":
             fields = " ".join(f"{k}={v}" for k, v in sorted(record.items()) if k != "kind")
             typer.echo(f"trigger {fields}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +49,42 @@ def test_a_log_file_still_being_written_is_not_read(tmp_path: Path) -> None:
     window = resolve_window(None, UNTIL, hours=2)
     frame, seen = read_current(Store(str(tmp_path / "log")), window, "v1", [])
     assert seen == 0 and frame.empty
+
+
+def _summary(hour: int) -> str:
+    return json.dumps(
+        {
+            "created_at": f"2026-11-30T{hour:02d}:00:00+00:00",
+            "model_version": "v1",
+            "window": {"since": f"{hour - 1:02d}:00", "until": f"{hour:02d}:00"},
+            "decision": "no_drift",
+            "rows": {"current": 100},
+            "drift_share": 0.0,
+            "report_html": f"runs/{hour}/report.html",
+            "summary_json": f"runs/{hour}/summary.json",
+        }
+    )
+
+
+def test_history_of_the_latest_checks_reads_only_their_summaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "monitoring" / "runs"
+    for hour in range(10, 14):
+        (runs / f"20261130T{hour}0000000000Z-v1").mkdir(parents=True)
+        (runs / f"20261130T{hour}0000000000Z-v1" / "summary.json").write_text(_summary(hour))
+    # The oldest is damaged: only reading it would fail.
+    (runs / "20261130T100000000000Z-v1" / "summary.json").write_text("{")
+    records, earlier = history(Settings(home=tmp_path), last=2)
+    assert [r["created_at"][11:13] for r in records] == ["12", "13"] and earlier == 2
+    monkeypatch.setenv("CHURN_HOME", str(tmp_path))
+    listed = CliRunner().invoke(app, ["monitor", "history", "--last", "3"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0] == "(1 earlier checks not shown: --last 0 shows every one)"
+    assert [line[11:13] for line in lines[1:]] == ["11", "12", "13"]
+    every = CliRunner().invoke(app, ["monitor", "history", "--last", "0"])
+    assert every.exit_code != 0 and "is not valid JSON" in str(every.exception)
 
 
 @pytest.mark.parametrize(

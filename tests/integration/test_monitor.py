@@ -342,8 +342,8 @@ def test_the_log_and_the_reports_can_live_on_s3(
     summary = check_drift(cfg, until=UNTIL, hours=1)
     assert summary["decision"] == "drift"
     assert summary["report_html"].startswith(f"s3://{s3_bucket}/monitoring/runs/")
-    past = history(cfg)
-    assert [run["decision"] for run in past] == ["drift"]
+    past, earlier = history(cfg)
+    assert [run["decision"] for run in past] == ["drift"] and earlier == 0
 
 
 def test_the_cli_prints_the_decision_the_drifted_columns_and_the_paths_and_keeps_history(
@@ -382,5 +382,5 @@ def test_retrain_without_drift_triggers_nothing_and_says_so(
     assert result.exit_code == 0, result.output
     assert "retrain: skipped" in result.output
     # The report is written first; no training run and no trigger record follow.
-    assert len(history(settings_for(tmp_path))) == 1
+    assert len(history(settings_for(tmp_path))[0]) == 1
     assert not list(tmp_path.rglob("*.claim-*.json"))
