@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
+# What mkfs leaves at the root of an ext4 file system: a volume mounted as the output folder
+# (a PersistentVolumeClaim of a block or Filestore class) holds it before anything is written.
+FILESYSTEM_ROOT_FOLDER = "lost+found"
+
+
 
 def check_replaceable(
     dest: str | Path,
@@ -76,7 +81,12 @@ def check_replaceable(
         return
     if earlier is not None and earlier(dest):
         return
-    if (marker is None and earlier is None) or not any(dest.iterdir()):
+    # Only an output written in place may sit at a volume's root: one swapped in beside it
+    # would have to rename the mount point.
+    ignored = {FILESYSTEM_ROOT_FOLDER} if in_place else set()
+    if (marker is None and earlier is None) or not any(
+        p for p in dest.iterdir() if p.name not in ignored
+    ):
         return
     held = f"without {marker}" if earlier is None else f"that is not an earlier {kind}"
     raise OutputError(

@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from churn.errors import ContractError
+from churn.errors import ContractError, OutputError
 from churn.features import store as store_module
 from churn.features.shared import describe_shared_store, publish_features
 from churn.features.store import FeatureRepo, FeatureStoreError
@@ -176,3 +176,21 @@ def test_training_on_a_shared_store_names_a_variable_its_config_reads_and_nobody
     monkeypatch.delenv("CHURN_TEST_ONLINE_DIR")
     with pytest.raises(FeatureStoreError, match=r"reads CHURN_TEST_ONLINE_DIR from the env"):
         describe_shared_store(cfg)
+
+
+def test_the_shared_store_may_be_the_root_of_a_fresh_ext4_volume(tmp_path: Path) -> None:
+    # A PersistentVolumeClaim of a block or Filestore class holds lost+found before any write.
+    store = tmp_path / "volume"
+    (store / "lost+found").mkdir(parents=True)
+    publish_features(_log(tmp_path / "tx.parquet"), _cfg(store))
+    assert FeatureRepo(store).spec["channels"] == ["n_txn", "spend"]
+    assert (store / "lost+found").is_dir()
+
+
+def test_a_volume_root_holding_anything_else_is_still_refused(tmp_path: Path) -> None:
+    store = tmp_path / "volume"
+    (store / "lost+found").mkdir(parents=True)
+    (store / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not an earlier feature repository"):
+        publish_features(_log(tmp_path / "tx.parquet"), _cfg(store))
+    assert sorted(p.name for p in store.iterdir()) == ["lost+found", "notes.txt"]
