@@ -1,5 +1,5 @@
 """Shared fixtures: planted training sets, tiny models, a real S3 endpoint, a real Redis
-server and a stand-in Kubernetes API."""
+server, a real PostgreSQL and a stand-in Kubernetes API."""
 
 from __future__ import annotations
 
@@ -281,6 +281,34 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         client.close()
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL (the pgserver wheel's binaries), one for the whole session.
+
+    It listens on a Unix socket in its data folder only, never on a network port.
+    """
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server: Any) -> Callable[[], str]:
+    """Factory: a new database on :func:`postgres_server`, as an SQLAlchemy URL for psycopg:
+    what the production SQL registry's ``FEAST_REGISTRY_URL`` holds (kind.sh writes one)."""
+
+    def create() -> str:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        postgres_server.psql(f"CREATE DATABASE {name};")
+        return postgres_server.get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)
+
+    return create
 
 
 @pytest.fixture(scope="session")

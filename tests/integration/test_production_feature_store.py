@@ -1,12 +1,13 @@
 """The production ``feature_store.yaml``, unmodified: Spark's offline store (local mode),
-the SQL registry (on SQLite) and a real Redis, filled by the feature pipeline's function (its
-snapshots built on Spark) and read as training and serving read it, against the embedded
-store built from the same log with pandas."""
+the SQL registry on a real PostgreSQL and a real Redis, filled by the feature pipeline's
+function (its snapshots built on Spark) and read as training and serving read it, against
+the embedded store built from the same log with pandas."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pytest
 import redis
+import sqlalchemy
 import yaml
 
 from churn.features import spark_job
@@ -36,7 +38,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stores(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: str, spark: Any
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: str,
+    postgres_database: Callable[[], str],
+    spark: Any,
 ) -> Iterator[tuple[FeatureRepo, FeatureRepo]]:
     """The embedded store and the shared store on the packaged production configuration.
 
@@ -56,7 +61,8 @@ def stores(
         spark_master="local[2]",
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEAST_REGISTRY_URL", f"sqlite:///{root / 'registry.db'}")
+        # The SQL registry on a real PostgreSQL, through psycopg, as in the cluster.
+        patch.setenv("FEAST_REGISTRY_URL", postgres_database())
         patch.setenv("REDIS_CONNECTION_STRING", f"{redis_server},db=5")
         patch.setenv("SPARK_MASTER_URL", "local[2]")
         redis.Redis.from_url(f"redis://{redis_server}/5").flushdb()
@@ -69,6 +75,13 @@ def test_the_shared_store_uses_the_packaged_production_configuration(stores) -> 
     config = (shared.path / "feature_store.yaml").read_text()
     packaged = Path(__file__).resolve().parents[2] / "feature_repo/production/feature_store.yaml"
     assert config == packaged.read_text()
+    # Its registry is PostgreSQL's: the views are rows there, and no registry file exists.
+    engine = sqlalchemy.create_engine(os.environ["FEAST_REGISTRY_URL"])
+    with engine.connect() as db:
+        views = db.execute(sqlalchemy.text("SELECT feature_view_name FROM feature_views"))
+        assert sorted(v for (v,) in views) == ["customer_profile", "customer_sequences"]
+    engine.dispose()
+    assert not list(shared.path.rglob("registry.db"))
 
 
 def test_a_spark_offline_store_gets_spark_sources(stores) -> None:

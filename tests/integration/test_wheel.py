@@ -102,6 +102,22 @@ def test_a_wheel_install_outside_the_checkout_runs_the_pipeline(
         text=True,
     ).stdout
     assert where.startswith(str(site)), where
+    # features.shared_store_config=production names the installed copy, as in a pod.
+    production = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "from churn.features.shared import store_config; from churn.settings import "
+            "FeatureConfig; p = store_config(FeatureConfig(shared_store_config='production'));"
+            " print(p, p.is_file())",
+        ],
+        cwd=work,
+        env=clean,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert production == [f"{site}/feature_repo/production/feature_store.yaml", "True"]
 
     env = {
         **clean,
