@@ -7,10 +7,11 @@ ends at the cutoff, and the context features (tenure from the earlier of signup 
 event, recency, frequency, monetary) read only days ``<= T``. A customer seen by a cutoff but
 idle in its window gets zeros. The tests compare both engines row for row (CDNOW included).
 
-Spark keeps microseconds, pandas nanoseconds. Nanosecond Parquet timestamps (what pandas and
-``churn data synth`` write) are rounded up to the microsecond, which keeps every event on the
-day pandas gives it; a CSV time with a fraction finer than a microsecond, read by Spark's own
-parser, is the one case where the two could put an event on different days.
+Spark keeps microseconds, pandas nanoseconds. Nanosecond times (the Parquet that pandas and
+``churn data synth`` write, found in the file's footer; a pandas table handed to the engine)
+are rounded up to the microsecond, which keeps every event on the day pandas gives it; a CSV
+time with a fraction finer than a microsecond, read by Spark's own parser, is the one case
+where the two could put an event on different days.
 
 Command line, the entry of the ``SparkApplication`` (``mainApplicationFile``:
 ``local:///.../churn/features/spark_job.py``, or ``python -m churn.features.spark_job``)::
@@ -48,7 +49,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -61,8 +61,6 @@ from churn.settings import FeatureConfig
 
 DAY_US = DAY_NS // 1000
 NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
-# The time columns of the log and the customers table (see _read_parquet).
-TIME_COLUMNS = ("timestamp", "signup_date")
 # UTC everywhere, and Parquet timestamps Feast and pyarrow read as such (Spark's default,
 # INT96, is a legacy encoding).
 SPARK_CONF = {
@@ -293,12 +291,17 @@ def snapshots_from_pandas(
         **({"spark.sql.shuffle.partitions": LOCAL_SHUFFLE_PARTITIONS} if local else {}),
     )
     columns = ["customer_id", "timestamp", "amount", *channels[len(BASE_CHANNELS) :]]
-    frame = tx[columns].assign(customer_id=tx["customer_id"].astype(str))
+    # Rounded up to Spark's microseconds as _micros_rounded_up does, not cut: an event 500 ns
+    # after a cutoff's midnight would otherwise land in that cutoff's snapshot.
+    frame = tx[columns].assign(
+        customer_id=tx["customer_id"].astype(str), timestamp=tx["timestamp"].dt.ceil("us")
+    )
     events = spark.createDataFrame(pa.Table.from_pandas(frame, preserve_index=False))
     profile = None
     if signup is not None:
         table = signup[["customer_id", "signup_date"]].assign(
-            customer_id=signup["customer_id"].astype(str)
+            customer_id=signup["customer_id"].astype(str),
+            signup_date=signup["signup_date"].dt.ceil("us"),
         )
         profile = spark.createDataFrame(pa.Table.from_pandas(table, preserve_index=False))
     out = build_snapshots(
@@ -326,20 +329,53 @@ def read_table(spark: SparkSession, uri: str) -> DataFrame:
 def _read_parquet(spark: SparkSession, uri: str) -> DataFrame:
     """Parquet, nanosecond timestamps included: pandas and pyarrow write them (``churn data
     synth`` does), and Spark refuses them (``PARQUET_TYPE_ILLEGAL``) unless it reads them as
-    nanoseconds since the epoch. Those become microsecond timestamps here, rounded up."""
-    spark.conf.set(NANOS_AS_LONG, "false")
-    try:
-        return spark.read.parquet(uri)
-    except AnalysisException as exc:
-        if "TIMESTAMP(NANOS" not in str(exc):
-            raise
-    # Left on: Spark reads the files again at every action, with the setting of that time.
-    spark.conf.set(NANOS_AS_LONG, "true")
+    nanoseconds since the epoch. Exactly the columns the file stores so become microsecond
+    timestamps here, rounded up: the same table as a microsecond file would give."""
+    nanos = _nanosecond_columns(spark, uri)
+    if nanos:
+        # On until run_job ends: Spark reads the files again at every action, with the
+        # setting of that time.
+        spark.conf.set(NANOS_AS_LONG, "true")
     frame = spark.read.parquet(uri)
-    for name in TIME_COLUMNS:
-        if name in frame.columns and isinstance(frame.schema[name].dataType, T.LongType):
-            frame = frame.withColumn(name, _micros_rounded_up(name))
+    for name in nanos:
+        frame = frame.withColumn(name, _micros_rounded_up(name))
     return frame
+
+
+def _nanosecond_columns(spark: SparkSession, uri: str) -> list[str]:
+    """The top-level columns a Parquet file or folder stores as ``TIMESTAMP(NANOS)``.
+
+    Read from the footer of its first data file through Hadoop, so any URI Spark reads works;
+    a column of plain integers (a genuine ``timestamp`` of epoch seconds, say) is not one.
+    """
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(conf)
+    if not fs.exists(path):
+        raise ContractError(f"{uri}: no such file or folder")
+    if fs.getFileStatus(path).isDirectory():
+        files = fs.listFiles(path, True)
+        path = None
+        while files.hasNext():
+            candidate = files.next().getPath()
+            if not candidate.getName().startswith(("_", ".")):
+                path = candidate
+                break
+        if path is None:
+            return []
+    hadoop = jvm.org.apache.parquet.hadoop
+    reader = hadoop.ParquetFileReader.open(hadoop.util.HadoopInputFile.fromPath(path, conf))
+    try:
+        schema = reader.getFooter().getFileMetaData().getSchema()
+    finally:
+        reader.close()
+    return [
+        field.getName()
+        for field in schema.getFields()
+        if str(field.getLogicalTypeAnnotation()).startswith("TIMESTAMP(NANOS")
+    ]
 
 
 def _micros_rounded_up(name: str) -> Column:
@@ -478,6 +514,19 @@ def run_job(spark: SparkSession, args: argparse.Namespace) -> dict:
         ContractError: The inputs break the data contract or the cutoffs are invalid.
         OutputError: ``args.out`` exists.
     """
+    # _read_parquet may turn this on for the job's reads; the session gets its own back.
+    previous = spark.conf.get(NANOS_AS_LONG, None)
+    spark.conf.set(NANOS_AS_LONG, "false")
+    try:
+        return _run_job(spark, args)
+    finally:
+        if previous is None:
+            spark.conf.unset(NANOS_AS_LONG)
+        else:
+            spark.conf.set(NANOS_AS_LONG, previous)
+
+
+def _run_job(spark: SparkSession, args: argparse.Namespace) -> dict:
     from churn.data.cutoffs import choose_cutoffs, observed_until_of
 
     out = args.out.rstrip("/")

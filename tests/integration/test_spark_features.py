@@ -191,24 +191,11 @@ def test_the_job_entry_writes_the_tables_and_spec_the_feast_definitions_read(spa
 def test_the_job_reads_parquet_that_pandas_wrote_with_nanosecond_timestamps(spark, tmp_path):
     # pandas and `churn data synth` write TIMESTAMP(NANOS), which Spark 4 refuses by default.
     # An event 500 ns after midnight (and a signup) lands on the day pandas gives it.
-    tx = pd.concat(
-        [
-            crafted_log(),
-            validate_transactions(
-                pd.DataFrame(
-                    {
-                        "customer_id": ["nano"],
-                        "timestamp": [CUTOFFS[1] + pd.Timedelta(nanoseconds=500)],
-                        "amount": [2.5],
-                        "quantity": [1.0],
-                    }
-                )
-            ),
-        ],
-        ignore_index=True,
-    )
+    tx = nano_log()
     signup = crafted_customers()
-    signup.loc[0, "signup_date"] += pd.Timedelta(nanoseconds=1)
+    # late signed up at the second cutoff's midnight: 1 ns later is after it.
+    late = signup["customer_id"] == "late"
+    signup.loc[late, "signup_date"] += pd.Timedelta(nanoseconds=1)
     log, customers = tmp_path / "tx.parquet", tmp_path / "customers.parquet"
     tx.to_parquet(log)
     signup.to_parquet(customers)
@@ -227,3 +214,26 @@ def test_the_job_reads_parquet_that_pandas_wrote_with_nanosecond_timestamps(spar
     at = pd.DatetimeIndex(pd.to_datetime(got.snapshot_ts, utc=True))
     with_nano = set(at[got.customer_id == "nano"])
     assert CUTOFFS[1] not in with_nano and CUTOFFS[2] in with_nano
+
+
+def nano_log() -> pd.DataFrame:
+    """The crafted log and one purchase 500 ns after the second cutoff's midnight."""
+    nano = pd.DataFrame(
+        {
+            "customer_id": ["nano"],
+            "timestamp": [CUTOFFS[1] + pd.Timedelta(nanoseconds=500)],
+            "amount": [2.5],
+            "quantity": [1.0],
+        }
+    )
+    return pd.concat([crafted_log(), validate_transactions(nano)], ignore_index=True)
+
+
+def test_the_spark_engine_keeps_an_event_500_ns_after_a_cutoff_out_of_its_snapshot(spark):
+    tx = nano_log()
+    signup = crafted_customers()
+    signup.loc[signup["customer_id"] == "late", "signup_date"] += pd.Timedelta(nanoseconds=1)
+    got = spark_snapshots(tx, CUTOFFS, 1, 28, signup)
+    assert_same_tables(pandas_snapshots(tx, CUTOFFS, 1, 28, signup), got)
+    at = pd.DatetimeIndex(pd.to_datetime(got.snapshot_ts, utc=True))
+    assert CUTOFFS[1] not in set(at[got.customer_id == "nano"])
