@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 # (feature_repo/production/feature_store.yaml), wherever the package is installed: a pod's
 # site-packages path is not the one on the machine that compiles the pipeline.
 PRODUCTION_CONFIG = "production"
-_ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
+# Both forms os.path.expandvars expands, as Feast reads the file.
+_ENV_REFERENCE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 def store_config(cfg: FeatureConfig) -> Path | None:
@@ -47,7 +48,8 @@ def store_config(cfg: FeatureConfig) -> Path | None:
 
 
 def check_store_environment(config: Path) -> None:
-    """Checks that the environment sets every ``${VAR}`` a ``feature_store.yaml`` reads.
+    """Checks that the environment sets every ``${VAR}`` (or ``$VAR``) a ``feature_store.yaml``
+    reads, to a value that is not empty.
 
     Feast expands them with ``os.path.expandvars``, which leaves an unset one as it is: the
     store would then fail deep inside Spark or Redis, on a master URL named
@@ -65,7 +67,9 @@ def check_store_environment(config: Path) -> None:
         raise FeatureStoreError(
             f"cannot read the feature store configuration {config}: {exc}"
         ) from exc
-    missing = sorted({name for v in values for name in _ENV_REFERENCE.findall(v)} - set(os.environ))
+    named = {a or b for v in values for a, b in _ENV_REFERENCE.findall(v)}
+    # Empty counts as unset: an empty Redis connection string fails as late as a missing one.
+    missing = sorted(name for name in named if not os.environ.get(name))
     if missing:
         raise FeatureStoreError(
             f"the feature store configuration {config} reads {', '.join(missing)} from the "

@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ REPO_MARKER = "churn-feature-repo.json"
 SEQUENCE_VIEW = "customer_sequences"
 PROFILE_VIEW = "customer_profile"
 CANCELLATIONS_FILE = "cancellations.parquet"
+# What the definitions file (feature_repo/customer_features.py) reads from the environment.
+DATA_VARIABLE = "CHURN_FEATURE_DATA"
+SOURCE_VARIABLE = "CHURN_FEATURE_SOURCE"
 
 
 class FeatureStoreError(ChurnError):
@@ -181,8 +186,20 @@ class FeatureRepo:
                 cancellations.to_parquet(tmp / CANCELLATIONS_FILE, index=False)
             (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
 
-    def definitions(self) -> list:
-        """Imports the repository's definitions file and returns its Feast objects."""
+    def definitions(self, data: str | None = None) -> list:
+        """Imports the repository's definitions file and returns its Feast objects.
+
+        Args:
+            data: Where the sources are (``$CHURN_FEATURE_DATA``: a folder, or ``s3a://``
+                for the Spark job's tables); ``None``: this repository's own. Either way the
+                process's environment is not consulted: a ``CHURN_FEATURE_DATA`` exported for
+                ``feast apply`` would point every repository at another's tables, and the
+                kind of source follows this repository's ``feature_store.yaml``.
+
+        Raises:
+            FeatureStoreError: The definitions cannot be loaded (their configuration or the
+                sources' ``spec.json`` is unusable); the message says which file and why.
+        """
         file = self.path / "customer_features.py"
         # A unique module name, so two repositories in one process never share a cached module.
         module_name = f"churn_feature_defs_{uuid.uuid4().hex}"
@@ -190,7 +207,13 @@ class FeatureRepo:
         if spec is None or spec.loader is None:
             raise FeatureStoreError(f"cannot import feature definitions from {file}")
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        with _environment({DATA_VARIABLE: data, SOURCE_VARIABLE: None}):
+            try:
+                spec.loader.exec_module(module)
+            except (OSError, ValueError) as exc:
+                raise FeatureStoreError(
+                    f"cannot load the feature definitions {file}: {exc}"
+                ) from exc
         return list(module.objects)
 
     def store(self):
@@ -351,6 +374,25 @@ class FeatureRepo:
                 materialized).
         """
         return self.online_reader().read(customer_ids)
+
+
+@contextmanager
+def _environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Sets (or, for ``None``, removes) environment variables, and restores them after."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def feature_refs(spec: dict) -> list[str]:

@@ -38,7 +38,6 @@ _RENAME_EXCHANGE = 2
 FILESYSTEM_ROOT_FOLDER = "lost+found"
 
 
-
 def check_replaceable(
     dest: str | Path,
     marker: str | None,

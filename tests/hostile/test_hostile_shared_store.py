@@ -194,3 +194,19 @@ def test_a_volume_root_holding_anything_else_is_still_refused(tmp_path: Path) ->
     with pytest.raises(OutputError, match="not an earlier feature repository"):
         publish_features(_log(tmp_path / "tx.parquet"), _cfg(store))
     assert sorted(p.name for p in store.iterdir()) == ["lost+found", "notes.txt"]
+
+
+@pytest.mark.parametrize("value", ["$CHURN_TEST_DIR", "${CHURN_TEST_DIR}"])
+def test_both_forms_of_a_variable_are_checked_and_empty_counts_as_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    config = yaml.safe_load((CFG.repo_template / "feature_store.yaml").read_text())
+    config["online_store"]["path"] = f"{value}/online_store.db"
+    (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("CHURN_TEST_DIR", "")
+    store = tmp_path / "store"
+    with pytest.raises(FeatureStoreError, match=r"reads CHURN_TEST_DIR from the environment"):
+        publish_features(
+            _log(tmp_path / "tx.parquet"), _cfg(store, tmp_path / "feature_store.yaml")
+        )
+    assert not store.exists()

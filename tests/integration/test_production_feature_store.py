@@ -151,7 +151,6 @@ def test_feast_on_the_production_file_reads_the_tables_the_spark_job_wrote(
     ]  # fmt: skip
     assert spark_job.main(argv) == 0
     spec = json.loads((out / "spec.json").read_text())
-    monkeypatch.setenv("CHURN_FEATURE_DATA", str(out))
     monkeypatch.setenv("FEAST_REGISTRY_URL", f"sqlite:///{tmp_path / 'registry.db'}")
     monkeypatch.setenv("REDIS_CONNECTION_STRING", f"{redis_server},db=6")
     monkeypatch.setenv("SPARK_MASTER_URL", "local[2]")
@@ -159,7 +158,7 @@ def test_feast_on_the_production_file_reads_the_tables_the_spark_job_wrote(
     repo = FeatureRepo(tmp_path / "repo")
     repo.init_from(template, template / "production" / "feature_store.yaml")
     store = repo.store()
-    store.apply(repo.definitions())
+    store.apply(repo.definitions(str(out)))
 
     times = [*CUTOFFS, "2020-03-20"]
     rows = pd.DataFrame(
