@@ -89,3 +89,37 @@ def test_normalisation_statistics_come_from_the_training_split_only(built, tmp_p
     ts = built[True]
     assert ts.meta["norm"] == normalisation_stats(ts.splits["train"])
     assert ts.meta["norm"] != normalisation_stats(ts.splits["test"])
+
+
+def test_an_attribute_is_unknown_until_its_signup_to_the_nanosecond(tmp_path):
+    # Sources carry microseconds (Spark reads no finer): a signup 500 ns after a cutoff must
+    # round to after it, not onto it, or its attributes would be known at the cutoff.
+    from churn.features.store import FeatureRepo
+
+    cutoff = pd.Timestamp(CUTOFFS[1], tz="UTC")
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["before", "after"],
+            "timestamp": [cutoff - pd.Timedelta(days=40)] * 2,
+            "amount": [1.0, 1.0],
+        }
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["before", "after"],
+            "signup_date": [cutoff - pd.Timedelta(nanoseconds=500), cutoff + pd.Timedelta(500)],
+            "segment": ["a", "b"],
+        }
+    )
+    tx.to_parquet(tmp_path / "tx.parquet")
+    customers.to_parquet(tmp_path / "customers.parquet")
+    build_features(
+        tmp_path / "tx.parquet",
+        tmp_path / "repo",
+        CFG,
+        customers=tmp_path / "customers.parquet",
+        cutoffs=CUTOFFS[:2],
+    )
+    repo = FeatureRepo(tmp_path / "repo")
+    rows = pd.DataFrame({"customer_id": ["before", "after"], "event_timestamp": [cutoff] * 2})
+    assert repo.historical_features(rows).categorical[:, 0].tolist() == ["a", ""]
