@@ -301,6 +301,11 @@ class ServingConfig(Section):
             InferenceService the deploy creates gets in front of its predictor; ``""``
             creates none. A release moves the transformer's ``storageUris`` with the
             predictor's whenever the live service has one.
+        transformer_log_endpoint_url: S3 endpoint of the inference log for that transformer
+            (``CHURN_TRANSFORMER__LOG_ENDPOINT_URL``) when its store is not AWS's: MinIO, or
+            KFP's SeaweedFS on kind (``http://seaweedfs.kubeflow:8333``); ``""`` for AWS.
+            Only a service the deploy creates gets it: a release patches an existing one's
+            storage, nothing else.
     """
 
     host: str = "127.0.0.1"
@@ -313,6 +318,7 @@ class ServingConfig(Section):
     rollout_timeout_seconds: float = Field(600.0, gt=0, le=3600)
     rollout_poll_seconds: float = Field(5.0, gt=0, le=60)
     transformer_image: str = DEFAULT_IMAGE
+    transformer_log_endpoint_url: str = ""
 
 
 class TransformerConfig(Section):

@@ -226,7 +226,10 @@ def _transformer(
 ) -> V1beta1TransformerSpec:
     """The transformer in front of the predictor, on the same registry version."""
     limits = {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"}
-    env = [V1EnvVar(name=k, value=v) for k, v in TRANSFORMER_ENV.items()] + [
+    values = dict(TRANSFORMER_ENV)
+    if serving.transformer_log_endpoint_url:
+        values["CHURN_TRANSFORMER__LOG_ENDPOINT_URL"] = serving.transformer_log_endpoint_url
+    env = [V1EnvVar(name=k, value=v) for k, v in values.items()] + [
         V1EnvVar(
             name=key,
             value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(name=secret, key=key)),

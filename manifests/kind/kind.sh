@@ -5,9 +5,10 @@
 #                   Kubeflow Pipelines (platform-agnostic, which ships SeaweedFS as its S3),
 #                   Kubeflow Trainer v2 and its torch-distributed ClusterTrainingRuntime
 #   kind.sh load    build both images from docker/ and load them into the cluster's nodes
-#   kind.sh deploy  the local overlay, Redis and PostgreSQL (Feast online store and registry),
-#                   the churn bucket, the shared feature store's volume, and the Secrets
-#                   (churn-s3, churn-feast...) from the environment
+#   kind.sh deploy  the kind overlay (manifests/kind/overlay), Redis and PostgreSQL (Feast
+#                   online store and registry), the buckets, the shared feature store's volume,
+#                   access to KFP's SeaweedFS from the churn namespace, and the Secrets
+#                   (churn-s3 from the store's own keys, churn-feast...)
 #   kind.sh e2e     the tests in tests/e2e against this cluster
 #   kind.sh down    delete the cluster
 #
@@ -65,6 +66,8 @@ up() {
   for chart in kserve-crd kserve-resources kserve-runtime-configs; do
     local args=()
     [[ $chart != kserve-resources ]] || args=(--set kserve.controller.deploymentMode=Standard)
+    # The chart installs no ClusterServingRuntime unless asked: kserve-torchserve among them.
+    [[ $chart != kserve-runtime-configs ]] || args=(--set kserve.servingruntime.enabled=true)
     helm upgrade --install "$chart" "oci://ghcr.io/kserve/charts/$chart" \
       --version "$KSERVE_VERSION" --namespace kserve --create-namespace --wait "${args[@]}"
   done
@@ -94,15 +97,39 @@ trainer() {
   kubectl get clustertrainingruntime torch-distributed
 }
 
+# The CPU image first: kind has no GPU, so the e2e flow trains on it too, and a failed CUDA
+# build (several GB, from the PyTorch CUDA index) leaves a cluster that still runs.
 load() {
   require docker kind
   docker build -f "$ROOT/docker/Dockerfile" -t "$IMAGE" "$ROOT"
+  kind load docker-image "$IMAGE" --name "$CLUSTER"
   docker build -f "$ROOT/docker/Dockerfile.gpu" -t "$GPU_IMAGE" "$ROOT"
-  kind load docker-image "$IMAGE" "$GPU_IMAGE" --name "$CLUSTER"
+  kind load docker-image "$GPU_IMAGE" --name "$CLUSTER"
 }
 
 random_password() {
   head -c 24 /dev/urandom | base64 | tr -d '/+='
+}
+
+# A Secret's value, empty when the Secret does not exist yet.
+secret_value() {
+  local namespace=$1 name=$2 key=$3
+  kubectl -n "$namespace" get secret "$name" -o jsonpath="{.data.$key}" 2>/dev/null | base64 -d \
+    || true
+}
+
+# The password a Secret already holds (Redis and PostgreSQL keep the one they started with),
+# else the one from the environment, else a new one. It goes into a URL: no characters that
+# would need escaping there.
+password() {
+  local namespace=$1 name=$2 from_env=$3 value
+  value="$(secret_value "$namespace" "$name" password)"
+  value="${value:-${from_env:-$(random_password)}}"
+  if [[ ! $value =~ ^[A-Za-z0-9._~-]+$ ]]; then
+    echo "error: the password of $namespace/$name may hold only letters, digits and ._~-" >&2
+    exit 1
+  fi
+  printf %s "$value"
 }
 
 # Applies a generic Secret whose values never appear on a command line or in a file in git.
@@ -120,37 +147,38 @@ deploy() {
   trap 'rm -rf "$scratch"' RETURN
   chmod 700 "$scratch"
   # The registry and the inference log live in KFP's own object store (SeaweedFS): the same
-  # credentials reach the pipeline root, which a TrainJob's nodes read and write. Without
-  # AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, the store's own are copied.
-  local key="${AWS_ACCESS_KEY_ID:-}" secret="${AWS_SECRET_ACCESS_KEY:-}"
-  if [[ -z $key || -z $secret ]]; then
-    key="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d)"
-    secret="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d)"
-  fi
+  # credentials reach the pipeline root, which a TrainJob's nodes read and write. Always the
+  # store's own keys: AWS_ACCESS_KEY_ID in a developer's shell is for AWS, which SeaweedFS
+  # does not know.
+  local key secret
+  key="$(secret_value kubeflow mlpipeline-minio-artifact accesskey)"
+  secret="$(secret_value kubeflow mlpipeline-minio-artifact secretkey)"
   printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$key" "$secret" >"$scratch/s3.env"
-  local redis_pw="${CHURN_REDIS_PASSWORD:-$(random_password)}"
-  local db_pw="${CHURN_FEAST_DB_PASSWORD:-$(random_password)}"
+  local redis_pw db_pw
+  redis_pw="$(password churn-feast churn-redis "${CHURN_REDIS_PASSWORD:-}")"
+  db_pw="$(password churn-feast churn-feast-db "${CHURN_FEAST_DB_PASSWORD:-}")"
   printf 'password=%s\n' "$redis_pw" >"$scratch/redis.env"
   printf 'password=%s\n' "$db_pw" >"$scratch/db.env"
   # What the transformer reads (manifests/base/feast-configmap.yaml), pointing at the store below.
   printf 'FEAST_REGISTRY_URL=%s\nREDIS_CONNECTION_STRING=%s\n' \
     "postgresql+psycopg://feast:$db_pw@postgres.churn-feast:5432/feast" \
     "redis.churn-feast:6379,password=$redis_pw" >"$scratch/feast.env"
-  kubectl apply -k "$ROOT/manifests/overlays/local"
+  kubectl apply -k "$HERE/overlay"
   # Standalone KFP runs every pipeline pod in the kubeflow namespace, so the steps' Secrets
   # (pipeline.s3_secret_name, pipeline.feature_store_secret) and the shared feature store's
   # volume live there; KServe's storage initializer reads churn-s3 in the churn namespace.
   apply_secret kubeflow churn-s3 "$scratch/s3.env"
   apply_secret churn churn-s3 "$scratch/s3.env"
   kubectl -n churn annotate --overwrite secret churn-s3 \
-    serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 \
+    serving.kserve.io/s3-endpoint=seaweedfs.kubeflow:8333 \
     serving.kserve.io/s3-usehttps=0 serving.kserve.io/s3-region=us-east-1
-  kubectl apply -f "$ROOT/manifests/kind/feature-store.yaml"
+  kubectl apply -f "$HERE/feature-store.yaml"
+  kubectl apply -f "$HERE/seaweedfs-access.yaml"
   apply_secret churn-feast churn-redis "$scratch/redis.env"
   apply_secret churn-feast churn-feast-db "$scratch/db.env"
   apply_secret churn churn-feast "$scratch/feast.env"
   apply_secret kubeflow churn-feast "$scratch/feast.env"
-  kubectl apply -f "$ROOT/manifests/kind/pipeline-volumes.yaml"
+  kubectl apply -f "$HERE/pipeline-volumes.yaml"
   kubectl -n churn-feast rollout status deployment/redis --timeout=180s
   kubectl -n churn-feast rollout status deployment/postgres --timeout=180s
   # The registry's bucket, and the one the base manifest's transformer logs to

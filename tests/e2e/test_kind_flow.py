@@ -8,6 +8,7 @@ user on a laptop would.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -22,8 +23,11 @@ from pathlib import Path
 
 import pytest
 
+RUN_TIMEOUT_S = 3600
 pytestmark = [
     pytest.mark.cluster,
+    # The first test's fixtures run both pipelines and the first KServe rollout.
+    pytest.mark.timeout(2 * RUN_TIMEOUT_S + 1200),
     pytest.mark.skipif(
         os.environ.get("CHURN_TEST_CLUSTER") != "1",
         reason="needs the kind cluster: make kind-up kind-load kind-deploy, then make kind-e2e "
@@ -33,17 +37,17 @@ pytestmark = [
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = os.environ.get("CHURN_BUCKET", "churn")
-# KFP's SeaweedFS as the pods reach it, and its compatibility Service's name and port.
-STORE_IN_CLUSTER = "http://minio-service.kubeflow:9000"
-RUN_TIMEOUT_S = 3600
+# KFP 2.17's SeaweedFS as the pods reach it (Service seaweedfs; minio-service is gone).
+STORE_IN_CLUSTER = "http://seaweedfs.kubeflow:8333"
 SYNTH = "synth:customers=2000,days=400,seed=7"
-# Both pipelines on the store that manifests/kind/pipeline-volumes.yaml and kind.sh deploy
-# create: the churn-features volume and the churn-feast Secret (SQL registry, Redis).
-SHARED_STORE = {
-    "CHURN_FEATURES__SHARED_STORE": "/mnt/features",
-    "CHURN_FEATURES__SHARED_STORE_CONFIG": "production",
-    "CHURN_PIPELINE__FEATURE_STORE_PVC": "churn-features",
-}
+
+
+def kind_settings() -> dict[str, str]:
+    """manifests/kind/overlay/kind.env: the endpoints, CPU training and the shared feature
+    store (the churn-features volume, the churn-feast Secret) that kind-deploy set up."""
+    lines = (PROJECT_ROOT / "manifests/kind/overlay/kind.env").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
+    return {key: value for key, value in pairs}
 
 
 def free_port() -> int:
@@ -116,7 +120,7 @@ def features_run(kfp_host: str) -> dict:
         # A snapshot at the time of the run: the transformer refuses features older than
         # CHURN_TRANSFORMER__MAX_FEATURE_AGE_HOURS (manifests/base).
         "--observed-until", "now",
-        env=SHARED_STORE,
+        env=kind_settings(),
     )  # fmt: skip
 
 
@@ -133,7 +137,7 @@ def finished_run(kfp_host: str, features_run: dict) -> dict:
         "--registry-uri", f"s3://{BUCKET}/registry",
         "--data-endpoint-url", STORE_IN_CLUSTER,
         "--deploy-target", "kserve",
-        env={**SHARED_STORE, "CHURN_REGISTRY__ENDPOINT_URL": STORE_IN_CLUSTER},
+        env=kind_settings(),
     )  # fmt: skip
 
 
@@ -195,17 +199,35 @@ def test_the_transformer_scores_a_customer_by_id(finished_run: dict, known_custo
     assert unknown == {"customer_id": "nobody", "error": "unknown customer"}
 
 
+def store_credentials() -> dict[str, str]:
+    """SeaweedFS's own keys (kind.sh copies them into churn-s3 too)."""
+    out = {}
+    for key, field in (("AWS_ACCESS_KEY_ID", "accesskey"), ("AWS_SECRET_ACCESS_KEY", "secretkey")):
+        done = subprocess.run(
+            ["kubectl", "-n", "kubeflow", "get", "secret", "mlpipeline-minio-artifact", "-o",
+             f"jsonpath={{.data.{field}}}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        out[key] = base64.b64decode(done.stdout).decode()
+    return out
+
+
 def test_the_monitor_runs_against_the_inference_log(finished_run: dict) -> None:
-    # The registry is in the kind bucket; the transformer logs where the base manifest says.
-    done = churn(
-        "monitor",
-        "drift",
-        "--hours",
-        "24",
-        env={
-            "CHURN_REGISTRY__URI": f"s3://{BUCKET}/registry",
-            "CHURN_MONITOR__LOG_URI": "s3://churn-models/inference-log",
-        },
-    )
+    # The transformer writes its log every log_flush_seconds (5): the calls above are in it.
+    time.sleep(15)
+    with port_forward("kubeflow", "svc/seaweedfs", 8333) as store:
+        done = churn(
+            "monitor",
+            "drift",
+            "--hours",
+            "24",
+            env={
+                **store_credentials(),
+                "CHURN_REGISTRY__URI": f"s3://{BUCKET}/registry",
+                "CHURN_REGISTRY__ENDPOINT_URL": store,
+                "CHURN_MONITOR__LOG_URI": "s3://churn-models/inference-log",
+                "CHURN_MONITOR__ENDPOINT_URL": store,
+            },
+        )
     assert done.returncode == 0, done.stderr
     assert "decision:" in done.stdout, done.stdout

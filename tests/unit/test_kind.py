@@ -132,6 +132,9 @@ def test_kind_up_installs_kubeflow_trainer_and_its_torch_runtime_at_a_pinned_rel
     # Trainer after KFP; its runtimes once its controller (and their CRD) are up.
     assert kfp < log.index(manager) < ready < log.index(runtimes)
     assert log[-1] == "kubectl get clustertrainingruntime torch-distributed"
+    # The chart installs no serving runtime (kserve-torchserve among them) unless asked.
+    (runtimes_chart,) = [c for c in log if "helm upgrade --install kserve-runtime-configs" in c]
+    assert "--set kserve.servingruntime.enabled=true" in runtimes_chart
 
 
 def test_the_cluster_config_is_a_kind_cluster_with_a_worker() -> None:
@@ -165,12 +168,15 @@ def test_the_feature_store_validates_strictly_runs_locked_down_with_secrets_by_r
 
 
 FAKE_KUBECTL = r"""#!/bin/bash
-# Records each call, and for a Secret the keys of its env file (never the values).
+# Records each call, and for a Secret the keys of its env file in the log and the file itself
+# beside it (the test reads the values there, never on a command line). Every Secret read
+# answers "store-key", as a cluster whose Secrets exist would.
 echo "kubectl $*" >>"$KUBECTL_LOG"
 for arg in "$@"; do
   case "$arg" in
     --from-env-file=*) echo "keys ${arg#--from-env-file=}: $(cut -d= -f1 "${arg#*=}" | xargs)" \
-      >>"$KUBECTL_LOG" ;;
+      >>"$KUBECTL_LOG"
+      cp "${arg#*=}" "$KUBECTL_LOG.$2.$6.env" ;;
   esac
 done
 case "$*" in *jsonpath=*) printf %s c3RvcmUta2V5 ;; esac
@@ -202,10 +208,41 @@ def test_kind_deploy_puts_the_pipeline_secrets_and_volume_where_kfp_runs_pods(
     assert {("kubeflow", "churn-s3"), ("churn", "churn-s3")} <= created
     assert {("kubeflow", "churn-feast"), ("churn", "churn-feast")} <= created
     assert f"kubectl apply -f {KIND / 'pipeline-volumes.yaml'}" in calls
+    assert f"kubectl apply -k {KIND / 'overlay'}" in calls
+    assert f"kubectl apply -f {KIND / 'seaweedfs-access.yaml'}" in calls
     keys = [c for c in calls if c.startswith("keys ")]
     assert any(k.endswith("AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY") for k in keys)
     # Credentials travel in files, never on a command line another user could read.
     assert not [c for c in calls if "example-secret-value" in c or "AKIAEXAMPLEKEY" in c]
+    # The store's own keys, not the developer's AWS ones, which SeaweedFS does not know.
+    s3 = Path(f"{log}.kubeflow.churn-s3.env").read_text()
+    assert s3 == "AWS_ACCESS_KEY_ID=store-key\nAWS_SECRET_ACCESS_KEY=store-key\n"
+    # A second deploy keeps the passwords Redis and PostgreSQL started with.
+    assert Path(f"{log}.churn-feast.churn-redis.env").read_text() == "password=store-key\n"
+    feast = Path(f"{log}.kubeflow.churn-feast.env").read_text()
+    assert "postgresql+psycopg://feast:store-key@postgres.churn-feast:5432/feast" in feast
+    annotate = next(c for c in calls if "annotate" in c)
+    assert "serving.kserve.io/s3-endpoint=seaweedfs.kubeflow:8333" in annotate
+
+
+def test_a_password_that_would_break_the_registry_url_is_refused(tmp_path: Path) -> None:
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    # A cluster without the Secrets yet: every read answers nothing.
+    (fakes / "kubectl").write_text('#!/bin/bash\necho "kubectl $*" >>"$KUBECTL_LOG"\nexit 0\n')
+    (fakes / "kubectl").chmod(0o755)
+    env = {
+        "PATH": f"{fakes}:{os.environ['PATH']}",
+        "KUBECTL_LOG": str(tmp_path / "kubectl.log"),
+        "CHURN_FEAST_DB_PASSWORD": "p@ss/word",
+    }
+    done = subprocess.run(
+        [str(KIND / "kind.sh"), "deploy"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "the password of churn-feast/churn-feast-db may hold only" in done.stderr
+    assert "p@ss/word" not in done.stderr
+    assert "create secret" not in (tmp_path / "kubectl.log").read_text()
 
 
 def test_the_feature_volume_validates_and_sits_where_the_pipeline_account_runs() -> None:
@@ -232,3 +269,72 @@ def test_the_e2e_tests_skip_cleanly_without_a_cluster_naming_how_to_run_them() -
     assert done.returncode == 0, done.stdout[-2000:]
     assert "4 skipped" in done.stdout and "passed" not in done.stdout
     assert "CHURN_TEST_CLUSTER=1" in done.stdout and "make kind-e2e" in done.stdout
+
+
+def render_kind_overlay() -> list[dict]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(KIND / "overlay")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_the_kind_overlay_leaves_the_service_to_the_first_release_and_points_the_monitor_home() -> (
+    None
+):
+    docs = render_kind_overlay()
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert "InferenceService" not in {d["kind"] for d in docs}
+    (cronjob,) = [d for d in docs if d["kind"] == "CronJob"]
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "churn-kind-settings"}}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CHURN_REGISTRY__URI"] == "s3://churn/registry"
+    (settings,) = [d for d in docs if d["metadata"]["name"] == "churn-kind-settings"]
+    assert settings["data"]["CHURN_MONITOR__ENDPOINT_URL"] == "http://seaweedfs.kubeflow:8333"
+
+
+def test_kind_settings_compile_a_pipeline_that_trains_on_the_cpu_worker(tmp_path: Path) -> None:
+    lines = (KIND / "overlay" / "kind.env").read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    out = tmp_path / "training.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", "from churn.cli import run; run()", "pipeline", "compile",
+         "--out", str(out)],
+        env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "accelerator" not in train.get("resources", {})
+    assert train["image"] == settings["CHURN_PIPELINE__GPU_IMAGE"]
+    placement = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    cluster = yaml.safe_load((KIND / "cluster.yaml").read_text())
+    (worker,) = [n for n in cluster["nodes"] if n["role"] == "worker"]
+    assert placement["nodeSelector"]["labels"].items() <= worker["labels"].items()
+    assert "tolerations" not in placement
+    serving = spec["root"]["inputDefinitions"]["parameters"]["serving"]["defaultValue"]
+    assert serving["transformer_log_endpoint_url"] == "http://seaweedfs.kubeflow:8333"
+
+
+def test_pipeline_steps_in_kubeflow_may_reach_the_feature_store_and_churn_may_reach_seaweedfs() -> (
+    None
+):
+    docs = [d for d in yaml.safe_load_all((KIND / "feature-store.yaml").read_text()) if d]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert len(policies) == 2
+    for policy in policies:
+        (rule,) = policy["spec"]["ingress"]
+        namespaces = {f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                      for f in rule["from"]}  # fmt: skip
+        assert namespaces == {"churn", "kubeflow"}
+    (access,) = [d for d in yaml.safe_load_all((KIND / "seaweedfs-access.yaml").read_text()) if d]
+    kubernetes_validate.validate(access, K8S_VERSION, strict=True)
+    assert access["metadata"]["namespace"] == "kubeflow"
+    assert access["spec"]["podSelector"] == {"matchLabels": {"app": "seaweedfs"}}
+    (rule,) = access["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8333}]

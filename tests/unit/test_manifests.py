@@ -1028,3 +1028,16 @@ def test_multi_user_kfp_gets_a_projected_token_and_may_create_runs_in_the_profil
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "churn-monitor", "namespace": "churn"}
     ]
+
+
+def test_a_created_transformer_logs_to_the_store_the_settings_name() -> None:
+    def env(cfg: ServingConfig) -> dict[str, str]:
+        isvc = to_manifest(build_inference_service("churn", "s3://b/v1", cfg))
+        (container,) = isvc["spec"]["transformer"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    # AWS by default; another store (KFP's SeaweedFS on kind) when the settings name one.
+    assert "CHURN_TRANSFORMER__LOG_ENDPOINT_URL" not in env(ServingConfig())
+    seaweed = ServingConfig(transformer_log_endpoint_url="http://seaweedfs.kubeflow:8333")
+    assert env(seaweed)["CHURN_TRANSFORMER__LOG_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:8333"
+    assert env(seaweed)["CHURN_TRANSFORMER__LOG_URI"] == "s3://churn-models/inference-log"
