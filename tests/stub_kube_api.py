@@ -268,6 +268,9 @@ class StubKServe:
             return 409, status_body(
                 409, "AlreadyExists", f'inferenceservices "{name}" already exists'
             )
+        refused = kserve_webhook(body)
+        if refused:
+            return refused
         obj = copy.deepcopy(body)
         obj["metadata"].update(namespace=key[0], generation=1)
         self._objects[key] = obj
@@ -284,6 +287,9 @@ class StubKServe:
         self.failing_gets = self.failing_gets_after_patch
         obj = self._objects[key]
         patched = merge_patch(copy.deepcopy(obj), {k: v for k, v in body.items() if k != "status"})
+        refused = kserve_webhook(patched)
+        if refused:
+            return refused
         if patched["spec"] != obj["spec"]:
             patched["metadata"]["generation"] += 1
             self._state[key].update(steps=0, observed=False)
@@ -294,6 +300,20 @@ class StubKServe:
         if self._objects.pop(key, None) is None:
             return 404, status_body(404, "NotFound", f'inferenceservices "{key[1]}" not found')
         return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+
+
+def kserve_webhook(obj: dict) -> tuple[int, dict] | None:
+    """What KServe 0.16+'s validating webhook refuses that this platform could send: a name in
+    a standard predictor's model (``validatePredictor``, on create and on update)."""
+    model = ((obj.get("spec") or {}).get("predictor") or {}).get("model") or {}
+    if model.get("name"):
+        return 400, status_body(
+            400,
+            "BadRequest",
+            'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the '
+            "request: the 'name' field is not allowed in standard predictor",
+        )
+    return None
 
 
 def storage_uri(obj: dict) -> str:

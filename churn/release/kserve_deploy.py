@@ -30,9 +30,13 @@ from kserve import (
     V1beta1PredictorSpec,
     V1beta1TransformerSpec,
 )
+from kserve import (
+    constants as kserve_constants,
+)
 from kserve.models.v1beta1_storage_uri import V1beta1StorageUri
 from kubernetes.client import (
     ApiClient,
+    ApiException,
     V1Capabilities,
     V1ConfigMapVolumeSource,
     V1Container,
@@ -196,8 +200,12 @@ def build_inference_service(
                     V1Volume(name=name, empty_dir=V1EmptyDirVolumeSource(size_limit=SCRATCH_SIZE))
                     for name in SCRATCH
                 ],
+                # No name: KServe 0.16 and later refuse one in a standard predictor ("the
+                # 'name' field is not allowed in standard predictor") and name the container
+                # kserve-container themselves. None, not the SDK's default "", so that the
+                # object has no name at all, like the base manifest.
                 model=V1beta1ModelSpec(
-                    name=CONTAINER_NAME,
+                    name=None,
                     model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
                     runtime=RUNTIME,
                     protocol_version=serving.protocol_version,
@@ -287,12 +295,14 @@ def to_manifest(isvc: V1beta1InferenceService) -> dict:
 
 def storage_patch(
     isvc: V1beta1InferenceService, storage_uri: str | None = None, transformer: bool = False
-) -> V1beta1InferenceService:
+) -> dict:
     """The part of an InferenceService a release changes: the version's storage URIs.
 
-    Replicas, resources and everything else belong to whoever applied the manifests (the
-    production overlay sets 2 to 6 replicas); a release that sent the whole object would
-    merge-patch them back to this module's defaults.
+    Replicas, resources, the runtime and its model format belong to whoever applied the
+    manifests (the production overlay sets 2 to 6 replicas; ``production-kserve`` serves the
+    ``churn`` format on its own runtime): a release that sent them would merge-patch them back
+    to this module's defaults. A plain merge patch, not an SDK object, which would serialise
+    its unset fields too.
 
     Args:
         isvc: The full object from :func:`build_inference_service`.
@@ -302,30 +312,35 @@ def storage_patch(
             patch adds none: a transformer without containers would be refused.
 
     Returns:
-        A minimal object: name, namespace, container name, model format and storage URI.
+        The JSON merge patch: the predictor's ``storageUri``, and the transformer's
+        ``storageUris``.
     """
-    model = isvc.spec.predictor.model
-    uri = storage_uri or model.storage_uri
-    return V1beta1InferenceService(
-        api_version=isvc.api_version,
-        kind=isvc.kind,
-        metadata=V1ObjectMeta(name=isvc.metadata.name, namespace=isvc.metadata.namespace),
-        spec=V1beta1InferenceServiceSpec(
-            predictor=V1beta1PredictorSpec(
-                # The SDK serialises an unset container name as "", which would rename it.
-                model=V1beta1ModelSpec(
-                    name=model.name,
-                    model_format=V1beta1ModelFormat(name=model.model_format.name),
-                    storage_uri=uri,
-                )
-            ),
-            transformer=V1beta1TransformerSpec(
-                storage_uris=[V1beta1StorageUri(uri=uri, mount_path=TRANSFORMER_MODEL_DIR)]
-            )
-            if transformer
-            else None,
-        ),
-    )
+    uri = storage_uri or isvc.spec.predictor.model.storage_uri
+    spec: dict = {"predictor": {"model": {"storageUri": uri}}}
+    if transformer:
+        spec["transformer"] = {"storageUris": [{"uri": uri, "mountPath": TRANSFORMER_MODEL_DIR}]}
+    return {
+        "apiVersion": isvc.api_version,
+        "kind": isvc.kind,
+        "metadata": {"name": isvc.metadata.name, "namespace": isvc.metadata.namespace},
+        "spec": spec,
+    }
+
+
+def _patch(client: KServeClient, name: str, namespace: str, body: dict) -> dict:
+    """Sends a merge patch (``KServeClient.patch`` takes only SDK objects)."""
+    try:
+        return client.api_instance.patch_namespaced_custom_object(
+            kserve_constants.KSERVE_GROUP,
+            body["apiVersion"].split("/")[1],
+            namespace,
+            kserve_constants.KSERVE_PLURAL_INFERENCESERVICE,
+            name,
+            body,
+        )
+    except ApiException as exc:
+        # What KServeClient.patch raises, so _call words it the same way.
+        raise RuntimeError(f"Exception when calling patch_namespaced_custom_object: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -575,7 +590,7 @@ def _apply(
     has_transformer = bool((current.get("spec") or {}).get("transformer"))
     stored = _call(
         f"patching InferenceService {namespace}/{name}",
-        lambda: client.patch(name, storage_patch(isvc, None, has_transformer), namespace=namespace),
+        lambda: _patch(client, name, namespace, storage_patch(isvc, None, has_transformer)),
     )
     unchanged = _generation(stored) == _generation(current)
     return model.get("storageUri"), None if unchanged else before
@@ -599,9 +614,7 @@ def _restore(
         has_transformer = bool((current.get("spec") or {}).get("transformer"))
         _call(
             f"restoring {namespace}/{name} to {previous}",
-            lambda: client.patch(
-                name, storage_patch(isvc, previous, has_transformer), namespace=namespace
-            ),
+            lambda: _patch(client, name, namespace, storage_patch(isvc, previous, has_transformer)),
         )
     except ServingError as exc:
         return Verdict("failed", RESTORE_FAILED, str(exc))

@@ -29,6 +29,7 @@ TRAINER_MANIFESTS=https://github.com/kubeflow/trainer.git/manifests/overlays
 IMAGE="${CHURN_IMAGE:-ghcr.io/churn-platform/churn:0.1.0}"
 GPU_IMAGE="${CHURN_GPU_IMAGE:-ghcr.io/churn-platform/churn-gpu:0.1.0}"
 BUCKET="${CHURN_BUCKET:-churn}"
+KSERVE_IMAGES=(pytorch/torchserve-kfs:0.9.0 "kserve/storage-initializer:$KSERVE_VERSION")
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 
 declare -A INSTALL=(
@@ -103,6 +104,13 @@ load() {
   require docker kind
   docker build -f "$ROOT/docker/Dockerfile" -t "$IMAGE" "$ROOT"
   kind load docker-image "$IMAGE" --name "$CLUSTER"
+  # KServe's images for the first rollout (kserve-runtime-configs' kserve-torchserve runtime
+  # and kserve-resources' storage initializer), so it does not wait on Docker Hub.
+  local image
+  for image in "${KSERVE_IMAGES[@]}"; do
+    docker pull "$image"
+    kind load docker-image "$image" --name "$CLUSTER"
+  done
   docker build -f "$ROOT/docker/Dockerfile.gpu" -t "$GPU_IMAGE" "$ROOT"
   kind load docker-image "$GPU_IMAGE" --name "$CLUSTER"
 }

@@ -67,11 +67,12 @@ def port_forward(namespace: str, target: str, remote: int) -> Iterator[str]:
     )
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while True:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"port-forward to {namespace}/{target} not up"
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -179,12 +180,9 @@ def test_the_released_model_answers_through_its_service(finished_run: dict) -> N
         assert json.loads(reply.read())["ready"] is True
 
 
-def test_the_transformer_scores_a_customer_by_id(finished_run: dict, known_customer: str) -> None:
-    isvc = inference_service()
-    assert "transformer" in isvc["spec"], "the base manifest deploys a transformer"
-    body = json.dumps(
-        {"instances": [{"customer_id": known_customer}, {"customer_id": "nobody"}]}
-    ).encode()
+def ask_transformer(customer_ids: list[str]) -> list[dict]:
+    """The transformer's answers for ``customer_ids``, called as an application would."""
+    body = json.dumps({"instances": [{"customer_id": c} for c in customer_ids]}).encode()
     with port_forward("churn", "svc/churn-transformer", 80) as url:
         request = urllib.request.Request(
             f"{url}/v1/models/churn:predict",
@@ -192,7 +190,13 @@ def test_the_transformer_scores_a_customer_by_id(finished_run: dict, known_custo
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as reply:
-            scored, unknown = json.loads(reply.read())["predictions"]
+            return json.loads(reply.read())["predictions"]
+
+
+def test_the_transformer_scores_a_customer_by_id(finished_run: dict, known_customer: str) -> None:
+    isvc = inference_service()
+    assert "transformer" in isvc["spec"], "the release creates the service with a transformer"
+    scored, unknown = ask_transformer([known_customer, "nobody"])
     # The feature pipeline's snapshot, read from Redis: scored, not "unknown" or "stale".
     assert scored["customer_id"] == known_customer and "error" not in scored, scored
     assert 0.0 <= float(scored["churn_probability"]) <= 1.0, scored
@@ -212,8 +216,12 @@ def store_credentials() -> dict[str, str]:
     return out
 
 
-def test_the_monitor_runs_against_the_inference_log(finished_run: dict) -> None:
-    # The transformer writes its log every log_flush_seconds (5): the calls above are in it.
+def test_the_monitor_runs_against_the_inference_log(
+    finished_run: dict, known_customer: str
+) -> None:
+    # Traffic of its own (the test may run alone), then the transformer's log_flush_seconds
+    # (5) and some: the calls are in the log.
+    ask_transformer([known_customer])
     time.sleep(15)
     with port_forward("kubeflow", "svc/seaweedfs", 8333) as store:
         done = churn(

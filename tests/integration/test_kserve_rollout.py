@@ -78,7 +78,9 @@ def assert_only_storage_patched(kube_api) -> None:
     for _, _, body in kube_api.calls("PATCH"):
         model = body["spec"]["predictor"]["model"]
         assert set(body["spec"]["predictor"]) == {"model"}
-        assert set(model) == {"name", "modelFormat", "storageUri"}
+        # Not the model's name (KServe 0.16+ refuses one), nor its format or runtime, which
+        # belong to whoever applied the service (production-kserve serves format "churn").
+        assert set(model) == {"storageUri"}
         # The service the deploy created has a transformer: its storageUris name the same
         # version, and nothing else of it is sent.
         assert set(body["spec"]) == {"predictor", "transformer"}
@@ -372,7 +374,6 @@ def test_a_version_served_from_elsewhere_is_named_by_its_uri(
             "spec": {
                 "predictor": {
                     "model": {
-                        "name": "kserve-container",
                         "modelFormat": {"name": "pytorch"},
                         "storageUri": "s3://elsewhere/churn/v0",
                     }
@@ -387,3 +388,26 @@ def test_a_version_served_from_elsewhere_is_named_by_its_uri(
         release(registry, registry_cfg, "v1")
     record = registry.rollouts()[-1]
     assert (record["previous"], record["previous_storage_uri"]) == (None, "s3://elsewhere/churn/v0")
+
+
+def test_a_release_keeps_the_runtime_and_model_format_of_the_live_service(
+    kube_api, registry: Registry, registry_cfg: RegistryConfig
+) -> None:
+    # As manifests/overlays/production-kserve applies it: the churn format on churn-kserve.
+    model = {
+        "modelFormat": {"name": "churn"},
+        "runtime": "churn-kserve",
+        "storageUri": registry.storage_uri("v1"),
+    }
+    kube_api.put(
+        NS,
+        {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": NAME},
+            "spec": {"predictor": {"model": model}},
+        },
+    )
+    release(registry, registry_cfg, "v2")
+    served = kube_api.get(NS, NAME)["spec"]["predictor"]["model"]
+    assert served == {**model, "storageUri": registry.storage_uri("v2")}

@@ -308,8 +308,9 @@ def predictor_pod(isvc: dict) -> dict:
         for key in ("serviceAccountName", "securityContext", "volumes")
         if key in predictor
     }
-    # The image comes from the ClusterServingRuntime; any value does for the schema.
-    spec["containers"] = [{**model, "image": "kserve-torchserve:replace"}]
+    # KServe names the container and takes the image from the ClusterServingRuntime; any
+    # value does for the schema.
+    spec["containers"] = [{"name": "kserve-container", **model, "image": "kserve-torchserve:r"}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
