@@ -14,7 +14,12 @@ and the status it returns follows what KServe derives from the predictor Deploym
 * ``ready_after`` GETs later the storageUri's behaviour decides: ``ready`` (reason
   ``NewReplicaSetAvailable``, the message naming the new ReplicaSet), ``never`` (stays in
   progress), ``fail`` (``modelStatus`` target ``FailedToLoad``, ``lastFailureInfo``
-  ``ModelLoadFailed``) or ``deadline`` (``PredictorReady`` False, ``ProgressDeadlineExceeded``).
+  ``ModelLoadFailed``), ``deadline`` (``PredictorReady`` False, ``ProgressDeadlineExceeded``)
+  or ``transformer-stuck`` (the predictor rolls out, the transformer's new pods never become
+  available while its old ones serve: ``TransformerReady`` stays True with reason
+  ``MinimumReplicasAvailable``, and so does ``Ready``);
+* a service with a transformer has ``TransformerReady`` too, following the same Deployment
+  states as ``PredictorReady`` unless the behaviour says otherwise.
 
 As in KServe, ``lastFailureInfo`` stays after a recovery.
 """
@@ -34,7 +39,7 @@ PATH = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices"
     r"(?:/(?P<name>[^/?]+))?(?:\?.*)?$"
 )
-BEHAVIOURS = ("ready", "never", "fail", "deadline")
+BEHAVIOURS = ("ready", "never", "fail", "deadline", "transformer-stuck")
 
 
 class StubKServe:
@@ -147,6 +152,9 @@ class StubKServe:
         replica_set = f"{key[1]}-predictor-{hashlib.sha256(uri.encode()).hexdigest()[:10]}"
         old = obj.get("status") or {}
         model_status = copy.deepcopy(old.get("modelStatus") or {})
+        stuck = behaviour == "transformer-stuck"
+        if stuck:
+            behaviour = "ready"  # for the predictor
         if done and behaviour == "ready":
             predictor = (
                 "True",
@@ -184,16 +192,22 @@ class StubKServe:
                     "message": f"storage-initializer: cannot download {uri}",
                 },
             )
+        components = [("PredictorReady", predictor)]
+        if (obj.get("spec") or {}).get("transformer"):
+            transformer = (
+                ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+                if stuck and done
+                else (*predictor[:2], predictor[2].replace("-predictor-", "-transformer-"))
+            )
+            components.append(("TransformerReady", transformer))
         return {
             "observedGeneration": state["deployment"],
             "deploymentMode": state.get("mode", "Standard"),
             "conditions": [
-                {
-                    "type": "PredictorReady",
-                    "status": predictor[0],
-                    "reason": predictor[1],
-                    "message": predictor[2],
-                },
+                *(
+                    {"type": kind, "status": c[0], "reason": c[1], "message": c[2]}
+                    for kind, c in components
+                ),
                 {"type": "IngressReady", "status": "True"},
                 {
                     "type": "Ready",

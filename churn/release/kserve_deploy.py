@@ -349,14 +349,16 @@ class Baseline:
 
     Attributes:
         observed_generation: ``status.observedGeneration``. In Standard mode KServe copies it
-            from the predictor Deployment (not the InferenceService's own generation); a new
-            ``storageUri`` rewrites the Deployment's pod template, so it rises once the
-            Deployment has seen the change.
+            from the component Deployments (not the InferenceService's own generation); a new
+            ``storageUri`` rewrites their pod templates, so it rises once they have seen the
+            change.
         predictor: The ``PredictorReady`` condition's (status, reason, message), or ``None``.
+        transformer: The ``TransformerReady`` condition's, or ``None``.
     """
 
     observed_generation: int
     predictor: tuple[str, str, str] | None
+    transformer: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,9 @@ def baseline_of(obj: dict) -> Baseline:
     """The :class:`Baseline` of an InferenceService as the API server returned it."""
     status = obj.get("status") or {}
     return Baseline(
-        int(status.get("observedGeneration") or 0), _condition(status, "PredictorReady")
+        int(status.get("observedGeneration") or 0),
+        _condition(status, "PredictorReady"),
+        _condition(status, "TransformerReady"),
     )
 
 
@@ -382,14 +386,16 @@ def judge(obj: dict, baseline: Baseline | None, *, failures: bool = True) -> Ver
     Ready means ``Ready`` is True and ``PredictorReady`` is True with reason
     ``NewReplicaSetAvailable``: the predictor Deployment finished its rollout. While old pods
     still serve during a rolling update, KServe reports ``PredictorReady`` True with reason
-    ``MinimumReplicasAvailable``, which is not enough. A terminal failure is ``PredictorReady``
-    False with reason ``ProgressDeadlineExceeded`` (the Deployment gave up), or a
-    ``modelStatus`` whose target state is ``FailedToLoad`` (the storage initializer or the
-    model server failed; the reason comes from ``lastFailureInfo``).
+    ``MinimumReplicasAvailable``, which is not enough. A service with a transformer needs
+    ``TransformerReady`` the same way: its pods read the new version's ``model.json``, and
+    while new ones crash-loop the old ones keep every condition True. A terminal failure is
+    either condition False with reason ``ProgressDeadlineExceeded`` (a Deployment gave up),
+    or a ``modelStatus`` whose target state is ``FailedToLoad`` (the storage initializer or
+    the model server failed; the reason comes from ``lastFailureInfo``).
 
     Nothing counts until the status is newer than ``baseline``: ``observedGeneration`` must
-    have risen, and for Ready the ``PredictorReady`` condition must differ from the one read
-    before the change (a finished rollout names its new ReplicaSet in the message).
+    have risen, and for Ready each condition must differ from the one read before the change
+    (a finished rollout names its new ReplicaSet in the message).
 
     Args:
         obj: The InferenceService.
@@ -412,23 +418,34 @@ def judge(obj: dict, baseline: Baseline | None, *, failures: bool = True) -> Ver
             f"status.observedGeneration is still {generation}: the predictor Deployment has "
             "not taken the change yet",
         )
-    failure = _terminal_failure(status, predictor) if failures else None
+    has_transformer = bool((obj.get("spec") or {}).get("transformer"))
+    transformer = _condition(status, "TransformerReady") if has_transformer else None
+    failure = _terminal_failure(status, predictor, transformer) if failures else None
     if failure is not None:
         return failure
     ready = _condition(status, "Ready")
-    fresh = baseline is None or predictor != baseline.predictor
-    if (
-        fresh
-        and ready is not None
-        and ready[0] == "True"
-        and predictor is not None
-        and predictor[:2] == ("True", READY_REASON)
-    ):
+    predictor_done = _rolled_out(predictor, baseline.predictor if baseline else None, baseline)
+    transformer_done = not has_transformer or _rolled_out(
+        transformer, baseline.transformer if baseline else None, baseline
+    )
+    if ready is not None and ready[0] == "True" and predictor_done and transformer_done:
+        assert predictor is not None
         return Verdict("ready", predictor[1], predictor[2])
-    shown = predictor or ready
+    # The component still rolling out says why.
+    shown = (transformer if predictor_done else predictor) or ready
     if shown is None:
         return Verdict("pending", "NoStatus", "KServe has not reported a Ready condition yet")
     return Verdict("pending", shown[1] or shown[0], shown[2])
+
+
+def _rolled_out(
+    condition: tuple[str, str, str] | None,
+    before: tuple[str, str, str] | None,
+    baseline: Baseline | None,
+) -> bool:
+    """A component's Deployment finished rolling out a change made since ``baseline``."""
+    fresh = baseline is None or condition != before
+    return fresh and condition is not None and condition[:2] == ("True", READY_REASON)
 
 
 def _condition(status: dict, kind: str) -> tuple[str, str, str] | None:
@@ -442,9 +459,14 @@ def _condition(status: dict, kind: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _terminal_failure(status: dict, predictor: tuple[str, str, str] | None) -> Verdict | None:
-    if predictor is not None and predictor[0] == "False" and predictor[1] in TERMINAL_REASONS:
-        return Verdict("failed", predictor[1], predictor[2])
+def _terminal_failure(
+    status: dict,
+    predictor: tuple[str, str, str] | None,
+    transformer: tuple[str, str, str] | None = None,
+) -> Verdict | None:
+    for condition in (predictor, transformer):
+        if condition is not None and condition[0] == "False" and condition[1] in TERMINAL_REASONS:
+            return Verdict("failed", condition[1], condition[2])
     model_status = status.get("modelStatus") or {}
     if (model_status.get("states") or {}).get("targetModelState") == "FailedToLoad":
         # lastFailureInfo outlives a recovery, so only the current target state decides.

@@ -251,6 +251,23 @@ def test_a_failed_first_rollout_deletes_nothing_and_still_fails_and_records(
     ]
 
 
+def test_a_version_whose_transformer_never_rolls_out_is_rolled_back(
+    kube_api, registry: Registry, registry_cfg: RegistryConfig
+) -> None:
+    # The predictor serves v2, but the transformer's new pods (which read v2's model.json)
+    # never come up while its old ones keep every condition True, Ready included.
+    release(registry, registry_cfg, "v1")
+    kube_api.behaviour[registry.storage_uri("v2")] = "transformer-stuck"
+    with pytest.raises(ServingError) as caught:
+        release(registry, registry_cfg, "v2", timeout_s=0.5)
+    message = str(caught.value)
+    assert "did not become Ready on churn v2 (Timeout: not Ready within 0.5 s" in message
+    assert "MinimumReplicasAvailable" in message  # the transformer's, the last status seen
+    assert "rolled back to v1, which is Ready again" in message
+    assert served_uri(kube_api) == registry.storage_uri("v1")
+    assert registry.rollouts()[-1]["outcome"] == "failed"
+
+
 def test_a_promotion_made_during_a_failed_rollout_keeps_the_champion_pointer(
     kube_api,
     registry: Registry,

@@ -122,3 +122,38 @@ def test_without_a_change_the_current_status_is_the_answer() -> None:
     assert judge(isvc(3, DONE_X), None).state == "ready"
     assert judge(isvc(3, ROLLING, ready="True"), None).state == "pending"
     assert judge({"metadata": {}}, None).reason == "NoStatus"
+
+
+def with_transformer(obj: dict, transformer: tuple[str, str, str]) -> dict:
+    obj = {**obj, "spec": {"predictor": {}, "transformer": {"containers": []}}}
+    obj["status"]["conditions"].append(
+        {
+            "type": "TransformerReady",
+            "status": transformer[0],
+            "reason": transformer[1],
+            "message": transformer[2],
+        }
+    )
+    return obj
+
+
+T_DONE_X = (DONE_X[0], DONE_X[1], DONE_X[2].replace("predictor", "transformer"))
+T_DONE_Y = (DONE_Y[0], DONE_Y[1], DONE_Y[2].replace("predictor", "transformer"))
+T_BEFORE = baseline_of(with_transformer(isvc(3, DONE_X), T_DONE_X))
+
+
+def test_a_transformer_still_rolling_out_keeps_the_service_pending() -> None:
+    # Its old pods serve, so Ready is True; the new ones (the new model.json) are not up.
+    verdict = judge(with_transformer(isvc(4, DONE_Y), ROLLING), T_BEFORE)
+    assert (verdict.state, verdict.reason) == ("pending", "MinimumReplicasAvailable")
+    assert judge(with_transformer(isvc(4, DONE_Y), T_DONE_Y), T_BEFORE).state == "ready"
+
+
+def test_a_transformer_past_its_deadline_fails_the_rollout() -> None:
+    timed_out = (TIMED_OUT[0], TIMED_OUT[1], "transformer timed out")
+    verdict = judge(with_transformer(isvc(4, DONE_Y, ready="False"), timed_out), T_BEFORE)
+    assert (verdict.state, verdict.reason) == ("failed", "ProgressDeadlineExceeded")
+
+
+def test_the_transformers_previous_rollout_does_not_count() -> None:
+    assert judge(with_transformer(isvc(4, DONE_Y), T_DONE_X), T_BEFORE).state == "pending"
