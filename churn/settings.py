@@ -44,6 +44,10 @@ ENV_PREFIX = "CHURN_"
 DEFAULT_IMAGE = "ghcr.io/churn-platform/churn:0.1.0"
 PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# Kubernetes quantities, checked here so a typo is one error naming the setting, not a 422
+# from the API server in the middle of a rollout.
+CpuQuantity = Annotated[str, Field(pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")]
+MemoryQuantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")]
 # Lists read from the environment as "1,2,4" (pydantic-settings would expect JSON).
 IntList = Annotated[list[int], NoDecode]
 StrList = Annotated[list[str] | None, NoDecode]
@@ -306,6 +310,10 @@ class ServingConfig(Section):
             KFP's SeaweedFS on kind (``http://seaweedfs.kubeflow:8333``); ``""`` for AWS.
             Only a service the deploy creates gets it: a release patches an existing one's
             storage, nothing else.
+        predictor_cpu: CPU request and limit of each predictor replica of a service the
+            deploy creates (equal, for the Guaranteed QoS class), e.g. ``1`` or ``500m``.
+        predictor_memory: Its memory request and limit, e.g. ``2Gi``.
+        max_replicas: Most replicas of its predictor and transformer.
     """
 
     host: str = "127.0.0.1"
@@ -319,6 +327,9 @@ class ServingConfig(Section):
     rollout_poll_seconds: float = Field(5.0, gt=0, le=60)
     transformer_image: str = DEFAULT_IMAGE
     transformer_log_endpoint_url: str = ""
+    predictor_cpu: CpuQuantity = "1"
+    predictor_memory: MemoryQuantity = "2Gi"
+    max_replicas: PositiveInt = 3
 
 
 class TransformerConfig(Section):

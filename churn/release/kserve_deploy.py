@@ -139,8 +139,10 @@ def build_inference_service(
     Args:
         name: InferenceService name (also the model name clients call).
         storage_uri: The version's location from ``Registry.storage_uri`` (``s3://...``).
-        serving: Namespace, service account and protocol version.
-        resources: Replica size and count; :class:`Resources` defaults when ``None``.
+        serving: Namespace, service account, protocol version, and the predictor's size
+            and most replicas.
+        resources: Replica size and count instead of ``serving``'s (the base manifest's
+            sizing, for the test that keeps the two equal).
 
     Returns:
         The InferenceService object.
@@ -158,7 +160,11 @@ def build_inference_service(
         raise ServingError(
             f"protocol_version must be 'v1' or 'v2', got {serving.protocol_version!r}"
         )
-    resources = resources or Resources()
+    resources = resources or Resources(
+        cpu=serving.predictor_cpu,
+        memory=serving.predictor_memory,
+        max_replicas=serving.max_replicas,
+    )
     limits = {
         "cpu": resources.cpu,
         "memory": resources.memory,

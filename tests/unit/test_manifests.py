@@ -1042,3 +1042,27 @@ def test_a_created_transformer_logs_to_the_store_the_settings_name() -> None:
     seaweed = ServingConfig(transformer_log_endpoint_url="http://seaweedfs.kubeflow:8333")
     assert env(seaweed)["CHURN_TRANSFORMER__LOG_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:8333"
     assert env(seaweed)["CHURN_TRANSFORMER__LOG_URI"] == "s3://churn-models/inference-log"
+
+
+def test_a_created_predictor_takes_its_size_from_the_settings() -> None:
+    small = ServingConfig(predictor_cpu="500m", predictor_memory="1Gi", max_replicas=1)
+    isvc = to_manifest(build_inference_service("churn", "s3://b/v1", small))
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["resources"]["requests"] == {
+        "cpu": "500m",
+        "memory": "1Gi",
+        "ephemeral-storage": "3Gi",
+    }
+    assert predictor["model"]["resources"]["limits"] == predictor["model"]["resources"]["requests"]
+    assert predictor["maxReplicas"] == isvc["spec"]["transformer"]["maxReplicas"] == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("predictor_cpu", "half"), ("predictor_memory", "2 GB"), ("max_replicas", 0)],
+)
+def test_a_predictor_size_kubernetes_would_refuse_is_refused_naming_the_setting(
+    field: str, value: object
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        ServingConfig(**{field: value})
