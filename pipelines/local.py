@@ -7,23 +7,20 @@ same component code and the same gate condition as a cluster, offline.
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
 import json
 import logging
-import os
 import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from churn.errors import ContractError, PipelineError
 from churn.io.leftovers import owned_tempdir
 from churn.io.object_store import is_s3_uri
-from churn.io.processes import wait_for_interrupted
+from churn.io.processes import environment, wait_for_interrupted
 from churn.settings import Settings
 from pipelines.arguments import RunArguments
 
@@ -91,7 +88,7 @@ def run_local(
     # this process's own temporary folder before TMPDIR changes for the children.
     with (
         owned_tempdir("churn-run-") as scratch,
-        _environment(TMPDIR=str(scratch)),
+        environment({"TMPDIR": str(scratch)}),
         _StdoutTail() as tail,
         warnings.catch_warnings(),
     ):
@@ -137,21 +134,6 @@ def _smoke(settings: Settings, args: RunArguments, summary: dict) -> dict | None
         return None
     cfg = settings.model_copy(update={"registry": args.registry, "serving": args.serving})
     return smoke_and_check(cfg, deployment["version"], deployment["feature_repo"])
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Sets environment variables for the child processes started inside the block."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class _StdoutTail(io.TextIOBase):

@@ -348,13 +348,13 @@ def _nanosecond_columns(spark: SparkSession, uri: str) -> list[str]:
     Read from the footer of its first data file through Hadoop, so any URI Spark reads works;
     a column of plain integers (a genuine ``timestamp`` of epoch seconds, say) is not one.
     """
+    if not _exists(spark, uri):
+        raise ContractError(f"{uri}: no such file or folder")
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(uri)
     fs = path.getFileSystem(conf)
-    if not fs.exists(path):
-        raise ContractError(f"{uri}: no such file or folder")
     if fs.getFileStatus(path).isDirectory():
         files = fs.listFiles(path, True)
         path = None

@@ -13,11 +13,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import pyarrow.parquet as pq
 from churn.errors import ChurnError, ContractError
 from churn.features.sequences import Snapshots
 from churn.io.atomic import check_replaceable, staging_dir
+from churn.io.processes import environment
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +206,7 @@ class FeatureRepo:
         if spec is None or spec.loader is None:
             raise FeatureStoreError(f"cannot import feature definitions from {file}")
         module = importlib.util.module_from_spec(spec)
-        with _environment({DATA_VARIABLE: data, SOURCE_VARIABLE: None}):
+        with environment({DATA_VARIABLE: data, SOURCE_VARIABLE: None}):
             try:
                 spec.loader.exec_module(module)
             except (OSError, ValueError) as exc:
@@ -374,25 +373,6 @@ class FeatureRepo:
                 materialized).
         """
         return self.online_reader().read(customer_ids)
-
-
-@contextmanager
-def _environment(values: dict[str, str | None]) -> Iterator[None]:
-    """Sets (or, for ``None``, removes) environment variables, and restores them after."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def feature_refs(spec: dict) -> list[str]:

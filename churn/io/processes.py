@@ -1,4 +1,5 @@
-"""This process's children, for handing a termination request on to them.
+"""This process's children, for handing a termination request on to them, and the
+environment they (and code imported meanwhile) see.
 
 A terminal's Ctrl-C reaches every process of the foreground group, but SIGTERM from
 ``timeout``, systemd or the kubelet reaches only the process it names. These helpers let the
@@ -12,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -115,3 +117,26 @@ def sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Sets environment variables (``None`` removes one) inside the block, then restores them.
+
+    Args:
+        values: Names and values.
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        _set_environment(values)
+        yield
+    finally:
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

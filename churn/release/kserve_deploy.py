@@ -335,18 +335,14 @@ def storage_patch(
 
 def _patch(client: KServeClient, name: str, namespace: str, body: dict) -> dict:
     """Sends a merge patch (``KServeClient.patch`` takes only SDK objects)."""
-    try:
-        return client.api_instance.patch_namespaced_custom_object(
-            kserve_constants.KSERVE_GROUP,
-            body["apiVersion"].split("/")[1],
-            namespace,
-            kserve_constants.KSERVE_PLURAL_INFERENCESERVICE,
-            name,
-            body,
-        )
-    except ApiException as exc:
-        # What KServeClient.patch raises, so _call words it the same way.
-        raise RuntimeError(f"Exception when calling patch_namespaced_custom_object: {exc}") from exc
+    return client.api_instance.patch_namespaced_custom_object(
+        kserve_constants.KSERVE_GROUP,
+        body["apiVersion"].split("/")[1],
+        namespace,
+        kserve_constants.KSERVE_PLURAL_INFERENCESERVICE,
+        name,
+        body,
+    )
 
 
 @dataclass(frozen=True)
@@ -704,7 +700,8 @@ def _call(action: str, request: Callable[[], Any]) -> Any:
     """One API call; its errors become one-line ServingErrors naming the action."""
     try:
         return request()
-    except (RuntimeError, HTTPError) as exc:
+    except (RuntimeError, HTTPError, ApiException) as exc:
+        # The SDK's own calls wrap the client's ApiException in a RuntimeError; _patch does not.
         raise ServingError(f"{action} failed: {_one_line(exc)}") from exc
 
 

@@ -164,17 +164,21 @@ def test_features_build_engine_spark_writes_the_same_feast_sources_and_feast_rea
     assert feats["spark"].seq[0, 1, -1] == 555.0
 
 
+def job_argv(log, customers, out) -> list[str]:
+    """The job's command line over the crafted cutoffs, daily bins of 28 days."""
+    return [
+        "--transactions", str(log), "--customers", str(customers), "--out", str(out),
+        "--bin-days", "1", "--seq-len", "28", "--cutoffs", "2020-01-01,2020-02-01,2020-03-02",
+        "--observed-until", "2020-04-30T12:00:00Z",
+    ]  # fmt: skip
+
+
 def test_the_job_entry_writes_the_tables_and_spec_the_feast_definitions_read(spark, tmp_path):
     log, customers = tmp_path / "tx.csv", tmp_path / "customers.csv"
     crafted_log().to_csv(log, index=False)
     crafted_customers().assign(score=[1, 2, 3, 4]).to_csv(customers, index=False)
     out = tmp_path / "features"
-    argv = [
-        "--transactions", str(log), "--customers", str(customers), "--out", str(out),
-        "--bin-days", "1", "--seq-len", "28", "--cutoffs", "2020-01-01,2020-02-01,2020-03-02",
-        "--observed-until", "2020-04-30T12:00:00Z",
-    ]  # fmt: skip
-    assert spark_job.main(argv) == 0
+    assert spark_job.main(job_argv(log, customers, out)) == 0
     spec = json.loads((out / "spec.json").read_text())
     assert spec["channels"] == ["n_txn", "spend", "quantity"]
     assert spec["numeric_attributes"] == ["score"]
@@ -201,12 +205,7 @@ def test_the_job_reads_parquet_that_pandas_wrote_with_nanosecond_timestamps(spar
     signup.to_parquet(customers)
     assert pq.read_schema(log).field("timestamp").type.unit == "ns"
     out = tmp_path / "features"
-    argv = [
-        "--transactions", str(log), "--customers", str(customers), "--out", str(out),
-        "--bin-days", "1", "--seq-len", "28", "--cutoffs", "2020-01-01,2020-02-01,2020-03-02",
-        "--observed-until", "2020-04-30T12:00:00Z",
-    ]  # fmt: skip
-    assert spark_job.main(argv) == 0
+    assert spark_job.main(job_argv(log, customers, out)) == 0
     got = spark_job.to_snapshots(pq.read_table(out / "sequences.parquet"), [*channel_names(tx)], 28)
     expected = pandas_snapshots(tx, [*CUTOFFS, LATEST], 1, 28, signup)
     assert_same_tables(expected, got)

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from churn.io.processes import wait_gone
+import pytest
+
+from churn.io.processes import environment, wait_gone
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,3 +46,19 @@ def test_sigterm_runs_the_cleanup_and_stops_the_children_a_terminal_would_have(
     assert marker.read_text() == "cleaned up"
     # Without the handler the sleeping child outlives the script (it is nobody's to stop).
     assert wait_gone([child], timeout=10)
+
+
+def test_environment_sets_and_removes_variables_and_restores_them_even_on_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHURN_TEST_KEPT", "before")
+    monkeypatch.delenv("CHURN_TEST_NEW", raising=False)
+    with (
+        pytest.raises(RuntimeError),
+        environment({"CHURN_TEST_KEPT": None, "CHURN_TEST_NEW": "inside"}),
+    ):
+        assert "CHURN_TEST_KEPT" not in os.environ
+        assert os.environ["CHURN_TEST_NEW"] == "inside"
+        raise RuntimeError("midway")
+    assert os.environ["CHURN_TEST_KEPT"] == "before"
+    assert "CHURN_TEST_NEW" not in os.environ
