@@ -26,6 +26,12 @@ temporary folder (removed at the end):
    seed's world generated without drift, minus its AUC on the drifted rows; the recovery is
    the retrained model's gain over the champion as a share of that loss. The generator's
    oracle AUC on both sets of rows shows how much of the loss any model could win back.
+6. With ``--matched``, a third model, the matched retrain: built exactly as the champion was
+   (the log before ``S``, the same cutoffs) but in a world of the same seed whose drift began
+   ``S - M``, where ``M`` is chosen so that the drift is as old at its training cutoffs as at
+   the eval cutoffs. It is what a retrain can reach once the new regime has settled and its
+   labels have matured, with the champion's data size and model, on the same rows: the
+   ceiling on the recovery that the timing of a retrain cannot lift.
 
 Why the retrain reads the log up to ``T`` and not the decision day: labels mature ``H`` days
 after a cutoff, so at the decision (days after ``S``) no post-drift label exists yet.
@@ -39,7 +45,7 @@ is shared, so the load average is printed too.
 
 Usage: ``python benchmarks/loop.py [--kinds spend,rate,segment] [--customers 4000]
 [--per-day 1000] [--pre-days 3] [--post-days 7] [--drift-share 0.2] [--reference-split test]
-[--json out.json]``
+[--matched] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -144,6 +150,12 @@ class Timeline:
         evals = (retrain, retrain + step, retrain + 2 * step)
         return cls(drift, retrain, evals, evals[-1] + h)
 
+    def matched_drift_day(self, cfg: FeatureConfig) -> int:
+        """The drift start at which a model built on the log before ``S`` (first training
+        cutoff ``S - schedule``) sees the drift as old as the first eval cutoff does."""
+        schedule = 3 * cfg.horizon_days + (cfg.n_train_cutoffs - 1) * cfg.cutoff_step_days
+        return (self.drift_day - schedule) - (self.eval_cutoffs[0] - self.drift_day)
+
 
 @dataclass
 class KindResult:
@@ -164,6 +176,7 @@ class KindResult:
     retrained_post_auc: float = float("nan")
     oracle_auc_without_drift: float = float("nan")
     oracle_post_auc: float = float("nan")
+    matched_post_auc: float = float("nan")
     eval_rows: int = 0
     retrain_s: float = float("nan")
     decision_to_serving_s: float = float("nan")
@@ -183,6 +196,14 @@ class KindResult:
         if not lost > 0:
             return None
         return (self.retrained_post_auc - self.champion_post_auc) / lost
+
+    @property
+    def matched_recovery(self) -> float | None:
+        """The same share for the matched retrain (``--matched``); None without it or loss."""
+        lost = self.champion_auc_without_drift - self.champion_post_auc
+        if not lost > 0 or np.isnan(self.matched_post_auc):
+            return None
+        return (self.matched_post_auc - self.champion_post_auc) / lost
 
 
 def day_ts(start: pd.Timestamp, day: int) -> pd.Timestamp:
@@ -346,8 +367,15 @@ class EvalSet:
         return roc_auc(self.labels, predict_proba(model, *inputs).numpy())
 
 
-def simulate(kind: str, args: argparse.Namespace, start: pd.Timestamp, out: Path) -> Path:
-    """The synthetic world of one drift kind (``none``: the counterfactual), in ``out``."""
+def simulate(
+    kind: str,
+    args: argparse.Namespace,
+    start: pd.Timestamp,
+    out: Path,
+    drift_day: int | None = None,
+) -> Path:
+    """The synthetic world of one drift kind (``none``: the counterfactual), in ``out``; the
+    drift starts at ``drift_day``, by default the timeline's ``S``."""
     tl = Timeline.make(FEATURES)
     spec = make_spec(
         args.customers,
@@ -356,7 +384,7 @@ def simulate(kind: str, args: argparse.Namespace, start: pd.Timestamp, out: Path
         start=start,
         horizon_days=FEATURES.horizon_days,
         drift=kind,
-        drift_start_day=tl.drift_day if kind != "none" else None,
+        drift_start_day=(drift_day or tl.drift_day) if kind != "none" else None,
         cutoffs=[day_ts(start, d).date().isoformat() for d in tl.eval_cutoffs],
     )
     generate(spec, out)
@@ -550,6 +578,19 @@ class Loop:
         res.oracle_post_auc = rows.oracle_auc
         res.champion_post_auc = rows.auc(old)
         res.retrained_post_auc = rows.auc(new)
+        if self.args.matched:
+            res.matched_post_auc = rows.auc(self._matched_model())
+
+    def _matched_model(self) -> Path:
+        """The matched retrain (module docstring, step 6): its model folder."""
+        tl, root = self.timeline, self.root / "matched"
+        drift_day = tl.matched_drift_day(FEATURES)
+        synth = simulate(self.kind, self.args, self.start, root / "synth", drift_day)
+        registry = LocalRegistry(root / "registry", MODEL_NAME)
+        version = build_and_publish(
+            synth, self.start, tl.drift_day, root, registry, self.args.reference_split
+        )
+        return registry.download(version, root / "eval") / "model"
 
 
 def day_record(day: int, summary: dict) -> dict:
@@ -605,6 +646,9 @@ def table(results: list[KindResult]) -> str:
             else f"none in {len(r.post_decisions)} d ({r.cause} retrain)"
         )
         rec = "no loss" if r.recovery is None else f"{r.recovery:.0%}"
+        if not np.isnan(r.matched_post_auc):
+            matched = "" if r.matched_recovery is None else f", {r.matched_recovery:.0%}"
+            rec += f" (matched retrain {r.matched_post_auc:.3f}{matched})"
         goals = ", ".join(
             f"{k} {'n/a' if v is None else 'yes' if v else 'NO'}" for k, v in verdicts(r).items()
         )
@@ -645,6 +689,12 @@ def main() -> None:
         choices=("train", "val", "test"),
         default=RegistryConfig().reference_split,
         help="registry.reference_split: the split each version's drift reference summarises",
+    )
+    parser.add_argument(
+        "--matched",
+        action="store_true",
+        help="also score a matched retrain: the champion's recipe in a world whose drift is as "
+        "old at its training cutoffs as at the eval cutoffs (the recovery's ceiling)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()

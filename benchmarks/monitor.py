@@ -2,7 +2,7 @@
 
 Both frames are summaries (``churn.features.summary.summarize``) of synthetic sequences with
 the default model's shape (3 channels x 52 weekly bins, windows 1/4/13/26/52, two numeric
-features, one categorical) plus a score: 19 summary columns and ``churn_probability``. The
+features, one categorical) plus a score: 20 summary columns and ``churn_probability``. The
 current frame has its spend scaled by 1.6. Each side runs in a process of its own, so its
 peak memory is its own: the peak resident set (``VmHWM``, reset once the imports are done
 and the frames exist) beyond the resident set at that moment.

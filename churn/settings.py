@@ -16,6 +16,7 @@ one-line message naming the field.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ MemoryQuantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k
 IntList = Annotated[list[int], NoDecode]
 StrList = Annotated[list[str] | None, NoDecode]
 NameList = Annotated[list[str], NoDecode]
+# From the environment as ``name=value,name=value`` (empty: none), or as a JSON object.
+AlarmMap = Annotated[dict[str, Annotated[float, Field(ge=0.1, allow_inf_nan=False)]], NoDecode]
 PositiveFloatList = Annotated[
     list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]], NoDecode, Field(min_length=1)
 ]
@@ -80,7 +83,27 @@ class Section(BaseModel):
             if text.lower() in ("", "none", "null") and "None" in str(annotation):
                 return None
             return [item.strip() for item in text.split(",") if item.strip()]
+        if isinstance(value, str) and "dict" in str(annotation):
+            return _pairs(value)
         return value
+
+
+def _pairs(text: str) -> dict[str, str] | Any:
+    """``a=1,b=2`` as a mapping (values checked by the field's type); JSON objects as they are.
+
+    Raises:
+        ValueError: An item without ``=`` or a name, or JSON that does not parse.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        return json.loads(text)  # a JSONDecodeError is a ValueError: pydantic names the field
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected name=value pairs separated by commas, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
 
 
 class FeatureConfig(Section):
@@ -427,6 +450,18 @@ class MonitorConfig(Section):
         calibration_floor: Lowest calibrated threshold, from Evidently's own 0.1 (below it
             Evidently does not call a column drifted, so a lower threshold could never fire)
             up to ``column_alarm``.
+        fixed_alarms: Columns with an alarm distance of their own, in place of
+            ``column_alarm``, which calibration leaves as it is. The default is for
+            ``seq_spend_per_txn_change`` (the last bin's spend per purchase against the
+            year's, ``churn.features.summary``): only customers who bought in the last bin
+            carry it (about one served row in five in ``benchmarks/loop.py``), so its
+            drift-free distances are wide (up to 0.26 over 90 drift-free days), and seven
+            calibration windows underestimate them (one world's first seven reached 0.106,
+            a later drift-free day 0.137). A spend drift moves it past 0.3 within three or
+            four days. A name the reference lacks (a version registered before the column
+            existed) is logged and not applied. From the environment:
+            ``CHURN_MONITOR__FIXED_ALARMS=seq_spend_per_txn_change=0.3`` (pairs separated by
+            commas, or a JSON object; empty for none).
         untested_columns: Summary columns the inference log records but the drift test
             leaves out (the summary lists them as ``untested_columns``). The defaults move
             by construction, with no change in the traffic: ``num_tenure_days`` and
@@ -495,6 +530,7 @@ class MonitorConfig(Section):
     calibration_windows: int = Field(7, ge=0)
     calibration_margin: float = Field(1.25, ge=1.0)
     calibration_floor: float = Field(0.1, ge=0.1)
+    fixed_alarms: AlarmMap = Field(default_factory=lambda: {"seq_spend_per_txn_change": 0.3})
     untested_columns: NameList = Field(
         default_factory=lambda: ["num_tenure_days", "num_frequency", "seq_recency_bins"]
     )

@@ -11,7 +11,8 @@ so a thin window never raises a false alarm); else ``drift`` when the share of d
 columns (all but ``monitor.untested_columns``, which move by construction as the served
 population ages) reaches ``monitor.drift_share``, or when one tested column or the score
 distribution drifted by at least ``monitor.column_alarm``, or by its calibrated threshold once
-the version has one (:mod:`monitoring.calibration`); else ``no_drift``. Evidently tests
+the version has one (:mod:`monitoring.calibration`), or by its own ``monitor.fixed_alarms``
+distance; else ``no_drift``. Evidently tests
 at most ``monitor.max_rows_per_side`` rows of each side, a seeded sample of a larger one
 (:func:`evaluate`); ``rows`` keeps the true counts and ``sampled`` the tested ones. Outputs go
 to the monitoring store under ``runs/<UTC time>-<version>/``: ``report.html`` (Evidently's) and
@@ -21,6 +22,7 @@ to the monitoring store under ``runs/<UTC time>-<version>/``: ``report.html`` (E
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +45,8 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 DECISIONS = ("drift", "no_drift", "insufficient_data")
 _UNKNOWN_CATEGORY = "<unknown>"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ def check_drift(
         raise MonitorError(f"no usable reference for {champion.version}: {exc}") from exc
     columns = [c for c in reference.columns if c != SCORE_COLUMN]
     tested = tested_columns(columns, cfg.untested_columns, champion.version)
+    fixed = fixed_alarms(cfg.fixed_alarms, tested, champion.version)
     log = Store(log_uri(settings), cfg.endpoint_url)
     current, seen = read_current(log, window, champion.version, columns)
     if seen == 0:
@@ -175,6 +180,7 @@ def check_drift(
         "min_rows": cfg.min_rows,
         "drift_share_threshold": cfg.drift_share,
         "untested_columns": [c for c in columns if c not in tested],
+        "fixed_alarms": fixed,
         "created_at": now.isoformat(),
     }
     store = Store(store_uri(settings), cfg.endpoint_url)
@@ -198,10 +204,10 @@ def check_drift(
             RUNS_FOLDER,
             champion.version,
             min(len(current), cfg.max_rows_per_side),
-            [*tested, SCORE_COLUMN],
+            [*[c for c in tested if c not in fixed], SCORE_COLUMN],
             cfg,
         )
-        fields, html = evaluate(reference, current, tested, cfg, calibration)
+        fields, html = evaluate(reference, current, tested, cfg, calibration, fixed)
         summary.update(fields, calibration=calibration)
         summary["report_html"] = store.write(f"{run}/{REPORT_FILE}", html)
     summary["summary_json"] = store.location(f"{run}/{SUMMARY_FILE}")
@@ -225,12 +231,30 @@ def tested_columns(columns: list[str], untested: list[str], version: str) -> lis
     return [c for c in columns if c not in untested]
 
 
+def fixed_alarms(alarms: dict[str, float], tested: list[str], version: str) -> dict[str, float]:
+    """``monitor.fixed_alarms`` for the tested columns; the others are logged and left out.
+
+    A version registered before a summary column existed has no reference for it, so the
+    default's column is absent there: that must not stop its monitor.
+    """
+    absent = sorted(c for c in alarms if c not in tested)
+    if absent:
+        logger.warning(
+            "monitor.fixed_alarms names %s, which %s does not test (its reference lacks them, "
+            "or monitor.untested_columns leaves them out); column_alarm applies there",
+            absent,
+            version,
+        )
+    return {c: alarms[c] for c in tested if c in alarms}
+
+
 def evaluate(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     columns: list[str],
     cfg: MonitorConfig,
     calibration: dict | None = None,
+    fixed: dict[str, float] | None = None,
 ) -> tuple[dict, bytes]:
     """Evidently's report on at most ``cfg.max_rows_per_side`` rows of each side.
 
@@ -245,6 +269,8 @@ def evaluate(
         columns: The tested summary columns.
         cfg: Monitor settings.
         calibration: :func:`monitoring.calibration.calibrate`'s thresholds, if any.
+        fixed: Columns with an alarm of their own (:func:`fixed_alarms`), which no
+            calibration replaces.
 
     Returns:
         The summary's drift fields (:func:`read_snapshot`) plus ``sampled`` (the rows each
@@ -255,7 +281,7 @@ def evaluate(
     current = sample_rows(current, cfg.max_rows_per_side, rng)
     snapshot = run_report(reference, current, columns, cfg.drift_share)
     thresholds = calibration["thresholds"] if calibration and calibration["applied"] else None
-    fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm, thresholds)
+    fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm, thresholds, fixed)
     fields["sampled"] = {
         "reference": len(reference),
         "current": len(current),
@@ -311,13 +337,15 @@ def read_snapshot(
     share_threshold: float,
     column_alarm: float,
     thresholds: dict[str, float] | None = None,
+    fixed: dict[str, float] | None = None,
 ) -> dict:
     """The summary's drift fields from Evidently's ``snapshot.dict()``.
 
     Evidently 0.7 has no dataset-drift flag: a column drifted when its ``ValueDrift`` test
     failed. The data drifted when ``DriftedColumnsCount``'s share reached ``share_threshold``,
     or when one column, or the score, drifted by at least its threshold (:func:`strong`):
-    ``thresholds`` (calibrated per column) where it names the column, else ``column_alarm``.
+    ``fixed`` (``monitor.fixed_alarms``) where it names the column, else ``thresholds``
+    (calibrated per column) where they do, else ``column_alarm``.
     A drift that moves one quantity strongly moves too few columns for the share.
 
     Returns:
@@ -350,20 +378,22 @@ def read_snapshot(
             )
     prediction = next(c for c in found if c["column"] == SCORE_COLUMN)
     columns = [c for c in found if c["column"] != SCORE_COLUMN]
-    limits = thresholds or {}
+    limits, own = thresholds or {}, fixed or {}
     reasons = []
     if share >= share_threshold:
         reasons.append(f"drifted share {share:.3f} >= drift_share {share_threshold}")
     alarms = []
     for c in [*columns, prediction]:
-        limit = limits.get(c["column"], column_alarm)
+        name = c["column"]
+        limit = own.get(name, limits.get(name, column_alarm))
         if strong(c, limit):
-            alarms.append(c["column"])
-            reasons.append(
-                f"{c['column']} distance {c['score']:.3f} >= calibrated {limit}"
-                if c["column"] in limits
-                else f"{c['column']} distance >= column_alarm {column_alarm}"
-            )
+            alarms.append(name)
+            if name in own:
+                reasons.append(f"{name} distance {c['score']:.3f} >= its fixed alarm {limit}")
+            elif name in limits:
+                reasons.append(f"{name} distance {c['score']:.3f} >= calibrated {limit}")
+            else:
+                reasons.append(f"{name} distance >= column_alarm {column_alarm}")
     return {
         "decision": "drift" if reasons else "no_drift",
         "reasons": reasons,

@@ -44,8 +44,9 @@ def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
         A registry holding ``churn_drift_share``, ``churn_drift_column_score``
         (labels ``column``, ``method``), ``churn_drift_prediction_score``,
         ``churn_drift_current_rows``, ``churn_drift_decision`` (label ``decision``, 1 for
-        this run's), ``churn_drift_last_run_timestamp_seconds`` and, once the version is
-        calibrated, ``churn_drift_column_threshold`` (label ``column``), each labelled with
+        this run's), ``churn_drift_last_run_timestamp_seconds`` and, for the columns with a
+        threshold of their own (calibrated, or ``monitor.fixed_alarms``),
+        ``churn_drift_column_threshold`` (label ``column``), each labelled with
         ``model_version``.
     """
     registry = CollectorRegistry()
@@ -71,13 +72,17 @@ def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
             scores.labels(version, column["column"], column["method"]).set(column["score"])
         prediction = gauge("churn_drift_prediction_score", "Drift score of churn_probability.")
         prediction.labels(version).set(summary["prediction_drift"]["score"])
-    if summary.get("calibration"):
+    own = {
+        **(summary["calibration"]["thresholds"] if summary.get("calibration") else {}),
+        **summary.get("fixed_alarms", {}),
+    }
+    if own:
         limits = gauge(
             "churn_drift_column_threshold",
-            "Calibrated distance at which one column (or the score) decides drift.",
+            "Calibrated or fixed distance at which one column (or the score) decides drift.",
             ("column",),
         )
-        for column, limit in summary["calibration"]["thresholds"].items():
+        for column, limit in own.items():
             limits.labels(version, column).set(limit)
     return registry
 

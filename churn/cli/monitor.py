@@ -57,6 +57,8 @@ def drift_cmd(
         for reason in summary["reasons"]:
             typer.echo(f"because: {reason}")
         typer.echo(f"thresholds: {_thresholds(summary['calibration'], cfg.monitor.column_alarm)}")
+        for column, limit in summary["fixed_alarms"].items():
+            typer.echo(f"  fixed alarm: {column} {limit}")
     if summary["report_html"]:
         typer.echo(f"report: {summary['report_html']}")
     typer.echo(f"summary: {summary['summary_json']}")

@@ -48,6 +48,25 @@ from churn.cli import app
             {"CHURN_MONITOR__CALIBRATION_FLOOR": "0.3"},
             "calibration_floor (0.3) must be at most column_alarm (0.2)",
         ),
+        # The same reason for a fixed alarm: under 0.1 it could never fire.
+        (
+            {"CHURN_MONITOR__FIXED_ALARMS": "seq_spend_per_txn_change=0.05"},
+            "monitor.fixed_alarms.seq_spend_per_txn_change: Input should be greater than or "
+            "equal to 0.1",
+        ),
+        (
+            {"CHURN_MONITOR__FIXED_ALARMS": "seq_spend_per_txn_change 0.3"},
+            "monitor.fixed_alarms: Value error, expected name=value pairs separated by commas, "
+            "got 'seq_spend_per_txn_change 0.3'",
+        ),
+        (
+            {"CHURN_MONITOR__FIXED_ALARMS": "seq_spend_per_txn_change=high"},
+            "monitor.fixed_alarms.seq_spend_per_txn_change: Input should be a valid number",
+        ),
+        (
+            {"CHURN_MONITOR__FIXED_ALARMS": '{"seq_spend_per_txn_change": 0.3'},
+            "monitor.fixed_alarms: Value error, Expecting ',' delimiter",
+        ),
     ],
 )
 def test_a_bad_sample_or_smoke_setting_is_one_line_naming_it(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import build_planted_training_set
@@ -27,6 +28,7 @@ from typer.testing import CliRunner
 from churn.cli import app
 from churn.errors import MonitorError
 from churn.features.summary import summarize, summary_windows
+from churn.io.tables import parquet_from_bytes
 from churn.model.network import build_model, load_model, predict_proba, save_model
 from churn.release.reference import decode_categories, write_reference
 from churn.release.registry import open_registry
@@ -119,6 +121,10 @@ def write_log(uri: str, table: pa.Table, endpoint_url: str | None = None) -> Non
     open_sink(uri, endpoint_url).write(UNTIL.date().isoformat(), table)
 
 
+# Keeps the ticket change from deciding where a test is about another rule.
+UNREACHABLE_TICKET_ALARM = {"seq_spend_per_txn_change": 10.0}
+
+
 def settings_for(tmp_path: Path, **monitor: object) -> Settings:
     return Settings(home=tmp_path, monitor={"min_rows": 500, **monitor})
 
@@ -168,7 +174,11 @@ def test_one_column_that_drifts_strongly_decides_drift_below_the_drift_share(
     assert summary["decision"] == "drift"
     assert "seq_spend_sum_1" in summary["alarm_columns"]
     assert "seq_spend_sum_1 distance >= column_alarm 0.2" in summary["reasons"]
-    lenient = check_drift(settings_for(tmp_path, column_alarm=10.0), until=UNTIL, hours=1)
+    lenient = check_drift(
+        settings_for(tmp_path, column_alarm=10.0, fixed_alarms=UNREACHABLE_TICKET_ALARM),
+        until=UNTIL,
+        hours=1,
+    )
     assert lenient["decision"] == "no_drift"
     assert lenient["reasons"] == [] and lenient["alarm_columns"] == []
     assert "seq_spend_sum_1" in {c["column"] for c in lenient["drifted_columns"]}
@@ -193,9 +203,14 @@ def test_a_calibrated_version_catches_a_drift_below_the_column_alarm(
     mild = tmp_path / "mild_log"
     write_log(str(mild), traffic(spec, model_dir, "mild-last-bin", 3000))
     # Its own store, so that this run's summary is no calibration window of the next one.
+    # The ticket change out of reach: it would catch this drift on its own (the next test).
     uncalibrated = check_drift(
         settings_for(
-            tmp_path, calibration_windows=0, log_uri=str(mild), store_uri=str(tmp_path / "other")
+            tmp_path,
+            calibration_windows=0,
+            fixed_alarms=UNREACHABLE_TICKET_ALARM,
+            log_uri=str(mild),
+            store_uri=str(tmp_path / "other"),
         ),
         until=UNTIL,
         hours=1,
@@ -203,7 +218,14 @@ def test_a_calibrated_version_catches_a_drift_below_the_column_alarm(
     score = {c["column"]: c["score"] for c in uncalibrated["columns"]}["seq_spend_sum_1"]
     assert uncalibrated["decision"] == "no_drift" and score < 0.2
     calibrated = check_drift(
-        settings_for(tmp_path, calibration_windows=2, log_uri=str(mild)), until=UNTIL, hours=1
+        settings_for(
+            tmp_path,
+            calibration_windows=2,
+            fixed_alarms=UNREACHABLE_TICKET_ALARM,
+            log_uri=str(mild),
+        ),
+        until=UNTIL,
+        hours=1,
     )
     limit = calibrated["calibration"]["thresholds"]["seq_spend_sum_1"]
     assert calibrated["calibration"]["windows"] == [
@@ -219,6 +241,50 @@ def test_a_calibrated_version_catches_a_drift_below_the_column_alarm(
     assert metrics.get_sample_value(
         "churn_drift_column_threshold", {"model_version": "v1", "column": "seq_spend_sum_1"}
     ) == pytest.approx(limit)
+
+
+def test_a_larger_ticket_in_the_last_bin_alone_is_caught_by_the_ticket_changes_fixed_alarm(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "mild-last-bin", 3000))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    scores = {c["column"]: c["score"] for c in summary["columns"]}
+    # Every window total stays under column_alarm: only the per-customer change sees it.
+    assert max(v for c, v in scores.items() if c.startswith("seq_spend_sum")) < 0.2
+    assert summary["decision"] == "drift"
+    assert summary["fixed_alarms"] == {"seq_spend_per_txn_change": 0.3}
+    assert summary["alarm_columns"] == ["seq_spend_per_txn_change"]
+    change = scores["seq_spend_per_txn_change"]
+    assert summary["reasons"] == [
+        f"seq_spend_per_txn_change distance {change:.3f} >= its fixed alarm 0.3"
+    ]
+    metrics = drift_metrics(summary, 0.0)
+    assert metrics.get_sample_value(
+        "churn_drift_column_threshold",
+        {"model_version": "v1", "column": "seq_spend_per_txn_change"},
+    ) == pytest.approx(0.3)
+
+
+def test_a_version_without_the_ticket_change_in_its_reference_is_monitored_without_it(
+    tmp_path: Path, champion: tuple[Path, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir, spec = champion
+    # A reference written before the column existed.
+    registry = open_registry(Settings(home=tmp_path).registry)
+    old = parquet_from_bytes(registry.reference(VERSION)).drop(["seq_spend_per_txn_change"])
+    path = tmp_path / "old-reference.parquet"
+    pq.write_table(old, path)
+    registry.publish(model_dir, {"roc_auc": 0.8}, version="v0", reference=path)
+    registry.promote("v0")
+    table = traffic(spec, model_dir, "none", 3000)
+    versions = pa.array(["v0"] * table.num_rows)
+    write_log(str(tmp_path / "inference_log"), table.set_column(3, "model_version", versions))
+    with caplog.at_level("WARNING", logger="monitoring.drift"):
+        summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["decision"] == "no_drift" and summary["fixed_alarms"] == {}
+    assert "seq_spend_per_txn_change" not in {c["column"] for c in summary["columns"]}
+    assert "['seq_spend_per_txn_change']" in caplog.text
 
 
 def test_columns_that_grow_with_the_customers_age_are_not_tested_and_the_summary_lists_them(

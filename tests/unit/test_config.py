@@ -42,6 +42,26 @@ def test_untested_drift_columns_come_from_the_environment_as_a_comma_list(value,
     assert settings.monitor.untested_columns == columns
 
 
+@pytest.mark.parametrize(
+    ("value", "alarms"),
+    [
+        (
+            "seq_spend_per_txn_change=0.35, num_monetary=0.5",
+            {
+                "seq_spend_per_txn_change": 0.35,
+                "num_monetary": 0.5,
+            },
+        ),
+        ('{"seq_spend_per_txn_change": 0.4}', {"seq_spend_per_txn_change": 0.4}),
+        ("", {}),
+    ],
+)
+def test_fixed_drift_alarms_come_from_the_environment_as_pairs_or_json(value, alarms):
+    settings = load_settings(env={"CHURN_MONITOR__FIXED_ALARMS": value})
+    assert settings.monitor.fixed_alarms == alarms
+    assert Settings().monitor.fixed_alarms == {"seq_spend_per_txn_change": 0.3}
+
+
 def test_other_tools_variables_are_ignored():
     settings = load_settings(env={"CHURN_KFP_HOST": "http://x", "CHURN_TEST_CLUSTER": "1"})
     assert settings == Settings()

@@ -9,7 +9,7 @@ import pytest
 
 from churn.settings import MonitorConfig
 from monitoring.calibration import calibrate, first_windows, thresholds
-from monitoring.drift import read_snapshot
+from monitoring.drift import fixed_alarms, read_snapshot
 from monitoring.store import Store
 
 WASSERSTEIN = "Wasserstein distance (normed)"
@@ -202,3 +202,26 @@ def test_a_column_at_its_calibrated_threshold_decides_alone_below_the_column_ala
     assert calibrated["decision"] == "drift"
     assert calibrated["alarm_columns"] == ["quiet"]
     assert calibrated["reasons"] == ["quiet distance 0.150 >= calibrated 0.12"]
+
+
+def test_a_fixed_alarm_replaces_both_the_column_alarm_and_a_calibrated_threshold() -> None:
+    snap = snapshot({"ticket": 0.25, "quiet": 0.15, "churn_probability": 0.05})
+    fixed = {"ticket": 0.3}
+    # Calibration alone would call 0.25 drift; the column's own, wider alarm does not.
+    held = read_snapshot(snap, 0.2, 0.2, {"ticket": 0.12, "quiet": 0.2}, fixed)
+    assert held["decision"] == "no_drift"
+    fired = read_snapshot(
+        snapshot({"ticket": 0.31, "churn_probability": 0.05}), 0.2, 0.2, None, fixed
+    )
+    assert fired["alarm_columns"] == ["ticket"]
+    assert fired["reasons"] == ["ticket distance 0.310 >= its fixed alarm 0.3"]
+
+
+def test_fixed_alarms_apply_only_to_tested_columns_and_say_which_they_leave(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alarms = {"seq_spend_per_txn_change": 0.3, "gone": 0.5}
+    with caplog.at_level("WARNING", logger="monitoring.drift"):
+        kept = fixed_alarms(alarms, ["seq_spend_sum_1", "seq_spend_per_txn_change"], "v1")
+    assert kept == {"seq_spend_per_txn_change": 0.3}
+    assert "['gone']" in caplog.text and "v1" in caplog.text

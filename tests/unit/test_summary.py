@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from churn.features.summary import summarize, summary_schema, summary_windows
+from churn.features.summary import summarize, summary_schema, summary_windows, ticket_change
 
 INPUT_SPEC = {
     "channels": ["n_txn", "spend"],
@@ -68,3 +68,32 @@ def test_columns_come_in_the_schemas_order_and_types() -> None:
     assert table.schema.field("seq_recency_bins").type == pa.int32()
     assert table.schema.field("cat_segment").type == pa.string()
     assert table.num_rows == 3
+
+
+def test_the_ticket_change_is_the_last_bins_spend_per_purchase_against_the_windows() -> None:
+    columns = summarize(sequences(), np.zeros((3, 2)), np.full((3, 1), None), INPUT_SPEC, [1, 4])
+    # Row 0: 30 / 3 in the last bin against (20 + 30) / (2 + 3) over the last four bins.
+    assert columns["seq_spend_per_txn_change"][0] == pytest.approx(np.log(10 / 10))
+    # No purchase in the last bin (row 1, whose negative count is nothing) or none at all.
+    assert np.isnan(columns["seq_spend_per_txn_change"][1:]).all()
+
+
+def test_the_ticket_change_cancels_how_much_each_customer_usually_spends() -> None:
+    counts = np.array([[1, 1, 1, 1], [2, 2, 2, 2]], dtype=np.float64)
+    small, large = [5, 5, 5, 8], [100, 100, 100, 160]  # both: the last ticket up by 60%
+    spend = np.array([small, [2 * v for v in large]], dtype=np.float64)
+    change = ticket_change(counts, spend, 4)
+    # The same change for both, whatever they spend: the window holds the last bin too.
+    np.testing.assert_allclose(change, np.log(8 / ((5 + 5 + 5 + 8) / 4)))
+
+
+def test_channels_without_a_count_then_spend_get_no_ticket_change() -> None:
+    spec = {**INPUT_SPEC, "channels": ["spend", "n_txn"]}
+    assert "seq_spend_per_txn_change" not in summary_schema(spec, [1]).names
+    assert "seq_spend_per_txn_change" in summary_schema(INPUT_SPEC, [1]).names
+
+
+def test_one_outsized_basket_moves_the_ticket_change_no_further_than_the_clip() -> None:
+    counts = np.ones((2, 4))
+    spend = np.array([[1, 1, 1, 400], [400, 400, 400, 1]], dtype=np.float64)
+    np.testing.assert_allclose(ticket_change(counts, spend, 4), [1.0, -1.0])
