@@ -54,7 +54,10 @@ IntList = Annotated[list[int], NoDecode]
 StrList = Annotated[list[str] | None, NoDecode]
 NameList = Annotated[list[str], NoDecode]
 # From the environment as ``name=value,name=value`` (empty: none), or as a JSON object.
-AlarmMap = Annotated[dict[str, Annotated[float, Field(ge=0.1, allow_inf_nan=False)]], NoDecode]
+AlarmMap = Annotated[
+    dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0.1, allow_inf_nan=False)]],
+    NoDecode,
+]
 PositiveFloatList = Annotated[
     list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]], NoDecode, Field(min_length=1)
 ]
@@ -102,6 +105,8 @@ def _pairs(text: str) -> dict[str, str] | Any:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"expected name=value pairs separated by commas, got {item!r}")
+        if name.strip() in out:
+            raise ValueError(f"{name.strip()!r} is named twice")
         out[name.strip()] = value.strip()
     return out
 
@@ -454,14 +459,24 @@ class MonitorConfig(Section):
             ``column_alarm``, which calibration leaves as it is. The default is for
             ``seq_spend_per_txn_change`` (the last bin's spend per purchase against the
             year's, ``churn.features.summary``): only customers who bought in the last bin
-            carry it (about one served row in five in ``benchmarks/loop.py``), so its
-            drift-free distances are wide (up to 0.26 over 90 drift-free days), and seven
-            calibration windows underestimate them (one world's first seven reached 0.106,
-            a later drift-free day 0.137). A spend drift moves it past 0.3 within three or
-            four days. A name the reference lacks (a version registered before the column
-            existed) is logged and not applied. From the environment:
+            carry it (about one served row in six in ``benchmarks/loop.py``), so its
+            drift-free distances are wide (up to 0.264 over the loop's 84 drift-free days,
+            0.278 over 228 days of an offline replay), and seven calibration windows
+            underestimate them (one world's first seven reached 0.106, a later drift-free
+            day 0.137). A spend drift x1.6 moves it past 0.3 on day +2 to +4 of the drift
+            (3,000 to 5,000 predictions at 1,000 a day; ``monitoring/README.md``). The ticket
+            change of a version registered before the column existed is logged and not
+            applied. From the environment:
             ``CHURN_MONITOR__FIXED_ALARMS=seq_spend_per_txn_change=0.3`` (pairs separated by
-            commas, or a JSON object; empty for none).
+            commas, or a JSON object; empty for none). A name that is neither a column of the
+            champion's reference nor ``churn_probability`` is an error. These columns are
+            tested with a distance (Wasserstein, Jensen-Shannon for categories) even on a
+            reference of 1,000 values or fewer, where Evidently would use a p-value.
+        fixed_alarm_min_values: Fewest current values (NaN not counted) a fixed alarm's column
+            needs to decide alone; with fewer it still counts for the share. A distance on a
+            few dozen values is noise: in a drift-free simulation 41% of 20-value samples
+            reached 0.3, 0.3% of 100-value ones, none of 200. ``benchmarks/loop.py`` serves
+            about 165 ticket changes a day.
         untested_columns: Summary columns the inference log records but the drift test
             leaves out (the summary lists them as ``untested_columns``). The defaults move
             by construction, with no change in the traffic: ``num_tenure_days`` and
@@ -531,6 +546,7 @@ class MonitorConfig(Section):
     calibration_margin: float = Field(1.25, ge=1.0)
     calibration_floor: float = Field(0.1, ge=0.1)
     fixed_alarms: AlarmMap = Field(default_factory=lambda: {"seq_spend_per_txn_change": 0.3})
+    fixed_alarm_min_values: int = Field(100, ge=1)
     untested_columns: NameList = Field(
         default_factory=lambda: ["num_tenure_days", "num_frequency", "seq_recency_bins"]
     )

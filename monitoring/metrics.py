@@ -74,7 +74,7 @@ def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
         prediction.labels(version).set(summary["prediction_drift"]["score"])
     own = {
         **(summary["calibration"]["thresholds"] if summary.get("calibration") else {}),
-        **summary.get("fixed_alarms", {}),
+        **{c: use["alarm"] for c, use in (summary.get("fixed_alarms") or {}).items()},
     }
     if own:
         limits = gauge(

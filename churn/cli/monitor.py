@@ -57,8 +57,14 @@ def drift_cmd(
         for reason in summary["reasons"]:
             typer.echo(f"because: {reason}")
         typer.echo(f"thresholds: {_thresholds(summary['calibration'], cfg.monitor.column_alarm)}")
-        for column, limit in summary["fixed_alarms"].items():
-            typer.echo(f"  fixed alarm: {column} {limit}")
+        for column, use in summary["fixed_alarms"].items():
+            state = "applied" if use["applied"] else "not applied: too few"
+            typer.echo(
+                f"  fixed alarm: {column} {use['alarm']} "
+                f"({state}, {use['current_values']} current values)"
+            )
+        if summary["empty_columns"]:
+            typer.echo(f"  not tested, no values on a side: {', '.join(summary['empty_columns'])}")
     if summary["report_html"]:
         typer.echo(f"report: {summary['report_html']}")
     typer.echo(f"summary: {summary['summary_json']}")

@@ -13,8 +13,9 @@ Columns, in order:
   channel and each window (windows longer than the sequence are cut to its length);
 * ``seq_spend_per_txn_change``: float64, only when the channels start with ``n_txn, spend``:
   the natural log of the last bin's spend per transaction over the longest window's, clipped
-  to [-1, 1] (one outsized basket moves it no further than a ticket e times the usual), NaN
-  where either is undefined (no transaction in the last bin, or no positive spend). Spend
+  to [-1, 1] (one outsized basket moves it no further than a ticket e times the usual; a
+  purchase of nothing is -1), NaN where it is undefined (no transaction in the last bin, or
+  no spend at all over the window). Spend
   drift moves a total only by the share of the window it has filled, and totals spread over
   customers who spend ten times more than others; the change against each customer's own
   year cancels that spread, so a drift in ticket size shows within days (``monitoring/README``);
@@ -131,11 +132,12 @@ def ticket_change(counts: np.ndarray, spend: np.ndarray, window: int) -> np.ndar
         window: Bins of the baseline, the last bin included.
 
     Returns:
-        float64 [N]; NaN for a row without a transaction in the last bin or without spend.
+        float64 [N]; NaN for a row without a transaction in the last bin or without any spend
+        over the window. Spending nothing in the last bin, against a usual ticket, is the
+        clip's -1: that is a change to see, not a row to drop.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         recent = spend[:, -1] / counts[:, -1]
         usual = spend[:, -window:].sum(axis=1) / counts[:, -window:].sum(axis=1)
-        change = np.log(recent / usual)
-    clipped = np.clip(change, -TICKET_CHANGE_CLIP, TICKET_CHANGE_CLIP)
-    return np.where(np.isfinite(change), clipped, np.nan)
+        change = np.log(recent / usual)  # 0/0 (undefined) is NaN; 0/usual is -inf
+    return np.clip(change, -TICKET_CHANGE_CLIP, TICKET_CHANGE_CLIP)

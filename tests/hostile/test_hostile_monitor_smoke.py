@@ -60,6 +60,18 @@ from churn.cli import app
             "got 'seq_spend_per_txn_change 0.3'",
         ),
         (
+            {"CHURN_MONITOR__FIXED_ALARMS": "a=0.3,a=0.5"},
+            "monitor.fixed_alarms: Value error, 'a' is named twice",
+        ),
+        (
+            {"CHURN_MONITOR__FIXED_ALARMS": '{"": 0.3}'},
+            "monitor.fixed_alarms..[key]: String should have at least 1 character",
+        ),
+        (
+            {"CHURN_MONITOR__FIXED_ALARM_MIN_VALUES": "0"},
+            "monitor.fixed_alarm_min_values: Input should be greater than or equal to 1",
+        ),
+        (
             {"CHURN_MONITOR__FIXED_ALARMS": "seq_spend_per_txn_change=high"},
             "monitor.fixed_alarms.seq_spend_per_txn_change: Input should be a valid number",
         ),

@@ -247,13 +247,17 @@ def test_a_larger_ticket_in_the_last_bin_alone_is_caught_by_the_ticket_changes_f
     tmp_path: Path, champion: tuple[Path, dict]
 ) -> None:
     model_dir, spec = champion
-    write_log(str(tmp_path / "inference_log"), traffic(spec, model_dir, "mild-last-bin", 3000))
+    table = traffic(spec, model_dir, "mild-last-bin", 3000)
+    carried = int((~np.isnan(table.column("seq_spend_per_txn_change").to_numpy())).sum())
+    write_log(str(tmp_path / "inference_log"), table)
     summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
     scores = {c["column"]: c["score"] for c in summary["columns"]}
     # Every window total stays under column_alarm: only the per-customer change sees it.
     assert max(v for c, v in scores.items() if c.startswith("seq_spend_sum")) < 0.2
     assert summary["decision"] == "drift"
-    assert summary["fixed_alarms"] == {"seq_spend_per_txn_change": 0.3}
+    assert summary["fixed_alarms"] == {
+        "seq_spend_per_txn_change": {"alarm": 0.3, "current_values": carried, "applied": True}
+    }
     assert summary["alarm_columns"] == ["seq_spend_per_txn_change"]
     change = scores["seq_spend_per_txn_change"]
     assert summary["reasons"] == [
@@ -266,25 +270,97 @@ def test_a_larger_ticket_in_the_last_bin_alone_is_caught_by_the_ticket_changes_f
     ) == pytest.approx(0.3)
 
 
+def promote_with_reference(
+    tmp_path: Path, model_dir: Path, version: str, reference: pa.Table
+) -> None:
+    """Publishes ``model_dir`` as ``version`` with this reference table, and promotes it."""
+    path = tmp_path / f"reference-{version}.parquet"
+    pq.write_table(reference, path)
+    registry = open_registry(Settings(home=tmp_path).registry)
+    registry.publish(model_dir, {"roc_auc": 0.8}, version=version, reference=path)
+    registry.promote(version)
+
+
+def champion_reference(tmp_path: Path) -> pa.Table:
+    return parquet_from_bytes(open_registry(Settings(home=tmp_path).registry).reference(VERSION))
+
+
+def as_version(table: pa.Table, version: str) -> pa.Table:
+    """The same records, answered by ``version``."""
+    index = table.schema.get_field_index("model_version")
+    return table.set_column(index, "model_version", pa.array([version] * table.num_rows))
+
+
 def test_a_version_without_the_ticket_change_in_its_reference_is_monitored_without_it(
     tmp_path: Path, champion: tuple[Path, dict], caplog: pytest.LogCaptureFixture
 ) -> None:
     model_dir, spec = champion
     # A reference written before the column existed.
-    registry = open_registry(Settings(home=tmp_path).registry)
-    old = parquet_from_bytes(registry.reference(VERSION)).drop(["seq_spend_per_txn_change"])
-    path = tmp_path / "old-reference.parquet"
-    pq.write_table(old, path)
-    registry.publish(model_dir, {"roc_auc": 0.8}, version="v0", reference=path)
-    registry.promote("v0")
-    table = traffic(spec, model_dir, "none", 3000)
-    versions = pa.array(["v0"] * table.num_rows)
-    write_log(str(tmp_path / "inference_log"), table.set_column(3, "model_version", versions))
+    old = champion_reference(tmp_path).drop(["seq_spend_per_txn_change"])
+    promote_with_reference(tmp_path, model_dir, "v0", old)
+    table = as_version(traffic(spec, model_dir, "none", 3000), "v0")
+    write_log(str(tmp_path / "inference_log"), table)
     with caplog.at_level("WARNING", logger="monitoring.drift"):
         summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
     assert summary["decision"] == "no_drift" and summary["fixed_alarms"] == {}
     assert "seq_spend_per_txn_change" not in {c["column"] for c in summary["columns"]}
     assert "['seq_spend_per_txn_change']" in caplog.text
+
+
+def test_the_fixed_alarm_keeps_its_distance_on_a_reference_evidently_would_give_a_p_value(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    small = champion_reference(tmp_path).slice(0, 1500)
+    assert small.column("seq_spend_per_txn_change").drop_null().to_numpy().size > 0
+    assert (~np.isnan(small.column("seq_spend_per_txn_change").to_numpy())).sum() <= 1000
+    promote_with_reference(tmp_path, model_dir, "v2", small)
+    table = as_version(traffic(spec, model_dir, "mild-last-bin", 3000), "v2")
+    write_log(str(tmp_path / "inference_log"), table)
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    ticket = next(c for c in summary["columns"] if c["column"] == "seq_spend_per_txn_change")
+    assert ticket["method"] == "Wasserstein distance (normed)"
+    assert summary["alarm_columns"] == ["seq_spend_per_txn_change"]
+
+
+def test_a_window_of_customers_without_a_purchase_in_the_last_bin_is_checked_without_the_ticket(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    table = traffic(spec, model_dir, "none", 3000)
+    lapsed = pa.array([None] * table.num_rows, type=pa.float64())
+    index = table.schema.get_field_index("seq_spend_per_txn_change")
+    write_log(str(tmp_path / "inference_log"), table.set_column(index, table.field(index), lapsed))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["decision"] == "no_drift"
+    assert summary["empty_columns"] == ["seq_spend_per_txn_change"]
+    assert summary["fixed_alarms"]["seq_spend_per_txn_change"]["applied"] is False
+
+
+def test_an_older_transformers_files_of_another_version_do_not_block_the_champions_check(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    log = str(tmp_path / "inference_log")
+    # The previous version's records, written before the transformer knew the column.
+    old = as_version(traffic(spec, model_dir, "none", 600, seed=2), "v0")
+    write_log(log, old.drop(["seq_spend_per_txn_change"]))
+    write_log(log, traffic(spec, model_dir, "none", 3000))
+    summary = check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
+    assert summary["decision"] == "no_drift"
+    assert summary["rows"]["current"] == 3000 and summary["rows"]["window_all"] == 3600
+
+
+def test_the_champions_records_without_its_references_column_name_the_transformer_to_upgrade(
+    tmp_path: Path, champion: tuple[Path, dict]
+) -> None:
+    model_dir, spec = champion
+    table = traffic(spec, model_dir, "none", 3000).drop(["seq_spend_per_txn_change"])
+    write_log(str(tmp_path / "inference_log"), table)
+    with pytest.raises(
+        MonitorError, match=r"lacks columns \['seq_spend_per_txn_change'\].*upgrade"
+    ):
+        check_drift(settings_for(tmp_path), until=UNTIL, hours=1)
 
 
 def test_columns_that_grow_with_the_customers_age_are_not_tested_and_the_summary_lists_them(

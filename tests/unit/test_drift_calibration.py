@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from churn.errors import MonitorError
 from churn.settings import MonitorConfig
 from monitoring.calibration import calibrate, first_windows, thresholds
-from monitoring.drift import fixed_alarms, read_snapshot
+from monitoring.drift import empty_columns, fixed_alarms, fixed_use, read_snapshot
 from monitoring.store import Store
 
 WASSERSTEIN = "Wasserstein distance (normed)"
@@ -217,11 +219,43 @@ def test_a_fixed_alarm_replaces_both_the_column_alarm_and_a_calibrated_threshold
     assert fired["reasons"] == ["ticket distance 0.310 >= its fixed alarm 0.3"]
 
 
-def test_fixed_alarms_apply_only_to_tested_columns_and_say_which_they_leave(
+def test_fixed_alarms_apply_to_tested_columns_and_the_score_and_say_which_they_leave(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    alarms = {"seq_spend_per_txn_change": 0.3, "gone": 0.5}
+    alarms = {"seq_spend_per_txn_change": 0.3, "churn_probability": 0.4, "num_frequency": 0.5}
+    columns = ["seq_spend_sum_1", "seq_spend_per_txn_change", "num_frequency"]
     with caplog.at_level("WARNING", logger="monitoring.drift"):
-        kept = fixed_alarms(alarms, ["seq_spend_sum_1", "seq_spend_per_txn_change"], "v1")
-    assert kept == {"seq_spend_per_txn_change": 0.3}
-    assert "['gone']" in caplog.text and "v1" in caplog.text
+        kept = fixed_alarms(alarms, columns, columns[:2], "v1")
+    assert kept == {"seq_spend_per_txn_change": 0.3, "churn_probability": 0.4}
+    assert "['num_frequency']" in caplog.text and "not applied" in caplog.text
+
+
+def test_a_reference_from_before_the_ticket_change_leaves_its_alarm_out_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="monitoring.drift"):
+        kept = fixed_alarms({"seq_spend_per_txn_change": 0.3}, ["x"], ["x"], "v0")
+    assert kept == {}
+    assert "['seq_spend_per_txn_change']" in caplog.text
+
+
+def test_a_misspelt_fixed_alarm_is_an_error_naming_it_not_a_silent_calibration() -> None:
+    with pytest.raises(MonitorError, match=r"names \['seq_spend_per_txn_chnage'\].*lacks"):
+        fixed_alarms({"seq_spend_per_txn_chnage": 0.25}, ["a"], ["a"], "v1")
+
+
+def test_a_fixed_alarm_on_too_few_current_values_does_not_decide_alone() -> None:
+    current = pd.DataFrame({"t": [0.1] * 99 + [None], "u": [0.2] * 100})
+    use = fixed_use({"t": 0.3, "u": 0.3}, current, 100)
+    assert use == {
+        "t": {"alarm": 0.3, "current_values": 99, "applied": False},
+        "u": {"alarm": 0.3, "current_values": 100, "applied": True},
+    }
+
+
+def test_a_column_without_values_on_a_side_is_left_out_and_named() -> None:
+    reference = pd.DataFrame({"t": [0.1, 0.2], "u": [1.0, 2.0]})
+    current = pd.DataFrame({"t": [None, None], "u": [1.0, 3.0]})
+    assert empty_columns(reference, current, ["t", "u"]) == ["t"]
+    with pytest.raises(MonitorError, match="no tested column has values on both sides"):
+        empty_columns(reference, current, ["t"])

@@ -97,3 +97,12 @@ def test_one_outsized_basket_moves_the_ticket_change_no_further_than_the_clip() 
     counts = np.ones((2, 4))
     spend = np.array([[1, 1, 1, 400], [400, 400, 400, 1]], dtype=np.float64)
     np.testing.assert_allclose(ticket_change(counts, spend, 4), [1.0, -1.0])
+
+
+def test_a_purchase_of_nothing_is_the_clips_minus_one_not_a_dropped_row() -> None:
+    counts = np.array([[2, 2, 2, 2], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=np.float64)
+    spend = np.array([[20, 20, 20, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float64)
+    change = ticket_change(counts, spend, 4)
+    assert change[0] == -1.0
+    # No spend at all over the window, or no purchase: undefined.
+    assert np.isnan(change[1:]).all()
