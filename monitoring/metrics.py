@@ -72,8 +72,10 @@ def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
             scores.labels(version, column["column"], column["method"]).set(column["score"])
         prediction = gauge("churn_drift_prediction_score", "Drift score of churn_probability.")
         prediction.labels(version).set(summary["prediction_drift"]["score"])
+    calibration = summary.get("calibration")
     own = {
-        **(summary["calibration"]["thresholds"] if summary.get("calibration") else {}),
+        # Thresholds that did not apply to this window (fewer rows) did not decide it.
+        **(calibration["thresholds"] if calibration and calibration["applied"] else {}),
         **{c: use["alarm"] for c, use in (summary.get("fixed_alarms") or {}).items()},
     }
     if own:

@@ -1066,3 +1066,20 @@ def test_a_predictor_size_kubernetes_would_refuse_is_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         ServingConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cpu_request", "1 core"),
+        ("memory_request", "2GB"),
+        ("train_cpu_request", "-4"),
+        ("train_memory_request", "lots"),
+    ],
+)
+def test_a_step_size_kubernetes_would_refuse_is_refused_before_a_run_is_compiled(
+    field: str, value: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        PipelineConfig(**{field: value})
+    assert PipelineConfig(**{field: "500m" if "cpu" in field else "512Mi"})
