@@ -473,7 +473,8 @@ class MonitorConfig(Section):
             tested with a distance (Wasserstein, Jensen-Shannon for categories) even on a
             reference of 1,000 values or fewer, where Evidently would use a p-value.
         fixed_alarm_min_values: Fewest current values (NaN not counted) a fixed alarm's column
-            needs to decide alone; with fewer it still counts for the share. A distance on a
+            needs to decide alone; with fewer it still counts for the share (at its alarm,
+            which is also its Evidently threshold). A distance on a
             few dozen values is noise: in a drift-free simulation 41% of 20-value samples
             reached 0.3, 0.3% of 100-value ones, none of 200. ``benchmarks/loop.py`` serves
             about 165 ticket changes a day.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -313,7 +313,8 @@ def evaluate(
     empty = empty_columns(reference, current, columns)
     columns = [c for c in columns if c not in empty]
     own = fixed_use(fixed or {}, current, cfg.fixed_alarm_min_values)
-    snapshot = run_report(reference, current, columns, cfg.drift_share, list(own))
+    alarms = {c: use["alarm"] for c, use in own.items()}
+    snapshot = run_report(reference, current, columns, cfg.drift_share, alarms)
     thresholds = calibration["thresholds"] if calibration and calibration["applied"] else None
     limits = {c: (use["alarm"] if use["applied"] else math.inf) for c, use in own.items()}
     fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm, thresholds, limits)
@@ -376,13 +377,15 @@ def run_report(
     current: pd.DataFrame,
     columns: list[str],
     share: float,
-    distances: Sequence[str] = (),
+    alarms: Mapping[str, float] | None = None,
 ):
     """Evidently's data drift preset over ``columns`` and a drift check of the scores.
 
-    ``distances`` (the columns with a fixed alarm, the score among them) are tested with a
+    ``alarms`` (the columns with a fixed alarm, the score among them) are tested with a
     distance whatever the reference's size: Evidently would otherwise switch to a p-value at
     1,000 reference values or fewer (NaNs dropped), which no alarm distance can compare to.
+    Their alarm is Evidently's threshold for them too, so a column noisy enough to need one
+    counts for the drifted share only where it would decide alone.
 
     Returns:
         Evidently's snapshot.
@@ -391,6 +394,8 @@ def run_report(
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
+    alarms = alarms or {}
+    own = {c: limit for c, limit in alarms.items() if c in columns}
     categorical = [c for c in columns if c.startswith("cat_")]
     numeric = [c for c in columns if c not in categorical] + [SCORE_COLUMN]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
@@ -409,10 +414,13 @@ def run_report(
             DataDriftPreset(
                 columns=columns,
                 drift_share=share,
-                per_column_method={c: _distance(c) for c in distances if c in columns} or None,
+                per_column_method={c: _distance(c) for c in own} or None,
+                per_column_threshold=own or None,
             ),
             ValueDrift(
-                column=SCORE_COLUMN, method="wasserstein" if SCORE_COLUMN in distances else None
+                column=SCORE_COLUMN,
+                method="wasserstein" if SCORE_COLUMN in alarms else None,
+                threshold=alarms.get(SCORE_COLUMN),
             ),
         ],
         include_tests=True,
