@@ -384,7 +384,11 @@ def simulate(
         start=start,
         horizon_days=FEATURES.horizon_days,
         drift=kind,
-        drift_start_day=(drift_day or tl.drift_day) if kind != "none" else None,
+        drift_start_day=None
+        if kind == "none"
+        else tl.drift_day
+        if drift_day is None
+        else drift_day,
         cutoffs=[day_ts(start, d).date().isoformat() for d in tl.eval_cutoffs],
     )
     generate(spec, out)

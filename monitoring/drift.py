@@ -104,7 +104,8 @@ def read_current(
     Raises:
         MonitorError: A log file is unreadable or lacks a column (the message names both).
     """
-    wanted = ["time", "model_version", SCORE_COLUMN, *columns]
+    keys = ["time", "model_version"]
+    wanted = [*keys, SCORE_COLUMN, *columns]
     frames, seen = [], 0
     for date in window.dates():
         for rel in log.list(f"date={date}"):
@@ -115,14 +116,14 @@ def read_current(
                 table = parquet_from_bytes(log.read(rel))
             except (pa.ArrowException, OSError) as exc:
                 raise MonitorError(f"inference log file {location} is unreadable: {exc}") from exc
-            base = [c for c in wanted[:2] if c not in table.column_names]
-            if base:
-                raise MonitorError(f"inference log file {location} lacks columns {base}")
-            keys = table.select(wanted[:2]).to_pandas()
-            times = pd.to_datetime(keys["time"], utc=True)
+            absent = [c for c in keys if c not in table.column_names]
+            if absent:
+                raise MonitorError(f"inference log file {location} lacks columns {absent}")
+            records = table.select(keys).to_pandas()
+            times = pd.to_datetime(records["time"], utc=True)
             inside = ((times >= window.since) & (times < window.until)).to_numpy()
             seen += int(inside.sum())
-            mine = inside & (keys["model_version"] == version).to_numpy()
+            mine = inside & (records["model_version"] == version).to_numpy()
             if not mine.any():
                 continue  # another version's records: written for its inputs, not checked
             missing = [c for c in wanted if c not in table.column_names]
@@ -313,8 +314,7 @@ def evaluate(
     empty = empty_columns(reference, current, columns)
     columns = [c for c in columns if c not in empty]
     own = fixed_use(fixed or {}, current, cfg.fixed_alarm_min_values)
-    alarms = {c: use["alarm"] for c, use in own.items()}
-    snapshot = run_report(reference, current, columns, cfg.drift_share, alarms)
+    snapshot = run_report(reference, current, columns, cfg.drift_share, fixed)
     thresholds = calibration["thresholds"] if calibration and calibration["applied"] else None
     limits = {c: (use["alarm"] if use["applied"] else math.inf) for c, use in own.items()}
     fields = read_snapshot(snapshot.dict(), cfg.drift_share, cfg.column_alarm, thresholds, limits)

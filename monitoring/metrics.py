@@ -73,10 +73,12 @@ def drift_metrics(summary: dict, finished: float) -> CollectorRegistry:
         prediction = gauge("churn_drift_prediction_score", "Drift score of churn_probability.")
         prediction.labels(version).set(summary["prediction_drift"]["score"])
     calibration = summary.get("calibration")
+    fixed = summary.get("fixed_alarms") or {}
     own = {
-        # Thresholds that did not apply to this window (fewer rows) did not decide it.
+        # Thresholds that did not apply to this window (too few rows or values) did not
+        # decide it.
         **(calibration["thresholds"] if calibration and calibration["applied"] else {}),
-        **{c: use["alarm"] for c, use in (summary.get("fixed_alarms") or {}).items()},
+        **{c: use["alarm"] for c, use in fixed.items() if use["applied"]},
     }
     if own:
         limits = gauge(

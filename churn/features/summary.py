@@ -15,10 +15,10 @@ Columns, in order:
   the natural log of the last bin's spend per transaction over the longest window's, clipped
   to [-1, 1] (one outsized basket moves it no further than a ticket e times the usual; a
   purchase of nothing is -1), NaN where it is undefined (no transaction in the last bin, or
-  no spend at all over the window). Spend
-  drift moves a total only by the share of the window it has filled, and totals spread over
-  customers who spend ten times more than others; the change against each customer's own
-  year cancels that spread, so a drift in ticket size shows within days (``monitoring/README``);
+  no spend at all over the window). Spend drift moves a total only by the share of the
+  window it has filled, and totals spread over customers who spend ten times more than
+  others; the change against each customer's own year cancels that spread, so a drift in
+  ticket size shows within days (``monitoring/README``);
 * ``seq_recency_bins``: int32, bins since the last bin with any activity (0 when the last bin
   is active, ``L`` when no bin is);
 * ``num_<feature>``: float64, each numeric feature (context features, then attributes);
@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from churn.features.activity import BASE_CHANNELS
+
 RECENCY_COLUMN = "seq_recency_bins"
 TICKET_CHANGE_COLUMN = "seq_spend_per_txn_change"
 # On drift-free days of four synthetic worlds, clipping cut the column's widest distance from
@@ -39,7 +41,7 @@ TICKET_CHANGE_CLIP = 1.0
 
 def _has_ticket_change(input_spec: dict) -> bool:
     """Whether the channels allow a spend-per-transaction change: a count, then spend."""
-    return list(input_spec["channels"][:2]) == ["n_txn", "spend"]
+    return tuple(input_spec["channels"][: len(BASE_CHANNELS)]) == BASE_CHANNELS
 
 
 def summary_windows(windows: list[int], seq_len: int) -> list[int]:

@@ -433,8 +433,7 @@ def test_records_of_other_versions_and_outside_the_window_are_left_out(
 ) -> None:
     model_dir, spec = champion
     table = traffic(spec, model_dir, "none", 1000)
-    other = table.set_column(3, "model_version", pa.array(["v0"] * table.num_rows))
-    write_log(str(tmp_path / "inference_log"), other)
+    write_log(str(tmp_path / "inference_log"), as_version(table, "v0"))
     write_log(str(tmp_path / "inference_log"), table)
     summary = check_drift(settings_for(tmp_path, min_rows=1), until=UNTIL, hours=1)
     assert summary["rows"] == {"current": 1000, "reference": 1800, "window_all": 2000}

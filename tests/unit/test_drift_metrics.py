@@ -34,3 +34,11 @@ def test_calibrated_thresholds_are_exported_only_for_a_window_they_decided() -> 
 
 def test_a_fixed_alarm_is_exported_beside_them() -> None:
     assert threshold(False, "seq_spend_per_txn_change") == 0.3
+
+
+def test_a_fixed_alarm_on_too_few_values_is_not_exported_as_deciding() -> None:
+    few = summary(True)
+    few["fixed_alarms"]["seq_spend_per_txn_change"]["applied"] = False
+    metrics = drift_metrics(few, 0.0)
+    labels = {"model_version": "v1", "column": "seq_spend_per_txn_change"}
+    assert metrics.get_sample_value("churn_drift_column_threshold", labels) is None
